@@ -1,0 +1,216 @@
+//! The application: shared state, router assembly, start-up (including `--dev` provisioning)
+//! and graceful shutdown.
+
+use crate::config::Settings;
+use crate::domain::Secret;
+use crate::error::ApiError;
+use crate::http::{apikeys, audit, health, openapi, operators, tenants};
+use crate::store::Store;
+use crate::store::models::Role;
+use crate::store::secrets::{HOW_TO_MAKE_A_KEY, Keyring, MasterKey};
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub settings: Arc<Settings>,
+    pub metrics: PrometheusHandle,
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint; the API is described at /openapi.json".into())
+}
+
+/// Assembles every route. Health checks sit outside the trace layer so probes do not
+/// flood the logs.
+pub fn router(state: AppState) -> Router {
+    let timeout = Duration::from_secs(state.settings.http.request_timeout_secs);
+    let admin = Router::new()
+        .route("/api/v1/tenants", get(tenants::list).post(tenants::create))
+        .route(
+            "/api/v1/tenants/{code}",
+            get(tenants::get).put(tenants::replace).delete(tenants::delete),
+        )
+        .route("/api/v1/operators", get(operators::list))
+        .route("/api/v1/operators/{code}", get(operators::get).put(operators::put))
+        .route("/api/v1/apikeys", get(apikeys::list).post(apikeys::create))
+        .route("/api/v1/apikeys/{id}", delete(apikeys::revoke))
+        .route("/api/v1/audit", get(audit::list))
+        .layer(DefaultBodyLimit::max(state.settings.http.json_body_limit))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout));
+    let traced = admin
+        .route("/openapi.json", get(openapi::serve))
+        .fallback(not_found)
+        .route_layer(axum::middleware::from_fn(health::track))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map(MatchedPath::as_str)
+                .unwrap_or("unmatched");
+            tracing::info_span!("request", method = %req.method(), route)
+        }));
+    let probes = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics));
+    traced.merge(probes).with_state(state)
+}
+
+/// The keyring from the settings; production refuses to start without a master key.
+pub fn keyring(settings: &Settings) -> anyhow::Result<Keyring> {
+    let Some(key) = &settings.master_key else {
+        anyhow::bail!("no master key is configured: {HOW_TO_MAKE_A_KEY}");
+    };
+    let previous = settings
+        .previous_master_keys
+        .iter()
+        .map(MasterKey::parse)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Keyring::new(MasterKey::parse(key)?, previous))
+}
+
+/// Fills in what `--dev` provides: a master key kept in the data folder (generated on first
+/// start) and the Microsoft 365 emulator allowed as a tenant endpoint.
+pub fn prepare_dev(settings: &mut Settings) -> anyhow::Result<()> {
+    settings.dev = true;
+    settings.allow_emulator = true;
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("cannot create {}", settings.data_dir.display()))?;
+    if settings.master_key.is_none() {
+        let path = settings.data_dir.join("master.key");
+        if !path.exists() {
+            let (_, encoded) = MasterKey::generate();
+            write_private(&path, encoded.expose())?;
+            tracing::warn!(path = %path.display(), "dev mode: generated a master key; production needs its own (see the README)");
+        }
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        settings.master_key = Some(Secret::new(text.trim().to_string()));
+    }
+    Ok(())
+}
+
+/// Writes a file only its owner can read (keys and tokens).
+pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+/// The dev API keys, as written to `<data_dir>/dev-keys.json`.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct DevKeys {
+    pub admin: String,
+    pub client: String,
+}
+
+/// Makes sure `<data_dir>/dev-keys.json` holds a live admin and client key. Returns the keys
+/// when they were just created (so the caller prints them once), `None` when the file's
+/// keys still work.
+pub async fn ensure_dev_keys(store: &Store, data_dir: &Path) -> anyhow::Result<Option<DevKeys>> {
+    let path = data_dir.join("dev-keys.json");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Ok(keys) = serde_json::from_str::<DevKeys>(&text)
+        && store
+            .authenticate_api_key(&keys.admin)
+            .await?
+            .is_some_and(|k| k.role == Role::Admin)
+        && store
+            .authenticate_api_key(&keys.client)
+            .await?
+            .is_some_and(|k| k.role == Role::Client)
+    {
+        return Ok(None);
+    }
+    let mut created = Vec::new();
+    for (name, role) in [("dev-admin", Role::Admin), ("dev-client", Role::Client)] {
+        // A stale key of the same name (its file was lost) is retired first.
+        let _ = store.revoke_api_key("serve --dev", name).await;
+        let (_, token) = store.create_api_key("serve --dev", name, role).await?;
+        created.push(token.expose().to_string());
+    }
+    let keys = DevKeys {
+        admin: created[0].clone(),
+        client: created[1].clone(),
+    };
+    write_private(&path, &serde_json::to_string_pretty(&keys)?)?;
+    Ok(Some(keys))
+}
+
+/// A bound, ready-to-run server.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Opens the database, runs migrations and binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let store = Store::connect(&settings.database_url, keyring(&settings)?).await?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let state = AppState {
+            store,
+            settings: Arc::new(settings),
+            metrics: crate::telemetry::metrics_handle(),
+        };
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// Serves until `shutdown` resolves, then finishes the requests in flight.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let store = self.state.store.clone();
+        axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("HTTP server failed")?;
+        store.close().await;
+        Ok(())
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,378 @@
+//! The command line. Administration commands work directly on the database named by the
+//! configuration, so they need no running server and no API key.
+
+use crate::app::{self, Application};
+use crate::config::{EXAMPLE_TOML, Settings};
+use crate::domain::{OperatorCode, Secret, SecretField, TenantCode, TenantInput};
+use crate::http::operators::OperatorInput;
+use crate::store::Store;
+use crate::store::models::Role;
+use crate::store::secrets::{Keyring, MasterKey};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "officebridge",
+    version,
+    about = "Connects an ERP to Microsoft 365: typed XLSX exports, OneDrive, contacts, mail."
+)]
+pub struct Cli {
+    /// A TOML configuration file (see `officebridge default-config`).
+    #[arg(long, global = true, env = "OFFICEBRIDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Development mode: data in ./data, a generated master key, the emulator allowed.
+    #[arg(long, global = true)]
+    pub dev: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server.
+    Serve {
+        /// Address to listen on, overriding the configuration (for example 0.0.0.0:8080).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Print a fully commented example configuration file.
+    DefaultConfig,
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Generate a new master key and re-encrypt every stored secret with it.
+    RotateKey {
+        /// Write the new key to this file (mode 600) instead of printing it.
+        /// With --dev and no master key configured, ./data/master.key is replaced.
+        #[arg(long)]
+        new_key_file: Option<PathBuf>,
+    },
+    /// Manage Microsoft 365 tenants.
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+    /// Manage ERP operators.
+    #[command(subcommand)]
+    Operators(OperatorsCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Apikeys(ApiKeysCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct TenantFields {
+    /// Free text shown to administrators.
+    #[arg(long)]
+    description: Option<String>,
+    /// Directory (tenant) id: a GUID or a verified domain.
+    #[arg(long)]
+    tenant_id: Option<String>,
+    /// Application (client) id of the Entra app registration.
+    #[arg(long)]
+    client_id: Option<String>,
+    /// public_client (default) or spa.
+    #[arg(long)]
+    platform: Option<String>,
+    /// Redirect URL registered for the app (public_client: https://localhost).
+    #[arg(long)]
+    redirect_url: Option<String>,
+    /// Read the client secret from this file, or `-` for standard input. (Never as an
+    /// argument: the process list would show it.)
+    #[arg(long)]
+    client_secret_file: Option<PathBuf>,
+    /// Remove the stored client secret.
+    #[arg(long, conflicts_with = "client_secret_file")]
+    clear_client_secret: bool,
+    /// Login authority (default https://login.microsoftonline.com).
+    #[arg(long)]
+    authority: Option<String>,
+    /// Graph endpoint (default https://graph.microsoft.com).
+    #[arg(long)]
+    graph_endpoint: Option<String>,
+    /// Legacy Exchange Web Services URL: accepted and ignored.
+    #[arg(long)]
+    exchange_web_service: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Add a tenant.
+    Add {
+        /// Short unique code, such as CONTOSO.
+        #[arg(long)]
+        code: String,
+        #[command(flatten)]
+        fields: TenantFields,
+    },
+    /// List tenants (JSON).
+    List,
+    /// Show one tenant (JSON).
+    Show { code: String },
+    /// Change a tenant: only the fields given change.
+    Update {
+        code: String,
+        #[command(flatten)]
+        fields: TenantFields,
+    },
+    /// Remove a tenant no operator uses.
+    Remove { code: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorsCommand {
+    /// Create or replace an operator.
+    Set {
+        code: String,
+        /// Tenant code; required when enabled.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// The operator's Microsoft 365 address.
+        #[arg(long)]
+        email: Option<String>,
+        /// Whether Microsoft 365 integration is on.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        enabled: bool,
+    },
+    /// List operators (JSON).
+    List,
+    /// Show one operator (JSON).
+    Show { code: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeysCommand {
+    /// Create a key; it is printed once and only its hash is stored.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: Role,
+    },
+    /// List keys (never their values).
+    List,
+    /// Revoke a key by id or name.
+    Revoke { id_or_name: String },
+}
+
+fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    if cli.dev {
+        app::prepare_dev(&mut settings)?;
+    }
+    Ok(settings)
+}
+
+async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    Store::connect(&settings.database_url, app::keyring(settings)?).await
+}
+
+/// Who the audit log records for a command-line change.
+fn cli_actor() -> String {
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn read_secret_file(path: &PathBuf) -> anyhow::Result<String> {
+    let mut text = String::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut text)?;
+    } else {
+        text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    Ok(text.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// Field errors as one message, for the terminal.
+fn field_errors(errors: Vec<crate::domain::FieldError>) -> anyhow::Error {
+    anyhow::anyhow!(
+        errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
+}
+
+impl TenantFields {
+    /// Lays these flags over `base` (the stored tenant for an update, empty for an add).
+    fn into_input(self, code: String, base: Option<crate::store::models::Tenant>) -> anyhow::Result<TenantInput> {
+        let b = base.as_ref();
+        let client_secret = match (self.client_secret_file, self.clear_client_secret) {
+            (Some(path), _) => Some(Some(SecretField::Value(Secret::new(read_secret_file(&path)?)))),
+            (None, true) => Some(None),
+            (None, false) => None,
+        };
+        Ok(TenantInput {
+            code: Some(code),
+            description: self.description.or_else(|| b.map(|t| t.description.clone())),
+            tenant_id: self.tenant_id.or_else(|| b.map(|t| t.tenant_id.as_str().into())),
+            client_id: self.client_id.or_else(|| b.map(|t| t.client_id.as_str().into())),
+            platform: self.platform.or_else(|| b.map(|t| t.platform.as_str().into())),
+            redirect_url: self.redirect_url.or_else(|| b.map(|t| t.redirect_url.as_str().into())),
+            client_secret,
+            authority: self.authority.or_else(|| b.map(|t| t.authority.as_str().into())),
+            graph_endpoint: self.graph_endpoint.or_else(|| b.map(|t| t.graph_endpoint.as_str().into())),
+            exchange_web_service: self.exchange_web_service,
+        })
+    }
+}
+
+async fn tenants(settings: &Settings, cmd: TenantsCommand) -> anyhow::Result<()> {
+    let store = open_store(settings).await?;
+    let actor = cli_actor();
+    match cmd {
+        TenantsCommand::Add { code, fields } => {
+            let tenant = fields
+                .into_input(code, None)?
+                .parse(None, settings.allow_emulator)
+                .map_err(field_errors)?;
+            tenant.warnings.iter().for_each(|w| eprintln!("warning: {w}"));
+            print_json(&store.create_tenant(&actor, &tenant).await?)
+        }
+        TenantsCommand::List => print_json(&store.list_tenants().await?),
+        TenantsCommand::Show { code } => print_json(&store.get_tenant(&TenantCode::parse(&code).map_err(anyhow::Error::msg)?).await?),
+        TenantsCommand::Update { code, fields } => {
+            let existing = store.get_tenant(&TenantCode::parse(&code).map_err(anyhow::Error::msg)?).await?;
+            let tenant = fields
+                .into_input(code.clone(), Some(existing))?
+                .parse(Some(&code), settings.allow_emulator)
+                .map_err(field_errors)?;
+            tenant.warnings.iter().for_each(|w| eprintln!("warning: {w}"));
+            print_json(&store.replace_tenant(&actor, &tenant).await?)
+        }
+        TenantsCommand::Remove { code } => {
+            store
+                .delete_tenant(&actor, &TenantCode::parse(&code).map_err(anyhow::Error::msg)?)
+                .await?;
+            eprintln!("tenant {code} removed");
+            Ok(())
+        }
+    }
+}
+
+async fn operators(settings: &Settings, cmd: OperatorsCommand) -> anyhow::Result<()> {
+    let store = open_store(settings).await?;
+    match cmd {
+        OperatorsCommand::Set {
+            code,
+            tenant,
+            email,
+            enabled,
+        } => {
+            let op = OperatorInput { enabled, tenant, email }.parse(&code).map_err(|e| match e {
+                crate::error::ApiError::Validation(errors) => field_errors(errors),
+                other => anyhow::anyhow!(other.to_string()),
+            })?;
+            print_json(&store.put_operator(&cli_actor(), &op).await?.0)
+        }
+        OperatorsCommand::List => print_json(&store.list_operators().await?),
+        OperatorsCommand::Show { code } => print_json(&store.get_operator(&OperatorCode::parse(&code).map_err(anyhow::Error::msg)?).await?),
+    }
+}
+
+async fn apikeys(settings: &Settings, cmd: ApiKeysCommand) -> anyhow::Result<()> {
+    let store = open_store(settings).await?;
+    match cmd {
+        ApiKeysCommand::Create { name, role } => {
+            let (key, token) = store.create_api_key(&cli_actor(), &name, role).await?;
+            eprintln!(
+                "API key '{}' ({}) created. It is shown only now; store it safely:",
+                key.name,
+                key.role.as_str()
+            );
+            println!("{}", token.expose());
+            Ok(())
+        }
+        ApiKeysCommand::List => print_json(&store.list_api_keys().await?),
+        ApiKeysCommand::Revoke { id_or_name } => {
+            let key = store.revoke_api_key(&cli_actor(), &id_or_name).await?;
+            eprintln!("API key '{}' ({}) revoked", key.name, key.id);
+            Ok(())
+        }
+    }
+}
+
+/// Writes the new key where it will be used *before* re-sealing, so that a crash after the
+/// commit never leaves secrets sealed under a key nobody kept.
+async fn rotate_key(cli: &Cli, settings: &Settings, new_key_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let store = open_store(settings).await?;
+    let (new_key, encoded) = MasterKey::generate();
+    let dev_key_file =
+        (cli.dev && Settings::load(cli.config.as_deref())?.master_key.is_none()).then(|| settings.data_dir.join("master.key"));
+    let staged = match (&new_key_file, &dev_key_file) {
+        (Some(path), _) => Some(path.clone()),
+        (None, Some(dev)) => Some(dev.with_extension("key.new")),
+        (None, None) => None,
+    };
+    if let Some(path) = &staged {
+        app::write_private(path, encoded.expose())?;
+    }
+    let count = store.reseal_secrets(&cli_actor(), &Keyring::new(new_key.clone(), vec![])).await?;
+    if let (None, Some(dev)) = (&new_key_file, &dev_key_file) {
+        std::fs::rename(staged.as_ref().expect("staged"), dev)?;
+    }
+    eprintln!("re-encrypted {count} secret(s) under key {}", new_key.id());
+    match staged {
+        Some(path) if dev_key_file.is_none() || new_key_file.is_some() => {
+            eprintln!(
+                "the new master key is in {}; configure it as master_key_file and restart every instance",
+                path.display()
+            )
+        }
+        Some(_) => eprintln!("dev mode: {} now holds the new key", dev_key_file.expect("dev").display()),
+        None => {
+            eprintln!("the new master key follows; configure it as master_key and restart every instance:");
+            println!("{}", encoded.expose());
+        }
+    }
+    Ok(())
+}
+
+async fn serve(cli: &Cli, mut settings: Settings, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    if let Some(addr) = listen {
+        settings.listen = addr;
+    }
+    crate::telemetry::init_logs(&settings.log);
+    let data_dir = settings.data_dir.clone();
+    let application = Application::build(settings).await?;
+    if cli.dev {
+        match app::ensure_dev_keys(application.store(), &data_dir).await? {
+            Some(keys) => {
+                println!("dev mode: API keys created (also in {}):", data_dir.join("dev-keys.json").display());
+                println!("  admin:  {}", keys.admin);
+                println!("  client: {}", keys.client);
+            }
+            None => println!("dev mode: API keys are in {}", data_dir.join("dev-keys.json").display()),
+        }
+    }
+    println!("officebridge listening on http://{}", application.local_addr());
+    tracing::info!(addr = %application.local_addr(), backend = application.store().backend(), "listening");
+    application.run(app::shutdown_signal()).await
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::DefaultConfig = cli.command {
+        print!("{EXAMPLE_TOML}");
+        return Ok(());
+    }
+    let settings = load_settings(&cli)?;
+    match cli.command {
+        Command::Serve { listen } => serve(&cli, settings, listen).await,
+        Command::DefaultConfig => unreachable!("handled above"),
+        Command::Migrate => {
+            open_store(&settings).await?;
+            eprintln!("database schema is up to date");
+            Ok(())
+        }
+        Command::RotateKey { ref new_key_file } => rotate_key(&cli, &settings, new_key_file.clone()).await,
+        Command::Tenants(cmd) => tenants(&settings, cmd).await,
+        Command::Operators(cmd) => operators(&settings, cmd).await,
+        Command::Apikeys(cmd) => apikeys(&settings, cmd).await,
+    }
+}

@@ -1,0 +1,187 @@
+//! Settings: built-in defaults, then a TOML file, then `OFFICEBRIDGE_*` environment variables
+//! (`__` separates a section from its key), with `*_FILE` variants for secrets.
+
+use crate::domain::Secret;
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The commented example configuration, printed by `officebridge default-config`.
+pub const EXAMPLE_TOML: &str = include_str!("../officebridge.example.toml");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpSettings {
+    pub json_body_limit: usize,
+    pub request_timeout_secs: u64,
+}
+
+/// The settings as figment reads them; secrets still raw, file variants unresolved.
+#[derive(Serialize, Deserialize)]
+struct Raw {
+    listen: SocketAddr,
+    public_url: String,
+    data_dir: PathBuf,
+    database_url: Option<String>,
+    database_url_file: Option<PathBuf>,
+    master_key: Option<String>,
+    master_key_file: Option<PathBuf>,
+    previous_master_keys: Vec<String>,
+    allow_emulator: bool,
+    log: LogSettings,
+    http: HttpSettings,
+}
+
+impl Default for Raw {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("valid"),
+            public_url: "http://localhost:8080".into(),
+            data_dir: "./data".into(),
+            database_url: None,
+            database_url_file: None,
+            master_key: None,
+            master_key_file: None,
+            previous_master_keys: Vec::new(),
+            allow_emulator: false,
+            log: LogSettings {
+                format: LogFormat::Text,
+                level: "info".into(),
+            },
+            http: HttpSettings {
+                json_body_limit: 1 << 20,
+                request_timeout_secs: 60,
+            },
+        }
+    }
+}
+
+/// The resolved settings. `Debug` is safe to log: secrets are [`Secret`]s.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub public_url: url::Url,
+    pub data_dir: PathBuf,
+    pub database_url: Secret,
+    pub master_key: Option<Secret>,
+    pub previous_master_keys: Vec<Secret>,
+    pub allow_emulator: bool,
+    /// Set by `serve --dev`, not by configuration.
+    pub dev: bool,
+    pub log: LogSettings,
+    pub http: HttpSettings,
+}
+
+/// Picks the value of a secret from the setting itself or its `_file` variant (not both).
+fn secret_from(name: &str, value: Option<String>, file: Option<PathBuf>) -> anyhow::Result<Option<Secret>> {
+    match (value, file) {
+        (Some(_), Some(_)) => bail!("set either {name} or {name}_file, not both"),
+        (Some(v), None) => Ok(Some(Secret::new(v))),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {name}_file {}", path.display()))?;
+            Ok(Some(Secret::new(text.trim().to_string())))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (if given; it must exist), then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut fig = Figment::from(Serialized::defaults(Raw::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                bail!(
+                    "config file {} does not exist (print an example with `officebridge default-config`)",
+                    path.display()
+                );
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(Env::prefixed("OFFICEBRIDGE_").split("__"));
+        let raw: Raw = fig.extract().context("invalid configuration")?;
+        let public_url = url::Url::parse(&raw.public_url).context("public_url is not an absolute URL")?;
+        let database_url = secret_from("database_url", raw.database_url, raw.database_url_file)?
+            .unwrap_or_else(|| Secret::new(format!("sqlite://{}", raw.data_dir.join("officebridge.db").display())));
+        Ok(Self {
+            listen: raw.listen,
+            public_url,
+            data_dir: raw.data_dir,
+            database_url,
+            master_key: secret_from("master_key", raw.master_key, raw.master_key_file)?,
+            previous_master_keys: raw.previous_master_keys.into_iter().map(Secret::new).collect(),
+            allow_emulator: raw.allow_emulator,
+            dev: false,
+            log: raw.log,
+            http: raw.http,
+        })
+    }
+}
+
+#[cfg(test)]
+// figment::Jail's closures must return figment::Error, which is large; that is its API, not ours.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_matches_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, EXAMPLE_TOML).unwrap();
+        figment::Jail::expect_with(|_| {
+            let s = Settings::load(Some(&path)).unwrap();
+            assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+            assert_eq!(s.database_url.expose(), "sqlite://./data/officebridge.db");
+            assert!(s.master_key.is_none());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_file_and_file_variants_read_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key");
+        std::fs::write(&key_file, "a2V5\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "listen = \"127.0.0.1:1\"\n[log]\nformat = \"text\"\nlevel = \"info\"\n")?;
+            jail.set_env("OFFICEBRIDGE_LISTEN", "127.0.0.1:2");
+            jail.set_env("OFFICEBRIDGE_LOG__FORMAT", "json");
+            jail.set_env("OFFICEBRIDGE_MASTER_KEY_FILE", key_file.display().to_string());
+            let s = Settings::load(Some(Path::new("c.toml"))).unwrap();
+            assert_eq!(s.listen.port(), 2);
+            assert_eq!(s.log.format, LogFormat::Json);
+            assert_eq!(s.master_key.as_ref().unwrap().expose(), "a2V5");
+            jail.set_env("OFFICEBRIDGE_MASTER_KEY", "also");
+            assert!(Settings::load(None).unwrap_err().to_string().contains("not both"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("OFFICEBRIDGE_MASTER_KEY", "TOPSECRETKEY");
+            jail.set_env("OFFICEBRIDGE_DATABASE_URL", "postgres://u:PASSWORD123@h/db");
+            let s = Settings::load(None).unwrap();
+            let dbg = format!("{s:?}");
+            assert!(!dbg.contains("TOPSECRETKEY") && !dbg.contains("PASSWORD123"), "{dbg}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,62 @@
+//! Parsed newtypes: once a value has one of these types it is known to be valid, so nothing
+//! downstream checks it again (Zero To Production's "parse, don't validate").
+
+mod codes;
+mod email;
+mod endpoints;
+mod secret;
+mod tenant;
+
+pub use codes::{CompanyCode, OperatorCode, TenantCode};
+pub use email::EmailAddress;
+pub use endpoints::{Authority, GraphEndpoint, RedirectUrl};
+pub use secret::Secret;
+pub use tenant::{ClientId, DirectoryId, NewTenant, Platform, SecretField, SecretUpdate, TenantInput};
+
+use serde::Serialize;
+
+/// One rule broken by one input field; `field` is a JSON-pointer-like dotted path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Collects every field error of one input so the caller learns all of them at once.
+#[derive(Debug, Default)]
+pub struct Validator {
+    errors: Vec<FieldError>,
+}
+
+impl Validator {
+    /// Parses `value` with `parse`, recording the error under `field` and returning `None`
+    /// when it does not hold.
+    pub fn field<T, E: std::fmt::Display>(&mut self, field: &str, parsed: Result<T, E>) -> Option<T> {
+        match parsed {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.errors.push(FieldError::new(field, e.to_string()));
+                None
+            }
+        }
+    }
+
+    pub fn push(&mut self, field: &str, message: impl Into<String>) {
+        self.errors.push(FieldError::new(field, message));
+    }
+
+    /// `Ok(value)` when no error was recorded. `build` runs only then, so it may unwrap the
+    /// `Option`s returned by [`Validator::field`].
+    pub fn finish<T>(self, build: impl FnOnce() -> T) -> Result<T, Vec<FieldError>> {
+        if self.errors.is_empty() { Ok(build()) } else { Err(self.errors) }
+    }
+}

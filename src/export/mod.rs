@@ -1,0 +1,1 @@
+//! The export engine (issue 3).

@@ -1,0 +1,21 @@
+//! officebridge: connects an ERP to Microsoft 365.
+#![forbid(unsafe_code)]
+
+/// State, router assembly, start-up, `--dev` provisioning and shutdown.
+pub mod app;
+/// The command line (clap).
+pub mod cli;
+/// Settings: defaults, TOML file, `OFFICEBRIDGE_*` environment.
+pub mod config;
+/// Parsed newtypes: codes, addresses, tenant fields, secrets.
+pub mod domain;
+/// The HTTP edge's error type, mapped to problem+json.
+pub mod error;
+/// Grid model, readers, XLSX writer and importer.
+pub mod export;
+/// One file per HTTP resource, and the shared extractors.
+pub mod http;
+/// Storage over SQLite or PostgreSQL, and encryption of secrets at rest.
+pub mod store;
+/// Logs and metrics.
+pub mod telemetry;

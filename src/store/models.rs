@@ -1,0 +1,136 @@
+//! What the store returns. These serialize to the wire shapes of SPEC §6, which are a
+//! contract with ERP clients: change them only with an API version bump.
+
+use crate::domain::{Authority, ClientId, DirectoryId, EmailAddress, GraphEndpoint, OperatorCode, Platform, RedirectUrl, TenantCode};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Whether a write-only secret is stored; the value itself is never returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SecretState {
+    pub set: bool,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Tenant {
+    #[schema(value_type = String, example = "CONTOSO")]
+    pub code: TenantCode,
+    pub description: String,
+    #[schema(value_type = String, example = "72f988bf-86f1-41af-91ab-2d7cd011db47")]
+    pub tenant_id: DirectoryId,
+    #[schema(value_type = String, example = "0b3f2a7e-5d1c-4c8e-9a3b-2f6d8e1c4b7a")]
+    pub client_id: ClientId,
+    pub platform: Platform,
+    #[schema(value_type = String, example = "https://localhost")]
+    pub redirect_url: RedirectUrl,
+    pub client_secret: SecretState,
+    #[schema(value_type = String, example = "https://login.microsoftonline.com")]
+    pub authority: Authority,
+    #[schema(value_type = String, example = "https://graph.microsoft.com")]
+    pub graph_endpoint: GraphEndpoint,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Whether an operator's Microsoft account is linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SigninState {
+    /// Never signed in.
+    Never,
+    /// A refresh token is stored.
+    Linked,
+    /// The refresh token was refused or expired; the operator must sign in again.
+    SigninRequired,
+}
+
+impl SigninState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Never => "never",
+            Self::Linked => "linked",
+            Self::SigninRequired => "signin_required",
+        }
+    }
+
+    pub(crate) fn from_db(raw: &str) -> Self {
+        match raw {
+            "linked" => Self::Linked,
+            "signin_required" => Self::SigninRequired,
+            _ => Self::Never,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Operator {
+    #[schema(value_type = String, example = "jdoe")]
+    pub code: OperatorCode,
+    pub enabled: bool,
+    #[schema(value_type = Option<String>, example = "CONTOSO")]
+    pub tenant: Option<TenantCode>,
+    #[schema(value_type = Option<String>, example = "jdoe@contoso.com")]
+    pub email: Option<EmailAddress>,
+    pub signin: SigninState,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What an operator record is set to (`PUT /api/v1/operators/{code}`).
+#[derive(Debug, Clone)]
+pub struct NewOperator {
+    pub code: OperatorCode,
+    pub enabled: bool,
+    pub tenant: Option<TenantCode>,
+    pub email: Option<EmailAddress>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Company {
+    pub code: String,
+    pub name: String,
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Tenants, operators, email profiles, API keys, the audit log.
+    Admin,
+    /// Exports, contacts and mail, on behalf of the operator named in `X-Operator`.
+    Client,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Client => "client",
+        }
+    }
+
+    pub(crate) fn from_db(raw: &str) -> Self {
+        if raw == "admin" { Self::Admin } else { Self::Client }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// The API key name, or `cli:<user>` for the command line.
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: serde_json::Value,
+}

@@ -1,0 +1,425 @@
+//! The real `officebridge` binary: `serve --dev`, production start-up rules, the CLI, key
+//! rotation, and a whole scenario's logs searched for secrets.
+
+use crate::helpers::{Answer, Backend, fresh_database, tenant_body};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_officebridge");
+
+/// A command with a clean environment: no OFFICEBRIDGE_* leaking in from the test runner.
+fn officebridge(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OFFICEBRIDGE_") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// Runs a CLI command to completion: (success, stdout, stderr).
+fn run(dir: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut child = officebridge(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// A running `officebridge serve`, with everything it printed collected.
+struct Server {
+    child: Child,
+    base: String,
+    output: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn start(mut cmd: Command) -> Self {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let output = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("officebridge listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("server did not start:\n{}", output.lock().unwrap()));
+        Self { child, base, output }
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then wait: graceful shutdown must end the process.
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "server exited with {status}");
+                std::thread::sleep(Duration::from_millis(100));
+                return self.output();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("server did not stop on SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[tokio::test]
+async fn serve_dev_answers_healthz_within_two_seconds_and_writes_dev_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = officebridge(dir.path());
+    cmd.args(["serve", "--dev", "--listen", "127.0.0.1:0"]);
+    let started = Instant::now();
+    let server = Server::start(cmd);
+    let http = reqwest::Client::new();
+    loop {
+        if let Ok(r) = http.get(format!("{}/healthz", server.base)).send().await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "no /healthz within 2 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let keys: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("data/dev-keys.json")).unwrap()).unwrap();
+    let (admin, client) = (keys["admin"].as_str().unwrap(), keys["client"].as_str().unwrap());
+    assert!(server.output().contains(admin), "the dev keys are printed once");
+    assert!(dir.path().join("data/master.key").exists() && dir.path().join("data/officebridge.db").exists());
+    let ok = http
+        .get(format!("{}/api/v1/tenants", server.base))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let forbidden = http
+        .get(format!("{}/api/v1/tenants", server.base))
+        .bearer_auth(client)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), 403);
+    // The emulator may be named as a tenant's endpoints in dev mode.
+    let mut body = tenant_body("EMU");
+    body["authority"] = json!("http://127.0.0.1:9");
+    body["graph_endpoint"] = json!("http://127.0.0.1:9");
+    let created = http
+        .post(format!("{}/api/v1/tenants", server.base))
+        .bearer_auth(admin)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    server.stop();
+
+    // A second start keeps the same keys and does not print them again.
+    let mut cmd = officebridge(dir.path());
+    cmd.args(["serve", "--dev", "--listen", "127.0.0.1:0"]);
+    let again = Server::start(cmd);
+    let keys2: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("data/dev-keys.json")).unwrap()).unwrap();
+    assert_eq!(keys, keys2);
+    let r = http
+        .get(format!("{}/api/v1/tenants/EMU", again.base))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!again.stop().contains(admin));
+}
+
+#[test]
+fn production_refuses_to_start_without_a_master_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, err) = run(dir.path(), &["serve", "--listen", "127.0.0.1:0"], None);
+    assert!(!ok);
+    assert!(
+        err.contains("no master key") && err.contains("head -c 32 /dev/urandom | base64"),
+        "{err}"
+    );
+    let (ok, _, err) = run(dir.path(), &["--config", "missing.toml", "migrate"], None);
+    assert!(!ok && err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn default_config_prints_the_commented_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, _) = run(dir.path(), &["default-config"], None);
+    assert!(ok);
+    assert_eq!(out, officebridge::config::EXAMPLE_TOML);
+    assert!(out.contains("# sqlite://PATH") && out.contains("master_key_file"));
+}
+
+#[test]
+fn cli_administers_tenants_operators_and_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ok, out, err) = run(
+        d,
+        &[
+            "--dev",
+            "tenants",
+            "add",
+            "--code",
+            "contoso",
+            "--tenant-id",
+            "contoso.onmicrosoft.com",
+            "--client-id",
+            "0b3f2a7e-5d1c-4c8e-9a3b-2f6d8e1c4b7a",
+            "--client-secret-file",
+            "-",
+        ],
+        Some("cli-secret-value\n"),
+    );
+    assert!(ok, "{err}");
+    assert!(!out.contains("cli-secret-value"));
+    let t: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (t["code"].as_str(), t["client_secret"]["set"].as_bool()),
+        (Some("CONTOSO"), Some(true))
+    );
+
+    let (ok, _, err) = run(
+        d,
+        &[
+            "--dev",
+            "tenants",
+            "add",
+            "--code",
+            "bad",
+            "--tenant-id",
+            "x.com",
+            "--client-id",
+            "nope",
+        ],
+        None,
+    );
+    assert!(!ok && err.contains("client_id: must be a GUID"), "{err}");
+
+    let (ok, out, _) = run(d, &["--dev", "tenants", "update", "CONTOSO", "--description", "Prod"], None);
+    assert!(ok);
+    let t: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (t["description"].as_str(), t["client_secret"]["set"].as_bool()),
+        (Some("Prod"), Some(true)),
+        "update keeps the rest"
+    );
+
+    let (ok, out, err) = run(
+        d,
+        &[
+            "--dev",
+            "operators",
+            "set",
+            "jdoe",
+            "--tenant",
+            "CONTOSO",
+            "--email",
+            "jdoe@contoso.com",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["signin"], "never");
+    let (ok, _, err) = run(d, &["--dev", "tenants", "remove", "CONTOSO"], None);
+    assert!(!ok && err.contains("jdoe"), "{err}");
+
+    let (ok, key, err) = run(d, &["--dev", "apikeys", "create", "--name", "erp", "--role", "client"], None);
+    assert!(ok && err.contains("shown only now"), "{err}");
+    let (_, list, _) = run(d, &["--dev", "apikeys", "list"], None);
+    assert!(list.contains("\"erp\"") && !list.contains(key.trim()));
+    let (ok, _, _) = run(d, &["--dev", "apikeys", "revoke", "erp"], None);
+    assert!(ok);
+    let (_, list, _) = run(d, &["--dev", "apikeys", "list"], None);
+    assert!(serde_json::from_str::<Value>(&list).unwrap()[0]["revoked_at"].is_string());
+
+    // rotate-key re-seals the secret; the tenant still decrypts with the replaced dev key.
+    let before = std::fs::read_to_string(d.join("data/master.key")).unwrap();
+    let (ok, _, err) = run(d, &["--dev", "rotate-key"], None);
+    assert!(ok && err.contains("re-encrypted 1 secret"), "{err}");
+    let after = std::fs::read_to_string(d.join("data/master.key")).unwrap();
+    assert_ne!(before, after);
+    let (ok, out, err) = run(d, &["--dev", "tenants", "show", "CONTOSO"], None);
+    assert!(ok && out.contains("\"set\": true"), "{err}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let secret = rt.block_on(async {
+        let ring = officebridge::store::secrets::Keyring::new(
+            officebridge::store::secrets::MasterKey::parse(&officebridge::domain::Secret::new(after.trim())).unwrap(),
+            vec![],
+        );
+        let url = officebridge::domain::Secret::new(format!("sqlite://{}/data/officebridge.db", d.display()));
+        let store = officebridge::store::Store::connect(&url, ring).await.unwrap();
+        store
+            .tenant_client_secret(&officebridge::domain::TenantCode::parse("CONTOSO").unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+    });
+    assert_eq!(secret.expose(), "cli-secret-value");
+}
+
+/// A whole administrative scenario at debug level, in JSON logs, on PostgreSQL when
+/// available: no secret may appear anywhere in what the server printed.
+#[tokio::test]
+async fn no_secret_reaches_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = if crate::helpers::postgres_base_url().is_some() {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    };
+    let database_url = fresh_database(backend, dir.path()).await.unwrap();
+    let (_, master_key) = officebridge::store::secrets::MasterKey::generate();
+    let key_file = dir.path().join("master.key");
+    std::fs::write(&key_file, master_key.expose()).unwrap();
+    let (ok, admin_key, err) = {
+        let mut cmd = officebridge(dir.path());
+        cmd.env("OFFICEBRIDGE_DATABASE_URL", &database_url)
+            .env("OFFICEBRIDGE_MASTER_KEY_FILE", &key_file);
+        let out = cmd
+            .args(["apikeys", "create", "--name", "ops", "--role", "admin"])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    assert!(ok, "{err}");
+
+    let mut cmd = officebridge(dir.path());
+    cmd.env("OFFICEBRIDGE_DATABASE_URL", &database_url)
+        .env("OFFICEBRIDGE_MASTER_KEY_FILE", &key_file)
+        .env("OFFICEBRIDGE_LOG__FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .args(["serve", "--listen", "127.0.0.1:0"]);
+    let server = Server::start(cmd);
+    let http = reqwest::Client::new();
+    let client_secret = "Qx9~client.secret-VALUE-7781";
+    let mut body = tenant_body("CONTOSO");
+    body["client_secret"] = json!(client_secret);
+    let created = Answer::from(
+        http.post(format!("{}/api/v1/tenants", server.base))
+            .bearer_auth(&admin_key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(created.status, 201);
+    // A conflict and a validation error echo input back in their own way.
+    Answer::from(
+        http.post(format!("{}/api/v1/tenants", server.base))
+            .bearer_auth(&admin_key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .assert_problem(409, None);
+    body["code"] = json!("OTHER");
+    body["graph_endpoint"] = json!("http://169.254.169.254/");
+    Answer::from(
+        http.post(format!("{}/api/v1/tenants", server.base))
+            .bearer_auth(&admin_key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .assert_problem(422, None);
+    let new_key = Answer::from(
+        http.post(format!("{}/api/v1/apikeys", server.base))
+            .bearer_auth(&admin_key)
+            .json(&json!({"name": "erp", "role": "client"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let client_key = new_key.json["key"].as_str().unwrap().to_string();
+    let _ = http
+        .get(format!("{}/api/v1/tenants", server.base))
+        .bearer_auth(&client_key)
+        .send()
+        .await
+        .unwrap();
+    let _ = http
+        .get(format!("{}/api/v1/tenants", server.base))
+        .bearer_auth("obk_wrong-key-guess")
+        .send()
+        .await
+        .unwrap();
+    let audit = Answer::from(
+        http.get(format!("{}/api/v1/audit", server.base))
+            .bearer_auth(&admin_key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let logs = server.stop();
+
+    assert!(
+        logs.contains("\"route\":\"/api/v1/tenants\""),
+        "expected JSON request spans in:\n{logs}"
+    );
+    for secret in [client_secret, master_key.expose(), &admin_key, &client_key, "obk_wrong-key-guess"] {
+        assert!(!logs.contains(secret), "a secret reached the logs: {secret}");
+        assert!(!audit.text.contains(secret), "a secret reached the audit log");
+    }
+}

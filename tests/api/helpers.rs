@@ -1,0 +1,262 @@
+//! `spawn_app()`: the real server on port 0 with a fresh database — a SQLite file in a
+//! temporary folder, or a PostgreSQL schema of its own — and typed helpers around it.
+
+use officebridge::app::Application;
+use officebridge::config::Settings;
+use officebridge::domain::Secret;
+use officebridge::store::Store;
+use officebridge::store::models::Role;
+use officebridge::store::secrets::MasterKey;
+use serde_json::Value;
+use sqlx::Connection;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub http: reqwest::Client,
+    pub admin_key: String,
+    pub client_key: String,
+    pub store: Store,
+    pub database_url: String,
+    pub master_key: Secret,
+    pub backend: Backend,
+    _dir: tempfile::TempDir,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+/// The PostgreSQL server to test against, from `OFFICEBRIDGE_TEST_POSTGRES_URL`. Unset, the
+/// PostgreSQL variants are skipped — except under CI, where that is a failure.
+pub fn postgres_base_url() -> Option<String> {
+    match std::env::var("OFFICEBRIDGE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI must test PostgreSQL: set OFFICEBRIDGE_TEST_POSTGRES_URL (the README's test command does)")
+        }
+        _ => None,
+    }
+}
+
+/// A database URL of a fresh, empty database for one test.
+pub async fn fresh_database(backend: Backend, dir: &std::path::Path) -> Option<String> {
+    match backend {
+        Backend::Sqlite => Some(format!("sqlite://{}/officebridge.db", dir.display())),
+        Backend::Postgres => {
+            let base = postgres_base_url()?;
+            let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = sqlx::PgConnection::connect(&base)
+                .await
+                .expect("PostgreSQL is reachable at OFFICEBRIDGE_TEST_POSTGRES_URL");
+            sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                .execute(&mut conn)
+                .await
+                .expect("create test schema");
+            let sep = if base.contains('?') { '&' } else { '?' };
+            Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+        }
+    }
+}
+
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database_url = fresh_database(backend, dir.path()).await?;
+    let (_, master_key) = MasterKey::generate();
+    let mut settings = Settings::load(None).expect("default settings load");
+    settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.data_dir = dir.path().to_path_buf();
+    settings.database_url = Secret::new(database_url.clone());
+    settings.master_key = Some(master_key.clone());
+    settings.allow_emulator = false;
+    let app = Application::build(settings).await.expect("app builds");
+    let address = format!("http://{}", app.local_addr());
+    let store = app.store().clone();
+    let (admin, admin_key) = store.create_api_key("test", "test-admin", Role::Admin).await.unwrap();
+    let (_, client_key) = store.create_api_key("test", "test-client", Role::Client).await.unwrap();
+    assert_eq!(admin.role, Role::Admin);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run(async {
+        let _ = rx.await;
+    }));
+    Some(TestApp {
+        address,
+        http: reqwest::Client::new(),
+        admin_key: admin_key.expose().to_string(),
+        client_key: client_key.expose().to_string(),
+        store,
+        database_url,
+        master_key,
+        backend,
+        _dir: dir,
+        _shutdown: tx,
+    })
+}
+
+/// A response read whole: status, content type and JSON body (Null when not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Answer {
+    pub async fn from(resp: reqwest::Response) -> Self {
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let text = resp.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self {
+            status,
+            content_type,
+            text,
+            json,
+        }
+    }
+
+    /// Asserts a problem+json answer with this status naming `field` among its errors.
+    pub fn assert_problem(&self, status: u16, field: Option<&str>) {
+        assert_eq!(self.status, status, "{}", self.text);
+        assert_eq!(self.content_type, "application/problem+json", "{}", self.text);
+        assert_eq!(self.json["status"], status);
+        assert!(
+            self.json["type"].as_str().is_some_and(|t| t.starts_with("/problems/")),
+            "{}",
+            self.text
+        );
+        assert!(self.json["detail"].as_str().is_some_and(|d| !d.is_empty()), "{}", self.text);
+        if let Some(field) = field {
+            let fields: Vec<&str> = self.json["errors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["field"].as_str())
+                .collect();
+            assert!(fields.contains(&field), "expected field {field} in {}", self.text);
+        }
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, key: Option<&str>, body: Option<&Value>) -> Answer {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        Answer::from(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Answer {
+        self.send(reqwest::Method::GET, path, Some(&self.admin_key), None).await
+    }
+
+    pub async fn admin_post(&self, path: &str, body: &Value) -> Answer {
+        self.send(reqwest::Method::POST, path, Some(&self.admin_key), Some(body)).await
+    }
+
+    pub async fn admin_put(&self, path: &str, body: &Value) -> Answer {
+        self.send(reqwest::Method::PUT, path, Some(&self.admin_key), Some(body)).await
+    }
+
+    pub async fn admin_delete(&self, path: &str) -> Answer {
+        self.send(reqwest::Method::DELETE, path, Some(&self.admin_key), None).await
+    }
+
+    pub async fn get_with(&self, path: &str, key: Option<&str>) -> Answer {
+        self.send(reqwest::Method::GET, path, key, None).await
+    }
+
+    /// Sends raw bytes with a content type (for malformed bodies).
+    pub async fn admin_raw(&self, method: reqwest::Method, path: &str, content_type: &str, body: &str) -> Answer {
+        let resp = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&self.admin_key)
+            .header("content-type", content_type)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        Answer::from(resp).await
+    }
+
+    /// Reads one text column straight from the database, bypassing the app.
+    pub async fn raw_text(&self, sql: &str) -> Vec<Option<String>> {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.database_url).await.unwrap();
+                sqlx::query_scalar(sql).fetch_all(&mut c).await.unwrap()
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.database_url).await.unwrap();
+                sqlx::query_scalar(sql).fetch_all(&mut c).await.unwrap()
+            }
+        }
+    }
+
+    /// The audited actions, newest first, leaving out `spawn_app`'s own setup.
+    pub async fn audit_actions(&self) -> Vec<String> {
+        self.store
+            .list_audit(1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.actor != "test")
+            .map(|e| e.action)
+            .collect()
+    }
+}
+
+/// A valid tenant body.
+pub fn tenant_body(code: &str) -> Value {
+    serde_json::json!({
+        "code": code,
+        "description": "Contoso production tenant",
+        "tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        "client_id": "0b3f2a7e-5d1c-4c8e-9a3b-2f6d8e1c4b7a",
+        "platform": "public_client",
+        "redirect_url": "https://localhost"
+    })
+}
+
+/// Runs each named scenario `async fn name(app: TestApp)` once per backend, as
+/// `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use $crate::helpers::{spawn_app, Backend};
+
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name(spawn_app(Backend::Sqlite).await.expect("sqlite always runs")).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    match spawn_app(Backend::Postgres).await {
+                        Some(app) => super::$name(app).await,
+                        None => eprintln!("skipped: OFFICEBRIDGE_TEST_POSTGRES_URL is not set"),
+                    }
+                }
+            }
+        )*
+    };
+}

@@ -1,0 +1,10 @@
+//! All integration tests in one binary (one link step instead of one per file).
+
+mod helpers;
+
+mod auth;
+mod binary;
+mod operations;
+mod operators;
+mod store_story;
+mod tenants;
