@@ -4,7 +4,8 @@
 use crate::config::Settings;
 use crate::domain::Secret;
 use crate::error::ApiError;
-use crate::http::{apikeys, audit, health, openapi, operators, tenants};
+use crate::export::jobs::ExportJobs;
+use crate::http::{apikeys, audit, exports, health, imports, openapi, operators, tenants};
 use crate::store::Store;
 use crate::store::models::Role;
 use crate::store::secrets::{HOW_TO_MAKE_A_KEY, Keyring, MasterKey};
@@ -12,7 +13,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use tower_http::trace::TraceLayer;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    pub exports: Arc<ExportJobs>,
     pub settings: Arc<Settings>,
     pub metrics: PrometheusHandle,
 }
@@ -51,7 +53,16 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/audit", get(audit::list))
         .layer(DefaultBodyLimit::max(state.settings.http.json_body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout));
+    // Exports stream large bodies and run for minutes: their own limits, no timeout.
+    let client = Router::new()
+        .route("/api/v1/exports", post(exports::create))
+        .route("/api/v1/exports/{id}", get(exports::status))
+        .route("/api/v1/exports/{id}/content", get(exports::content))
+        .route("/api/v1/exports/{id}/events", get(exports::events))
+        .route("/api/v1/imports", post(imports::create))
+        .layer(DefaultBodyLimit::max(state.settings.export.max_json_bytes as usize));
     let traced = admin
+        .merge(client)
         .route("/openapi.json", get(openapi::serve))
         .fallback(not_found)
         .route_layer(axum::middleware::from_fn(health::track))
@@ -167,8 +178,15 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let exports = Arc::new(ExportJobs::new(
+            &settings.data_dir.join("exports"),
+            settings.export.max_concurrent,
+            Duration::from_secs(settings.export.retention_secs),
+            None,
+        )?);
         let state = AppState {
             store,
+            exports,
             settings: Arc::new(settings),
             metrics: crate::telemetry::metrics_handle(),
         };
@@ -186,6 +204,16 @@ impl Application {
     /// Serves until `shutdown` resolves, then finishes the requests in flight.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let store = self.state.store.clone();
+        // Expired export files are removed even when nobody asks for them.
+        let exports = Arc::downgrade(&self.state.exports);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            while let Some(jobs) = exports.upgrade() {
+                jobs.sweep();
+                drop(jobs);
+                tick.tick().await;
+            }
+        });
         axum::serve(self.listener, router(self.state))
             .with_graceful_shutdown(shutdown)
             .await

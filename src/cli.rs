@@ -4,6 +4,7 @@
 use crate::app::{self, Application};
 use crate::config::{EXAMPLE_TOML, Settings};
 use crate::domain::{OperatorCode, Secret, SecretField, TenantCode, TenantInput};
+use crate::export::read::InputFormat;
 use crate::http::operators::OperatorInput;
 use crate::store::Store;
 use crate::store::models::Role;
@@ -59,6 +60,47 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Apikeys(ApiKeysCommand),
+    /// Write a grid (JSON grid document, NDJSON or CSV) as a typed XLSX workbook.
+    Export(ExportArgs),
+    /// Read an edited workbook back: typed rows, cell problems, and the change set.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The grid file, or `-` for standard input.
+    pub input: PathBuf,
+    /// The workbook to write (default: the input's name with .xlsx).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// The input format (default: from the file extension .json, .ndjson/.jsonl, .csv).
+    #[arg(long, value_enum)]
+    pub format: Option<InputFormat>,
+    /// CSV column types, `Name=type[:arg…],…` (for example `Qty=integer,Price=currency:USD:2`);
+    /// columns not named are inferred from the first 1,000 rows.
+    #[arg(long)]
+    pub columns: Option<String>,
+    /// The sheet name for CSV input (default: the file name).
+    #[arg(long)]
+    pub sheet: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The edited workbook.
+    pub workbook: PathBuf,
+    /// The columns, `Name=type[:arg…],…`, Name as in the header row. Optional with --original.
+    #[arg(long)]
+    pub columns: Option<String>,
+    /// The key column, for the change set.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// The original grid document (JSON) the workbook was exported from.
+    #[arg(long)]
+    pub original: Option<PathBuf>,
+    /// The sheet to read (default: the first).
+    #[arg(long)]
+    pub sheet: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -357,14 +399,20 @@ async fn serve(cli: &Cli, mut settings: Settings, listen: Option<SocketAddr>) ->
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::DefaultConfig = cli.command {
-        print!("{EXAMPLE_TOML}");
-        return Ok(());
+    // These need neither configuration nor database.
+    match cli.command {
+        Command::DefaultConfig => {
+            print!("{EXAMPLE_TOML}");
+            return Ok(());
+        }
+        Command::Export(args) => return tokio::task::spawn_blocking(move || crate::export::cli::export(args)).await?,
+        Command::Import(args) => return tokio::task::spawn_blocking(move || crate::export::cli::import(args)).await?,
+        _ => {}
     }
     let settings = load_settings(&cli)?;
     match cli.command {
         Command::Serve { listen } => serve(&cli, settings, listen).await,
-        Command::DefaultConfig => unreachable!("handled above"),
+        Command::DefaultConfig | Command::Export(_) | Command::Import(_) => unreachable!("handled above"),
         Command::Migrate => {
             open_store(&settings).await?;
             eprintln!("database schema is up to date");

@@ -31,6 +31,29 @@ pub struct HttpSettings {
     pub request_timeout_secs: u64,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportSettings {
+    /// Exports running at once; the rest wait in line.
+    pub max_concurrent: usize,
+    /// Seconds a finished background export stays downloadable.
+    pub retention_secs: u64,
+    /// Largest NDJSON or CSV body (streamed, so memory does not depend on it).
+    pub max_body_bytes: u64,
+    /// Largest JSON grid document or import request (parsed whole).
+    pub max_json_bytes: u64,
+}
+
+impl Default for ExportSettings {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 2,
+            retention_secs: 3600,
+            max_body_bytes: 4 << 30,
+            max_json_bytes: 64 << 20,
+        }
+    }
+}
+
 /// The settings as figment reads them; secrets still raw, file variants unresolved.
 #[derive(Serialize, Deserialize)]
 struct Raw {
@@ -45,6 +68,7 @@ struct Raw {
     allow_emulator: bool,
     log: LogSettings,
     http: HttpSettings,
+    export: ExportSettings,
 }
 
 impl Default for Raw {
@@ -67,6 +91,7 @@ impl Default for Raw {
                 json_body_limit: 1 << 20,
                 request_timeout_secs: 60,
             },
+            export: ExportSettings::default(),
         }
     }
 }
@@ -85,6 +110,7 @@ pub struct Settings {
     pub dev: bool,
     pub log: LogSettings,
     pub http: HttpSettings,
+    pub export: ExportSettings,
 }
 
 /// Picks the value of a secret from the setting itself or its `_file` variant (not both).
@@ -129,6 +155,7 @@ impl Settings {
             dev: false,
             log: raw.log,
             http: raw.http,
+            export: raw.export,
         })
     }
 }

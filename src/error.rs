@@ -31,6 +31,8 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    NotImplemented(String),
     /// Anything unexpected: logged with its cause chain, shown to the caller as an opaque 500.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -64,6 +66,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -79,6 +82,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::Unavailable(_) => "unavailable",
+            Self::NotImplemented(_) => "not-implemented",
             Self::Internal(_) => "internal",
         }
     }

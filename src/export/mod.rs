@@ -1,1 +1,15 @@
-//! The export engine (issue 3).
+//! The export engine: ERP grids (JSON, NDJSON, CSV) to typed XLSX in bounded memory, and
+//! edited workbooks back. Knows nothing of HTTP or the database.
+
+/// `officebridge export` and `officebridge import`.
+pub mod cli;
+/// Reading edited workbooks back, with problems and the change set.
+pub mod import;
+/// Exports off the async runtime: bounded concurrency, background jobs, expiry.
+pub mod jobs;
+/// Columns, types, cells and Excel's limits.
+pub mod model;
+/// The JSON, NDJSON and CSV readers, and [`read::export`], the whole pipeline.
+pub mod read;
+/// The constant-memory XLSX writer.
+pub mod writer;

@@ -3,7 +3,9 @@
 
 pub mod apikeys;
 pub mod audit;
+pub mod exports;
 pub mod health;
+pub mod imports;
 pub mod openapi;
 pub mod operators;
 pub mod tenants;

@@ -30,6 +30,8 @@ impl Modify for ApiKeyAuth {
         super::operators::list, super::operators::get, super::operators::put,
         super::apikeys::list, super::apikeys::create, super::apikeys::revoke,
         super::audit::list,
+        super::exports::create, super::exports::status, super::exports::content, super::exports::events,
+        super::imports::create,
     ),
     components(schemas(crate::error::Problem, crate::domain::FieldError))
 )]

@@ -1,0 +1,228 @@
+//! Running exports off the async runtime: at most N at once (the rest wait in line), either
+//! while the caller waits or as background jobs whose files expire.
+
+use super::model::GridError;
+use super::read::{ExportOptions, InputFormat, export};
+use super::writer::{ExportError, Report};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+/// Where a job is.
+#[derive(Debug, Clone)]
+pub enum JobState {
+    Queued,
+    Running,
+    Done {
+        report: Report,
+        file: PathBuf,
+        size: u64,
+    },
+    /// `grid` is set when the grid was at fault (a 422), unset for our own failures.
+    Failed {
+        grid: Option<GridError>,
+        message: String,
+    },
+}
+
+#[derive(Debug)]
+pub struct Job {
+    pub id: Uuid,
+    /// The API key that started it; nobody else may see it.
+    pub owner: String,
+    pub created_at: DateTime<Utc>,
+    pub rows_written: Arc<AtomicU64>,
+    state: Mutex<JobState>,
+    finished_at: Mutex<Option<DateTime<Utc>>>,
+}
+
+impl Job {
+    pub fn state(&self) -> JobState {
+        self.state.lock().expect("job lock").clone()
+    }
+
+    pub fn finished_at(&self) -> Option<DateTime<Utc>> {
+        *self.finished_at.lock().expect("job lock")
+    }
+
+    fn set(&self, state: JobState) {
+        if matches!(state, JobState::Done { .. } | JobState::Failed { .. }) {
+            *self.finished_at.lock().expect("job lock") = Some(Utc::now());
+        }
+        *self.state.lock().expect("job lock") = state;
+    }
+}
+
+/// A finished export held in an unnamed file (its path is already gone), so it disappears
+/// when the last handle closes — whether the response completes or the client goes away.
+pub struct Finished {
+    pub report: Report,
+    pub file: std::fs::File,
+    pub size: u64,
+}
+
+pub struct ExportJobs {
+    jobs: Mutex<HashMap<Uuid, Arc<Job>>>,
+    permits: Arc<Semaphore>,
+    dir: PathBuf,
+    retention: Duration,
+    /// Rows per sheet (lowered only by tests).
+    max_rows: Option<u32>,
+}
+
+impl std::fmt::Debug for ExportJobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ExportJobs({})", self.dir.display())
+    }
+}
+
+impl ExportJobs {
+    /// `dir` holds temporary and finished files; what an earlier process left there is removed.
+    pub fn new(dir: &Path, max_concurrent: usize, retention: Duration, max_rows: Option<u32>) -> anyhow::Result<Self> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+        std::fs::create_dir_all(dir)?;
+        Ok(Self {
+            jobs: Mutex::default(),
+            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            dir: dir.to_path_buf(),
+            retention,
+            max_rows,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn options(&self, mut opts: ExportOptions) -> ExportOptions {
+        opts.tempdir = Some(self.dir.clone());
+        opts.max_rows = opts.max_rows.or(self.max_rows);
+        opts
+    }
+
+    /// Exports while the caller waits (after waiting for a free slot).
+    pub async fn run<R: Read + Send + 'static>(&self, format: InputFormat, input: R, opts: ExportOptions) -> Result<Finished, ExportError> {
+        let _permit = self.permits.clone().acquire_owned().await.expect("semaphore is never closed");
+        let opts = self.options(opts);
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = tempfile::Builder::new().prefix("export-").suffix(".xlsx").tempfile_in(&dir)?;
+            let report = export(
+                format,
+                BufReader::with_capacity(1 << 16, input),
+                out.as_file(),
+                &opts,
+                Arc::default(),
+            )?;
+            let file = out.reopen()?;
+            let size = file.metadata()?.len();
+            drop(out); // removes the path; `file` keeps the data readable
+            Ok(Finished { report, file, size })
+        })
+        .await
+        .map_err(|e| ExportError::Io(std::io::Error::other(e)))?
+    }
+
+    /// Starts a background export of the spooled body in `input` (deleted when done).
+    pub fn submit(self: &Arc<Self>, owner: &str, format: InputFormat, input: tempfile::TempPath, opts: ExportOptions) -> Arc<Job> {
+        let job = Arc::new(Job {
+            id: Uuid::new_v4(),
+            owner: owner.to_string(),
+            created_at: Utc::now(),
+            rows_written: Arc::default(),
+            state: Mutex::new(JobState::Queued),
+            finished_at: Mutex::default(),
+        });
+        self.jobs.lock().expect("jobs lock").insert(job.id, job.clone());
+        let (jobs, running) = (self.clone(), job.clone());
+        tokio::spawn(async move {
+            let _permit = jobs.permits.clone().acquire_owned().await.expect("semaphore is never closed");
+            running.set(JobState::Running);
+            let opts = jobs.options(opts);
+            let target = jobs.dir.join(format!("{}.xlsx", running.id));
+            let progress = running.rows_written.clone();
+            let path = target.clone();
+            let outcome = tokio::task::spawn_blocking(move || -> Result<(Report, u64), ExportError> {
+                let source = std::fs::File::open(&input)?;
+                let out = std::fs::File::create(&path)?;
+                let report = export(format, BufReader::with_capacity(1 << 16, source), &out, &opts, progress)?;
+                Ok((report, out.metadata()?.len()))
+            })
+            .await;
+            let state = match outcome {
+                Ok(Ok((report, size))) => JobState::Done {
+                    report,
+                    file: target,
+                    size,
+                },
+                Ok(Err(e)) => {
+                    let _ = std::fs::remove_file(&target);
+                    match e {
+                        ExportError::Grid(g) => JobState::Failed {
+                            message: g.to_string(),
+                            grid: Some(g),
+                        },
+                        other => {
+                            tracing::error!(job = %running.id, error = %other, "export job failed");
+                            JobState::Failed {
+                                grid: None,
+                                message: "the export failed; it has been logged".into(),
+                            }
+                        }
+                    }
+                }
+                Err(join) => {
+                    tracing::error!(job = %running.id, error = %join, "export job panicked");
+                    JobState::Failed {
+                        grid: None,
+                        message: "the export failed; it has been logged".into(),
+                    }
+                }
+            };
+            running.set(state);
+        });
+        job
+    }
+
+    /// The caller's job, unless it does not exist, is someone else's or has expired.
+    pub fn get(&self, id: Uuid, owner: &str) -> Option<Arc<Job>> {
+        self.sweep();
+        self.jobs.lock().expect("jobs lock").get(&id).filter(|j| j.owner == owner).cloned()
+    }
+
+    pub fn expires_at(&self, job: &Job) -> Option<DateTime<Utc>> {
+        job.finished_at().map(|t| t + self.retention)
+    }
+
+    /// Forgets finished jobs older than the retention time and deletes their files.
+    pub fn sweep(&self) {
+        let now = Utc::now();
+        let expired: Vec<Arc<Job>> = {
+            let mut jobs = self.jobs.lock().expect("jobs lock");
+            let ids: Vec<Uuid> = jobs
+                .values()
+                .filter(|j| self.expires_at(j).is_some_and(|t| t <= now))
+                .map(|j| j.id)
+                .collect();
+            ids.iter().filter_map(|id| jobs.remove(id)).collect()
+        };
+        for job in expired {
+            if let JobState::Done { file, .. } = job.state() {
+                let _ = std::fs::remove_file(file);
+            }
+        }
+    }
+
+    /// How many rows a job has written.
+    pub fn rows(job: &Job) -> u64 {
+        job.rows_written.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,632 @@
+//! The grid model: columns, their types, and how a raw value becomes a typed cell.
+
+use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Excel's hard limits (support.microsoft.com, "Excel specifications and limits").
+pub mod limits {
+    /// Rows per worksheet, header included.
+    pub const MAX_ROWS: u32 = 1_048_576;
+    /// Columns per worksheet.
+    pub const MAX_COLUMNS: usize = 16_384;
+    /// Characters in one cell.
+    pub const MAX_CELL_CHARS: usize = 32_767;
+    /// Hyperlinks per worksheet.
+    pub const MAX_HYPERLINKS: u32 = 65_530;
+    /// Characters in a hyperlink's URL.
+    pub const MAX_URL_CHARS: usize = 2_079;
+    /// Characters in a sheet name.
+    pub const MAX_SHEET_NAME_CHARS: usize = 31;
+    /// Integers beyond 15 significant digits lose precision in Excel's doubles.
+    pub const MAX_EXACT_INTEGER: i64 = 999_999_999_999_999;
+}
+
+/// A column's type, which decides the cell type and number format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    Text,
+    Integer,
+    Decimal,
+    Currency,
+    Percent,
+    Date,
+    Datetime,
+    Time,
+    Boolean,
+    Hyperlink,
+}
+
+impl ColumnType {
+    pub const ALL: [ColumnType; 10] = [
+        Self::Text,
+        Self::Integer,
+        Self::Decimal,
+        Self::Currency,
+        Self::Percent,
+        Self::Date,
+        Self::Datetime,
+        Self::Time,
+        Self::Boolean,
+        Self::Hyperlink,
+    ];
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == raw.trim().to_ascii_lowercase())
+            .ok_or_else(|| {
+                format!(
+                    "unknown column type '{raw}'; expected one of: {}",
+                    Self::ALL.map(|t| t.as_str()).join(", ")
+                )
+            })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Integer => "integer",
+            Self::Decimal => "decimal",
+            Self::Currency => "currency",
+            Self::Percent => "percent",
+            Self::Date => "date",
+            Self::Datetime => "datetime",
+            Self::Time => "time",
+            Self::Boolean => "boolean",
+            Self::Hyperlink => "hyperlink",
+        }
+    }
+
+    fn is_numeric(self) -> bool {
+        matches!(self, Self::Integer | Self::Decimal | Self::Currency | Self::Percent)
+    }
+}
+
+/// A column as the grid document declares it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnSpec {
+    pub key: String,
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// ISO 4217 code, for `currency`.
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// Digits after the decimal point, for `decimal`, `currency` and `percent`.
+    #[serde(default)]
+    pub decimals: Option<u8>,
+    /// Column width in characters; computed from the data when absent.
+    #[serde(default)]
+    pub width: Option<f64>,
+}
+
+/// A checked column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub key: String,
+    pub header: String,
+    pub kind: ColumnType,
+    pub currency: Option<String>,
+    pub decimals: u8,
+    pub width: Option<f64>,
+}
+
+/// An aggregate for a totals row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Total {
+    Sum,
+    Average,
+    Count,
+    Min,
+    Max,
+}
+
+impl Total {
+    /// The SUBTOTAL function number: the 10x forms ignore rows hidden by the autofilter,
+    /// so the total follows what the user filtered.
+    pub fn subtotal_code(self) -> u16 {
+        match self {
+            Self::Average => 101,
+            Self::Count => 103,
+            Self::Max => 104,
+            Self::Min => 105,
+            Self::Sum => 109,
+        }
+    }
+}
+
+/// A typed cell, ready to write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Empty,
+    Text(String),
+    Number(f64),
+    Bool(bool),
+    /// An Excel serial date-time (days since 1899-12-30, fractional day = time).
+    Serial(f64),
+    Url(String),
+}
+
+/// Where a cell problem is: a field path for the caller, and the row and column for people.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct CellRef {
+    /// 1-based data row (the header is not counted).
+    pub row: u64,
+    pub column: String,
+}
+
+/// Grid-level options (top level of the grid document, or the NDJSON header line).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GridOptions {
+    /// `continue` (default): rows beyond Excel's limit go on to sheets `Name (2)`, …;
+    /// `error`: refuse the grid instead.
+    #[serde(default)]
+    pub overflow: Overflow,
+    /// Cut strings longer than 32,767 characters (and report them) instead of refusing.
+    #[serde(default)]
+    pub truncate: bool,
+    /// Write each sheet as an Excel table instead of a plain autofilter range.
+    #[serde(default)]
+    pub table: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Overflow {
+    #[default]
+    Continue,
+    Error,
+}
+
+/// Workbook properties.
+#[derive(Debug, Clone, Default)]
+pub struct GridMeta {
+    pub title: Option<String>,
+    pub author: Option<String>,
+    pub company: Option<String>,
+    pub options: GridOptions,
+}
+
+/// A sheet's declaration, without its rows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SheetSpec {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub columns: Vec<ColumnSpec>,
+    /// Column key → aggregate.
+    #[serde(default)]
+    pub totals: BTreeMap<String, Total>,
+}
+
+/// A checked sheet declaration.
+#[derive(Debug, Clone)]
+pub struct Sheet {
+    pub name: String,
+    pub columns: Vec<Column>,
+    /// (column index, aggregate), in column order.
+    pub totals: Vec<(usize, Total)>,
+}
+
+/// An error in the grid's structure (`field` is a path such as `sheets[0].columns[2].type`)
+/// or in one of its cells.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct GridError {
+    pub field: String,
+    pub message: String,
+}
+
+impl GridError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl SheetSpec {
+    /// Checks the declaration; `at` is the path prefix for errors (`sheets[0]`).
+    pub fn check(&self, at: &str, default_name: &str) -> Result<Sheet, GridError> {
+        if self.columns.is_empty() {
+            return Err(GridError::new(format!("{at}columns"), "must list at least one column"));
+        }
+        if self.columns.len() > limits::MAX_COLUMNS {
+            return Err(GridError::new(
+                format!("{at}columns"),
+                format!("has {} columns; Excel allows at most {}", self.columns.len(), limits::MAX_COLUMNS),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut columns = Vec::with_capacity(self.columns.len());
+        for (i, spec) in self.columns.iter().enumerate() {
+            let field = |name: &str| format!("{at}columns[{i}].{name}");
+            if spec.key.is_empty() {
+                return Err(GridError::new(field("key"), "must not be empty"));
+            }
+            if !seen.insert(spec.key.as_str()) {
+                return Err(GridError::new(field("key"), format!("duplicate column key '{}'", spec.key)));
+            }
+            let kind = ColumnType::parse(&spec.kind).map_err(|m| GridError::new(field("type"), m))?;
+            let currency = match (kind, spec.currency.as_deref()) {
+                (ColumnType::Currency, Some(c)) if c.len() == 3 && c.chars().all(|ch| ch.is_ascii_uppercase()) => Some(c.to_string()),
+                (ColumnType::Currency, Some(_)) => {
+                    return Err(GridError::new(field("currency"), "must be an ISO 4217 code such as USD"));
+                }
+                (_, _) => None,
+            };
+            let decimals = spec.decimals.unwrap_or(match kind {
+                ColumnType::Percent => 0,
+                _ => 2,
+            });
+            if decimals > 10 {
+                return Err(GridError::new(field("decimals"), "must be between 0 and 10"));
+            }
+            if let Some(w) = spec.width
+                && !(0.0..=255.0).contains(&w)
+            {
+                return Err(GridError::new(field("width"), "must be between 0 and 255 characters"));
+            }
+            let header = spec.header.clone().unwrap_or_else(|| spec.key.clone());
+            if header.chars().count() > limits::MAX_CELL_CHARS {
+                return Err(GridError::new(
+                    field("header"),
+                    format!("is longer than {} characters", limits::MAX_CELL_CHARS),
+                ));
+            }
+            columns.push(Column {
+                key: spec.key.clone(),
+                header,
+                kind,
+                currency,
+                decimals,
+                width: spec.width,
+            });
+        }
+        let mut totals = Vec::new();
+        for (key, total) in &self.totals {
+            let Some(idx) = columns.iter().position(|c| &c.key == key) else {
+                return Err(GridError::new(format!("{at}totals.{key}"), "names no column of this sheet"));
+            };
+            if *total != Total::Count && !columns[idx].kind.is_numeric() {
+                return Err(GridError::new(
+                    format!("{at}totals.{key}"),
+                    format!("{total:?} needs a numeric column; '{key}' is {}", columns[idx].kind.as_str()).to_lowercase(),
+                ));
+            }
+            totals.push((idx, *total));
+        }
+        totals.sort_by_key(|(i, _)| *i);
+        Ok(Sheet {
+            name: self.name.clone().unwrap_or_else(|| default_name.to_string()),
+            columns,
+            totals,
+        })
+    }
+}
+
+/// The Excel serial number of a date (days since 1899-12-30, which absorbs Excel's 1900
+/// leap-year bug for every date from 1900-03-01 on; earlier 1900 dates are shifted by one
+/// exactly as Excel shows them).
+fn serial_of(date: NaiveDate) -> Result<f64, String> {
+    if date.year() < 1900 || date.year() > 9999 {
+        return Err(format!("{date} is outside Excel's date range (1900-01-01 to 9999-12-31)"));
+    }
+    let epoch = NaiveDate::from_ymd_opt(1899, 12, 30).expect("valid");
+    let mut days = (date - epoch).num_days() as f64;
+    // Excel believes 1900-02-29 existed: serials before 1900-03-01 are one lower.
+    if date < NaiveDate::from_ymd_opt(1900, 3, 1).expect("valid") {
+        days -= 1.0;
+    }
+    Ok(days)
+}
+
+fn time_fraction(t: NaiveTime) -> f64 {
+    (t.num_seconds_from_midnight() as f64 + t.nanosecond() as f64 / 1e9) / 86_400.0
+}
+
+/// Parses `YYYY-MM-DD`.
+pub fn parse_date(raw: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d").map_err(|_| format!("'{}' is not a date (YYYY-MM-DD)", clip(raw)))
+}
+
+/// Parses `YYYY-MM-DD[T ]HH:MM[:SS[.fff]]`, optionally with `Z` or an offset, which is
+/// converted to UTC: Excel cells carry no time zone.
+pub fn parse_datetime(raw: &str) -> Result<NaiveDateTime, String> {
+    let s = raw.trim();
+    if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(dt.naive_utc());
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+        if let Ok(dt) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Ok(dt);
+        }
+    }
+    Err(format!("'{}' is not a date-time (YYYY-MM-DDTHH:MM:SS)", clip(raw)))
+}
+
+/// Parses `HH:MM[:SS[.fff]]`.
+pub fn parse_time(raw: &str) -> Result<NaiveTime, String> {
+    let s = raw.trim();
+    NaiveTime::parse_from_str(s, "%H:%M:%S%.f")
+        .or_else(|_| NaiveTime::parse_from_str(s, "%H:%M"))
+        .map_err(|_| format!("'{}' is not a time (HH:MM:SS)", clip(raw)))
+}
+
+/// Shortens a value for an error message.
+pub fn clip(raw: &str) -> String {
+    if raw.chars().count() > 40 {
+        format!("{}…", raw.chars().take(40).collect::<String>())
+    } else {
+        raw.to_string()
+    }
+}
+
+fn finite(x: f64) -> Result<f64, String> {
+    if x.is_finite() {
+        // -0 would show as "-0" in some readers; Excel itself has no negative zero.
+        Ok(if x == 0.0 { 0.0 } else { x })
+    } else {
+        Err("NaN and infinities cannot be stored in an Excel cell".into())
+    }
+}
+
+/// The URL schemes written as hyperlinks; anything else (javascript:, file:, …) is text.
+pub fn is_safe_url(s: &str) -> bool {
+    let lower = s.trim_start().get(..8).unwrap_or(s).to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://") || lower.starts_with("mailto:")
+}
+
+impl Column {
+    /// Converts a JSON value to this column's cell.
+    pub fn from_json(&self, v: &serde_json::Value) -> Result<Cell, String> {
+        use serde_json::Value as V;
+        match v {
+            V::Null => Ok(Cell::Empty),
+            V::String(s) => self.from_text(s),
+            V::Number(n) => match self.kind {
+                ColumnType::Integer => {
+                    let i = n
+                        .as_i64()
+                        .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18).map(|f| f as i64));
+                    let i = i.ok_or_else(|| format!("{n} is not a whole number"))?;
+                    self.integer(i)
+                }
+                ColumnType::Decimal | ColumnType::Currency | ColumnType::Percent => {
+                    finite(n.as_f64().ok_or("not a number")?).map(Cell::Number)
+                }
+                ColumnType::Text => Ok(Cell::Text(n.to_string())),
+                other => Err(format!("a number is not a valid {} value", other.as_str())),
+            },
+            V::Bool(b) => match self.kind {
+                ColumnType::Boolean => Ok(Cell::Bool(*b)),
+                ColumnType::Text => Ok(Cell::Text(b.to_string())),
+                other => Err(format!("true/false is not a valid {} value", other.as_str())),
+            },
+            V::Array(_) | V::Object(_) => Err("must be a single value, not an array or object".into()),
+        }
+    }
+
+    fn integer(&self, i: i64) -> Result<Cell, String> {
+        if i.abs() > limits::MAX_EXACT_INTEGER {
+            return Err(format!(
+                "{i} has more than 15 digits, which Excel cannot hold exactly; declare the column as text"
+            ));
+        }
+        Ok(Cell::Number(i as f64))
+    }
+
+    /// Converts a text value (CSV field, or a JSON string) to this column's cell. An empty
+    /// string is an empty cell in every column but text.
+    pub fn from_text(&self, s: &str) -> Result<Cell, String> {
+        if s.is_empty() {
+            return Ok(if self.kind == ColumnType::Text {
+                Cell::Text(String::new())
+            } else {
+                Cell::Empty
+            });
+        }
+        let t = s.trim();
+        match self.kind {
+            ColumnType::Text => Ok(Cell::Text(s.to_string())),
+            ColumnType::Integer => t
+                .parse::<i64>()
+                .map_err(|_| format!("'{}' is not a whole number", clip(s)))
+                .and_then(|i| self.integer(i)),
+            ColumnType::Decimal | ColumnType::Currency | ColumnType::Percent => {
+                let x: f64 = t.parse().map_err(|_| format!("'{}' is not a number", clip(s)))?;
+                finite(x).map(Cell::Number)
+            }
+            ColumnType::Date => serial_of(parse_date(s)?).map(Cell::Serial),
+            ColumnType::Datetime => {
+                let dt = parse_datetime(s)?;
+                Ok(Cell::Serial(serial_of(dt.date())? + time_fraction(dt.time())))
+            }
+            ColumnType::Time => Ok(Cell::Serial(time_fraction(parse_time(s)?))),
+            ColumnType::Boolean => match t.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" => Ok(Cell::Bool(true)),
+                "false" | "no" | "0" => Ok(Cell::Bool(false)),
+                _ => Err(format!("'{}' is not true or false", clip(s))),
+            },
+            ColumnType::Hyperlink => Ok(if is_safe_url(s) {
+                Cell::Url(s.to_string())
+            } else {
+                Cell::Text(s.to_string())
+            }),
+        }
+    }
+
+    /// The Excel number format of this column (`None`: General).
+    pub fn number_format(&self) -> Option<String> {
+        let fraction = |d: u8| {
+            if d == 0 {
+                String::new()
+            } else {
+                format!(".{}", "0".repeat(d as usize))
+            }
+        };
+        match self.kind {
+            ColumnType::Text => Some("@".into()),
+            ColumnType::Integer => Some("#,##0".into()),
+            ColumnType::Decimal => Some(format!("#,##0{}", fraction(self.decimals))),
+            ColumnType::Currency => {
+                let number = format!("#,##0{}", fraction(self.decimals));
+                Some(match self.currency.as_deref().map(currency_symbol) {
+                    Some(Some(symbol)) => format!("\"{symbol}\"{number};-\"{symbol}\"{number}"),
+                    Some(None) => format!(
+                        "{number} \"{}\";-{number} \"{}\"",
+                        self.currency.as_deref().unwrap_or(""),
+                        self.currency.as_deref().unwrap_or("")
+                    ),
+                    None => number,
+                })
+            }
+            ColumnType::Percent => Some(format!("0{}%", fraction(self.decimals))),
+            ColumnType::Date => Some("yyyy-mm-dd".into()),
+            ColumnType::Datetime => Some("yyyy-mm-dd hh:mm:ss".into()),
+            ColumnType::Time => Some("hh:mm:ss".into()),
+            ColumnType::Boolean | ColumnType::Hyperlink => None,
+        }
+    }
+}
+
+/// Symbols for the currencies ERP users meet most; others are shown by their code.
+fn currency_symbol(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "USD" | "AUD" | "CAD" | "NZD" | "SGD" | "HKD" | "MXN" => "$",
+        "EUR" => "€",
+        "GBP" => "£",
+        "JPY" | "CNY" => "¥",
+        "INR" => "₹",
+        "ZAR" => "R",
+        "KRW" => "₩",
+        "BRL" => "R$",
+        _ => return None,
+    })
+}
+
+/// The character count of a cell as shown, for column widths.
+pub fn display_width(cell: &Cell, column: &Column) -> usize {
+    match cell {
+        Cell::Empty => 0,
+        Cell::Text(s) | Cell::Url(s) => s.lines().map(|l| l.chars().count()).max().unwrap_or(0),
+        Cell::Bool(_) => 5,
+        Cell::Number(x) => {
+            let digits = format!("{:.*}", column.decimals as usize, x.abs()).len();
+            digits + digits / 3 + 2 + column.currency.as_ref().map_or(0, |c| c.len())
+        }
+        Cell::Serial(_) => match column.kind {
+            ColumnType::Datetime => 19,
+            ColumnType::Time => 8,
+            _ => 10,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(kind: ColumnType) -> Column {
+        Column {
+            key: "k".into(),
+            header: "K".into(),
+            kind,
+            currency: None,
+            decimals: 2,
+            width: None,
+        }
+    }
+
+    #[test]
+    fn dates_become_excel_serials_with_the_1900_bug() {
+        let date = col(ColumnType::Date);
+        assert_eq!(date.from_text("1900-01-01").unwrap(), Cell::Serial(1.0));
+        assert_eq!(date.from_text("1900-02-28").unwrap(), Cell::Serial(59.0));
+        assert_eq!(date.from_text("1900-03-01").unwrap(), Cell::Serial(61.0));
+        assert_eq!(date.from_text("2026-11-01").unwrap(), Cell::Serial(46_327.0));
+        assert!(date.from_text("1899-12-31").unwrap_err().contains("outside Excel's date range"));
+        assert!(date.from_text("10000-01-01").is_err());
+        assert!(date.from_text("2026-02-30").is_err());
+    }
+
+    #[test]
+    fn datetimes_and_times() {
+        let dt = col(ColumnType::Datetime);
+        assert_eq!(dt.from_text("2026-11-01T12:00:00").unwrap(), Cell::Serial(46_327.5));
+        assert_eq!(dt.from_text("2026-11-01T14:00:00+02:00").unwrap(), Cell::Serial(46_327.5));
+        assert_eq!(col(ColumnType::Time).from_text("06:00").unwrap(), Cell::Serial(0.25));
+    }
+
+    #[test]
+    fn numbers_are_checked() {
+        let int = col(ColumnType::Integer);
+        assert_eq!(int.from_json(&serde_json::json!(3)).unwrap(), Cell::Number(3.0));
+        assert!(int.from_json(&serde_json::json!(3.5)).is_err());
+        assert!(
+            int.from_json(&serde_json::json!(1_000_000_000_000_000i64))
+                .unwrap_err()
+                .contains("15 digits")
+        );
+        let dec = col(ColumnType::Decimal);
+        assert_eq!(dec.from_text("-0").unwrap(), Cell::Number(0.0));
+        assert!(matches!(dec.from_text("-0").unwrap(), Cell::Number(z) if z.is_sign_positive()));
+        for bad in ["NaN", "inf", "-infinity"] {
+            assert!(dec.from_text(bad).unwrap_err().contains("NaN"), "{bad}");
+        }
+        assert!(dec.from_json(&serde_json::json!(true)).is_err());
+    }
+
+    #[test]
+    fn only_safe_schemes_become_links() {
+        let link = col(ColumnType::Hyperlink);
+        assert_eq!(
+            link.from_text("https://x.example/a").unwrap(),
+            Cell::Url("https://x.example/a".into())
+        );
+        assert_eq!(link.from_text("MAILTO:a@b.c").unwrap(), Cell::Url("MAILTO:a@b.c".into()));
+        assert_eq!(
+            link.from_text("javascript:alert(1)").unwrap(),
+            Cell::Text("javascript:alert(1)".into())
+        );
+        assert_eq!(
+            link.from_text("file:///etc/passwd").unwrap(),
+            Cell::Text("file:///etc/passwd".into())
+        );
+    }
+
+    #[test]
+    fn formats_per_type() {
+        let mut usd = col(ColumnType::Currency);
+        usd.currency = Some("USD".into());
+        assert_eq!(usd.number_format().unwrap(), "\"$\"#,##0.00;-\"$\"#,##0.00");
+        usd.currency = Some("XOF".into());
+        assert_eq!(usd.number_format().unwrap(), "#,##0.00 \"XOF\";-#,##0.00 \"XOF\"");
+        let mut pct = col(ColumnType::Percent);
+        pct.decimals = 1;
+        assert_eq!(pct.number_format().unwrap(), "0.0%");
+    }
+
+    #[test]
+    fn sheet_spec_errors_name_the_field() {
+        let spec: SheetSpec = serde_json::from_value(serde_json::json!({
+            "columns": [{"key": "a", "type": "text"}, {"key": "a", "type": "integer"}]
+        }))
+        .unwrap();
+        assert_eq!(spec.check("sheets[0].", "S").unwrap_err().field, "sheets[0].columns[1].key");
+        let spec: SheetSpec = serde_json::from_value(serde_json::json!({"columns": [{"key": "a", "type": "money"}]})).unwrap();
+        let err = spec.check("", "S").unwrap_err();
+        assert_eq!(err.field, "columns[0].type");
+        assert!(err.message.contains("unknown column type 'money'"));
+        let spec: SheetSpec =
+            serde_json::from_value(serde_json::json!({"columns": [{"key": "a", "type": "text"}], "totals": {"a": "sum"}})).unwrap();
+        assert_eq!(spec.check("", "S").unwrap_err().field, "totals.a");
+    }
+}

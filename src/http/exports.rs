@@ -1,0 +1,333 @@
+//! `/api/v1/exports`: a grid in (JSON, NDJSON or CSV), a workbook out — while the caller
+//! waits, or as a background job with `Prefer: respond-async`.
+
+use super::Client;
+use crate::app::AppState;
+use crate::error::{ApiError, Problem};
+use crate::export::jobs::{ExportJobs, Job, JobState};
+use crate::export::read::{ExportOptions, InputFormat};
+use crate::export::writer::{ExportError, Report};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::{ReaderStream, StreamReader, SyncIoBridge};
+use uuid::Uuid;
+
+pub const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ExportQuery {
+    /// `download` (default): the workbook is the answer. `onedrive`: not available yet.
+    pub destination: Option<String>,
+    /// CSV column types, `Name=type[:arg…],…` (missing ones are inferred).
+    pub columns: Option<String>,
+    /// Sheet name for CSV.
+    pub sheet: Option<String>,
+    /// Workbook title for CSV (the grid document and NDJSON header carry their own).
+    pub title: Option<String>,
+}
+
+/// A background export as `GET /api/v1/exports/{id}` shows it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct JobStatus {
+    #[schema(value_type = String)]
+    pub id: Uuid,
+    /// `queued`, `running`, `done` or `failed`.
+    pub state: &'static str,
+    pub rows_written: u64,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When a finished job and its file are forgotten.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<Report>,
+    /// Where the workbook is, once done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Problem>,
+}
+
+fn status_of(jobs: &ExportJobs, job: &Job) -> JobStatus {
+    let state = job.state();
+    let (name, report, content, error) = match state {
+        JobState::Queued => ("queued", None, None, None),
+        JobState::Running => ("running", None, None, None),
+        JobState::Done { report, .. } => ("done", Some(report), Some(format!("/api/v1/exports/{}/content", job.id)), None),
+        JobState::Failed { grid, message } => {
+            let err = match grid {
+                Some(g) => ApiError::validation(g.field, g.message),
+                None => ApiError::Unavailable(message),
+            };
+            ("failed", None, None, Some(err.to_problem()))
+        }
+    };
+    JobStatus {
+        id: job.id,
+        state: name,
+        rows_written: ExportJobs::rows(job),
+        created_at: job.created_at,
+        expires_at: jobs.expires_at(job),
+        report,
+        content,
+        error,
+    }
+}
+
+/// A `Content-Disposition` whose file name cannot break the header or a file system:
+/// an ASCII fallback plus the UTF-8 name (RFC 6266, RFC 8187).
+pub fn content_disposition(title: &str) -> String {
+    let base: String = title
+        .chars()
+        .filter(|c| !c.is_control() && !"/\\:*?\"<>|".contains(*c))
+        .collect::<String>()
+        .trim()
+        .chars()
+        .take(120)
+        .collect();
+    let base = if base.is_empty() { "export".to_string() } else { base };
+    let ascii: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || " ._-()".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded: String = format!("{base}.xlsx")
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("attachment; filename=\"{ascii}.xlsx\"; filename*=UTF-8''{encoded}")
+}
+
+/// The request body as a byte stream that fails past `limit`, noting it in `exceeded`.
+fn limited(
+    body: Body,
+    limit: u64,
+    exceeded: Arc<AtomicBool>,
+) -> impl Stream<Item = std::io::Result<axum::body::Bytes>> + Send + Unpin + 'static {
+    let seen = AtomicU64::new(0);
+    body.into_data_stream().map_err(std::io::Error::other).map(move |chunk| {
+        let chunk = chunk?;
+        if seen.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64 > limit {
+            exceeded.store(true, Ordering::Relaxed);
+            return Err(std::io::Error::other("request body too large"));
+        }
+        Ok(chunk)
+    })
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::PayloadTooLarge(format!(
+        "the body is larger than this server accepts ({limit} bytes; see export.max_body_bytes / max_json_bytes)"
+    ))
+}
+
+fn export_failure(e: ExportError, exceeded: &AtomicBool, limit: u64) -> ApiError {
+    if exceeded.load(Ordering::Relaxed) {
+        return too_large(limit);
+    }
+    match e {
+        ExportError::Grid(g) if g.field == "body" && g.message.starts_with("is not valid JSON") => ApiError::MalformedBody(g.to_string()),
+        ExportError::Grid(g) => ApiError::validation(g.field, g.message),
+        ExportError::Io(io) => ApiError::MalformedBody(format!("the body could not be read: {io}")),
+        other => ApiError::Internal(anyhow::Error::new(other)),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/exports", tag = "exports", security(("api_key" = [])), params(ExportQuery),
+    request_body(content = String, description = "The grid: JSON grid document, NDJSON or CSV", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The workbook", content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+        (status = 202, body = JobStatus, description = "With Prefer: respond-async"),
+        (status = 400, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Client(caller): Client,
+    Query(q): Query<ExportQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    match q.destination.as_deref() {
+        None | Some("download") => {}
+        Some("onedrive") => {
+            return Err(ApiError::NotImplemented(
+                "destination=onedrive needs operator sign-in, which this installation does not have yet".into(),
+            ));
+        }
+        Some(other) => {
+            return Err(ApiError::validation(
+                "destination",
+                format!("'{other}' is not download or onedrive"),
+            ));
+        }
+    }
+    let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let Some(format) = InputFormat::from_media_type(media) else {
+        return Err(ApiError::UnsupportedMediaType(
+            "send the grid as application/json, application/x-ndjson or text/csv".into(),
+        ));
+    };
+    let limit = match format {
+        InputFormat::Json => state.settings.export.max_json_bytes,
+        _ => state.settings.export.max_body_bytes,
+    };
+    if headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > limit)
+    {
+        return Err(too_large(limit));
+    }
+    let opts = ExportOptions {
+        columns: q.columns,
+        sheet_name: q.sheet,
+        title: q.title,
+        ..Default::default()
+    };
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let stream = limited(body, limit, exceeded.clone());
+    let respond_async = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("respond-async")));
+    if respond_async {
+        // The body is spooled to disk first: a 202 cannot be sent while the client is still uploading.
+        let spool = tempfile::Builder::new()
+            .prefix("upload-")
+            .tempfile_in(state.exports.dir())
+            .map_err(anyhow::Error::from)?
+            .into_temp_path();
+        let mut file = tokio::fs::File::create(&spool).await.map_err(anyhow::Error::from)?;
+        let mut reader = StreamReader::new(stream);
+        if let Err(e) = tokio::io::copy(&mut reader, &mut file).await {
+            return Err(if exceeded.load(Ordering::Relaxed) {
+                too_large(limit)
+            } else {
+                ApiError::MalformedBody(format!("the body could not be read: {e}"))
+            });
+        }
+        file.flush().await.map_err(anyhow::Error::from)?;
+        let job = state.exports.submit(&caller.0.id, format, spool, opts);
+        let location = format!("/api/v1/exports/{}", job.id);
+        return Ok((
+            StatusCode::ACCEPTED,
+            [(header::LOCATION, location)],
+            Json(status_of(&state.exports, &job)),
+        )
+            .into_response());
+    }
+    let reader = SyncIoBridge::new(StreamReader::new(stream));
+    let finished = state
+        .exports
+        .run(format, reader, opts)
+        .await
+        .map_err(|e| export_failure(e, &exceeded, limit))?;
+    Ok(workbook_response(
+        &finished.report,
+        tokio::fs::File::from_std(finished.file),
+        finished.size,
+    ))
+}
+
+fn workbook_response(report: &Report, file: tokio::fs::File, size: u64) -> Response {
+    let name = report
+        .title
+        .clone()
+        .or_else(|| report.sheets.first().cloned())
+        .unwrap_or_else(|| "export".into());
+    let mut response = Body::from_stream(ReaderStream::with_capacity(file, 1 << 16)).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(XLSX));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    if let Ok(v) = HeaderValue::from_str(&content_disposition(&name)) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert("x-export-rows", HeaderValue::from(report.rows));
+    h.insert("x-export-sheets", HeaderValue::from(report.sheets.len()));
+    h.insert(
+        "x-export-notes",
+        HeaderValue::from(report.notes.len() as u64 + report.notes_omitted),
+    );
+    response
+}
+
+fn find(state: &AppState, caller: &super::Caller, id: &str) -> Result<Arc<Job>, ApiError> {
+    Uuid::parse_str(id)
+        .ok()
+        .and_then(|id| state.exports.get(id, &caller.0.id))
+        .ok_or_else(|| ApiError::NotFound(format!("export '{id}' does not exist or has expired")))
+}
+
+#[utoipa::path(get, path = "/api/v1/exports/{id}", tag = "exports", security(("api_key" = [])),
+    responses((status = 200, body = JobStatus), (status = 404, body = Problem)))]
+pub async fn status(State(state): State<AppState>, Client(caller): Client, Path(id): Path<String>) -> Result<Json<JobStatus>, ApiError> {
+    let job = find(&state, &caller, &id)?;
+    Ok(Json(status_of(&state.exports, &job)))
+}
+
+#[utoipa::path(get, path = "/api/v1/exports/{id}/content", tag = "exports", security(("api_key" = [])),
+    responses((status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn content(State(state): State<AppState>, Client(caller): Client, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let job = find(&state, &caller, &id)?;
+    match job.state() {
+        JobState::Done { report, file, size } => {
+            let file = tokio::fs::File::open(&file)
+                .await
+                .map_err(|_| ApiError::NotFound(format!("export '{id}' has expired")))?;
+            Ok(workbook_response(&report, file, size))
+        }
+        JobState::Failed { .. } => Err(ApiError::Conflict {
+            field: "id".into(),
+            message: format!("export '{id}' failed; its status says why"),
+        }),
+        _ => Err(ApiError::Conflict {
+            field: "id".into(),
+            message: format!("export '{id}' is not finished yet"),
+        }),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/exports/{id}/events", tag = "exports", security(("api_key" = [])),
+    responses((status = 200, content_type = "text/event-stream", description = "`progress` events with the job status, then one `done` or `failed`")))]
+pub async fn events(State(state): State<AppState>, Client(caller): Client, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let job = find(&state, &caller, &id)?;
+    let jobs = state.exports.clone();
+    let stream = futures_util::stream::unfold(Some((job, jobs, None::<(&'static str, u64)>)), |step| async move {
+        let (job, jobs, last) = step?;
+        loop {
+            let status = status_of(&jobs, &job);
+            let current = (status.state, status.rows_written);
+            let finished = matches!(status.state, "done" | "failed");
+            if Some(current) != last || finished {
+                let event = Event::default()
+                    .event(if finished { status.state } else { "progress" })
+                    .json_data(&status)
+                    .expect("serializable");
+                let next = if finished { None } else { Some((job, jobs, Some(current))) };
+                return Some((Ok::<_, std::convert::Infallible>(event), next));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

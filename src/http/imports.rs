@@ -1,0 +1,75 @@
+//! `/api/v1/imports`: an edited workbook back in, typed rows and problems out, and the change
+//! set against the original grid.
+
+use super::{ApiJson, Client};
+use crate::app::AppState;
+use crate::error::{ApiError, Problem};
+use crate::export::import::{ImportRequest, ImportResult, import, import_columns};
+use crate::export::model::ColumnSpec;
+use crate::export::read::GridDocument;
+use axum::Json;
+use axum::extract::State;
+use base64::Engine;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportInput {
+    /// The XLSX file, base64.
+    pub workbook: String,
+    /// The grid's columns; optional when `original` is given (its sheet's columns are used).
+    pub columns: Option<Vec<ColumnSpec>>,
+    /// The sheet to read (default: the first).
+    pub sheet: Option<String>,
+    /// The key column, for the change set.
+    pub key: Option<String>,
+    /// The grid document the workbook was exported from.
+    #[schema(value_type = Option<Object>)]
+    pub original: Option<GridDocument>,
+}
+
+#[utoipa::path(post, path = "/api/v1/imports", tag = "imports", security(("api_key" = [])), request_body = ImportInput,
+    responses((status = 200, body = ImportResult), (status = 400, body = Problem), (status = 422, body = Problem)))]
+pub async fn create(
+    State(_state): State<AppState>,
+    Client(_caller): Client,
+    ApiJson(input): ApiJson<ImportInput>,
+) -> Result<Json<ImportResult>, ApiError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(input.workbook.trim())
+        .map_err(|_| ApiError::validation("workbook", "must be the XLSX file in base64"))?;
+    let result = tokio::task::spawn_blocking(move || {
+        // The columns as a spec string would lose nothing, but the structured form is what
+        // grid documents already carry; both paths end in the same checks.
+        let spec_columns = match &input.columns {
+            Some(cols) => Some(
+                crate::export::model::SheetSpec {
+                    name: None,
+                    columns: cols.clone(),
+                    totals: Default::default(),
+                }
+                .check("", "Sheet1")?
+                .columns,
+            ),
+            None => None,
+        };
+        let (mut columns, original) =
+            import_columns(None, input.original.as_ref(), input.sheet.as_deref()).or_else(|e| match &spec_columns {
+                Some(_) if input.original.is_none() => Ok((Vec::new(), None)),
+                _ => Err(e),
+            })?;
+        if let Some(c) = spec_columns {
+            columns = c;
+        }
+        let req = ImportRequest {
+            columns: &columns,
+            sheet: input.sheet.as_deref(),
+            key: input.key.as_deref(),
+            original: original.as_deref(),
+        };
+        import(std::io::Cursor::new(bytes), &req)
+    })
+    .await
+    .map_err(anyhow::Error::from)?;
+    result.map(Json).map_err(|g| ApiError::validation(g.field, g.message))
+}
