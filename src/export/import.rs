@@ -136,6 +136,9 @@ fn data_cell(d: &Data, column: &Column) -> Result<Cell, String> {
     }
 }
 
+/// A grid's rows as typed cells.
+pub type Rows = Vec<Vec<Cell>>;
+
 /// What to import.
 pub struct ImportRequest<'a> {
     pub columns: &'a [Column],
@@ -266,7 +269,7 @@ pub fn import_columns(
     spec: Option<&str>,
     original: Option<&super::read::GridDocument>,
     sheet: Option<&str>,
-) -> Result<(Vec<Column>, Option<Vec<Vec<Cell>>>), GridError> {
+) -> Result<(Vec<Column>, Option<Rows>), GridError> {
     let original_sheet = match original {
         Some(doc) => {
             let idx = match sheet {

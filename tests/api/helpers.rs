@@ -62,6 +62,11 @@ pub async fn fresh_database(backend: Backend, dir: &std::path::Path) -> Option<S
 }
 
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// `spawn_app` with settings adjusted by `tweak` before the server starts.
+pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> Option<TestApp> {
     let dir = tempfile::tempdir().expect("temp dir");
     let database_url = fresh_database(backend, dir.path()).await?;
     let (_, master_key) = MasterKey::generate();
@@ -71,6 +76,7 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
     settings.database_url = Secret::new(database_url.clone());
     settings.master_key = Some(master_key.clone());
     settings.allow_emulator = false;
+    tweak(&mut settings);
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://{}", app.local_addr());
     let store = app.store().clone();
@@ -147,6 +153,10 @@ impl Answer {
 }
 
 impl TestApp {
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
@@ -194,6 +204,35 @@ impl TestApp {
             .await
             .unwrap();
         Answer::from(resp).await
+    }
+
+    /// Posts a body with a content type and extra headers, with the client key.
+    pub async fn client_post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.client_key)
+            .header("content-type", content_type)
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    pub async fn client_get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(&self.client_key)
+            .send()
+            .await
+            .expect("request sent")
     }
 
     /// Reads one text column straight from the database, bypassing the app.

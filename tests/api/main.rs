@@ -4,6 +4,8 @@ mod helpers;
 
 mod auth;
 mod binary;
+mod export_engine;
+mod exports;
 mod operations;
 mod operators;
 mod store_story;
