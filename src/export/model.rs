@@ -332,9 +332,26 @@ fn time_fraction(t: NaiveTime) -> f64 {
     (t.num_seconds_from_midnight() as f64 + t.nanosecond() as f64 / 1e9) / 86_400.0
 }
 
-/// Parses `YYYY-MM-DD`.
+/// What a cell of an array or object gets told.
+pub const NOT_A_SINGLE_VALUE: &str = "must be a single value, not an array or object";
+
+/// Parses `YYYY-MM-DD` (by hand: it is the hottest conversion of a typical export, and
+/// chrono's format interpreter costs several times more).
 pub fn parse_date(raw: &str) -> Result<NaiveDate, String> {
-    NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d").map_err(|_| format!("'{}' is not a date (YYYY-MM-DD)", clip(raw)))
+    let b = raw.trim().as_bytes();
+    let digits = |r: std::ops::Range<usize>| {
+        b[r].iter()
+            .try_fold(0u32, |acc, d| d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0')))
+    };
+    let parsed = if b.len() == 10 && b[4] == b'-' && b[7] == b'-' {
+        match (digits(0..4), digits(5..7), digits(8..10)) {
+            (Some(y), Some(m), Some(d)) => NaiveDate::from_ymd_opt(y as i32, m, d),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    parsed.ok_or_else(|| format!("'{}' is not a date (YYYY-MM-DD)", clip(raw)))
 }
 
 /// Parses `YYYY-MM-DD[T ]HH:MM[:SS[.fff]]`, optionally with `Z` or an offset, which is
@@ -391,26 +408,54 @@ impl Column {
         match v {
             V::Null => Ok(Cell::Empty),
             V::String(s) => self.from_text(s),
-            V::Number(n) => match self.kind {
-                ColumnType::Integer => {
-                    let i = n
-                        .as_i64()
-                        .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18).map(|f| f as i64));
-                    let i = i.ok_or_else(|| format!("{n} is not a whole number"))?;
-                    self.integer(i)
-                }
-                ColumnType::Decimal | ColumnType::Currency | ColumnType::Percent => {
-                    finite(n.as_f64().ok_or("not a number")?).map(Cell::Number)
-                }
-                ColumnType::Text => Ok(Cell::Text(n.to_string())),
-                other => Err(format!("a number is not a valid {} value", other.as_str())),
+            V::Number(n) => match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => self.from_i64(i),
+                (None, Some(u)) => self.from_u64(u),
+                _ => self.from_f64(n.as_f64().unwrap_or(f64::NAN)),
             },
-            V::Bool(b) => match self.kind {
-                ColumnType::Boolean => Ok(Cell::Bool(*b)),
-                ColumnType::Text => Ok(Cell::Text(b.to_string())),
-                other => Err(format!("true/false is not a valid {} value", other.as_str())),
-            },
-            V::Array(_) | V::Object(_) => Err("must be a single value, not an array or object".into()),
+            V::Bool(b) => self.from_bool(*b),
+            V::Array(_) | V::Object(_) => Err(NOT_A_SINGLE_VALUE.into()),
+        }
+    }
+
+    /// Converts a JSON integer.
+    pub fn from_i64(&self, i: i64) -> Result<Cell, String> {
+        match self.kind {
+            ColumnType::Integer => self.integer(i),
+            ColumnType::Decimal | ColumnType::Currency | ColumnType::Percent => Ok(Cell::Number(if i == 0 { 0.0 } else { i as f64 })),
+            ColumnType::Text => Ok(Cell::Text(i.to_string())),
+            other => Err(format!("a number is not a valid {} value", other.as_str())),
+        }
+    }
+
+    /// Converts a JSON integer above `i64::MAX`.
+    pub fn from_u64(&self, u: u64) -> Result<Cell, String> {
+        match self.kind {
+            ColumnType::Integer => Err(format!(
+                "{u} has more than 15 digits, which Excel cannot hold exactly; declare the column as text"
+            )),
+            ColumnType::Text => Ok(Cell::Text(u.to_string())),
+            _ => self.from_f64(u as f64),
+        }
+    }
+
+    /// Converts a JSON number with a fraction or exponent.
+    pub fn from_f64(&self, x: f64) -> Result<Cell, String> {
+        match self.kind {
+            ColumnType::Integer if x.fract() == 0.0 && x.abs() < 9.2e18 => self.integer(x as i64),
+            ColumnType::Integer => Err(format!("{x} is not a whole number")),
+            ColumnType::Decimal | ColumnType::Currency | ColumnType::Percent => finite(x).map(Cell::Number),
+            ColumnType::Text => Ok(Cell::Text(x.to_string())),
+            other => Err(format!("a number is not a valid {} value", other.as_str())),
+        }
+    }
+
+    /// Converts a JSON `true` or `false`.
+    pub fn from_bool(&self, b: bool) -> Result<Cell, String> {
+        match self.kind {
+            ColumnType::Boolean => Ok(Cell::Bool(b)),
+            ColumnType::Text => Ok(Cell::Text(b.to_string())),
+            other => Err(format!("true/false is not a valid {} value", other.as_str())),
         }
     }
 

@@ -6,7 +6,7 @@ use super::model::{Cell, Column, ColumnSpec, ColumnType, GridError, GridMeta, Gr
 use super::writer::{ExportError, Report, XlsxExport};
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Seek, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -46,50 +46,47 @@ impl InputFormat {
     }
 }
 
-/// The top-level options and properties, shared by the grid document and the NDJSON header.
-#[derive(Debug, Default, Deserialize)]
-struct MetaFields {
-    title: Option<String>,
-    author: Option<String>,
-    company: Option<String>,
-    #[serde(default)]
-    overflow: Overflow,
-    #[serde(default)]
-    truncate: bool,
-    #[serde(default)]
-    table: bool,
-}
-
-impl MetaFields {
-    fn into_meta(self) -> GridMeta {
-        GridMeta {
-            title: self.title,
-            author: self.author,
-            company: self.company,
-            options: GridOptions {
-                overflow: self.overflow,
-                truncate: self.truncate,
-                table: self.table,
-            },
+/// Declares a header struct with the workbook properties and options that both the grid
+/// document and the NDJSON header line carry at their top level (serde's `flatten` cannot be
+/// combined with `deny_unknown_fields`, so the shared fields are spliced in instead).
+macro_rules! with_grid_options {
+    ($(#[$m:meta])* $vis:vis struct $name:ident { $($field:tt)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        $vis struct $name {
+            title: Option<String>,
+            author: Option<String>,
+            company: Option<String>,
+            #[serde(default)]
+            overflow: Overflow,
+            #[serde(default)]
+            truncate: bool,
+            #[serde(default)]
+            table: bool,
+            $($field)*
         }
-    }
+
+        impl $name {
+            /// The workbook properties and options; `title` stands in when the input has none.
+            fn meta(&self, title: Option<&String>) -> GridMeta {
+                GridMeta {
+                    title: self.title.clone().or_else(|| title.cloned()),
+                    author: self.author.clone(),
+                    company: self.company.clone(),
+                    options: GridOptions { overflow: self.overflow, truncate: self.truncate, table: self.table },
+                }
+            }
+        }
+    };
 }
 
-/// The grid document (SPEC §3.1).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GridDocument {
-    title: Option<String>,
-    author: Option<String>,
-    company: Option<String>,
-    #[serde(default)]
-    overflow: Overflow,
-    #[serde(default)]
-    truncate: bool,
-    #[serde(default)]
-    table: bool,
-    pub sheets: Vec<SheetDocument>,
-}
+with_grid_options!(
+    /// The grid document (SPEC §3.1).
+    pub struct GridDocument {
+        pub sheets: Vec<SheetDocument>,
+    }
+);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +99,16 @@ pub struct SheetDocument {
     pub rows: Vec<Value>,
 }
 
+with_grid_options!(
+    /// The NDJSON header line: the sheet declaration plus the grid's options.
+    struct NdjsonHeader {
+        name: Option<String>,
+        columns: Vec<ColumnSpec>,
+        #[serde(default)]
+        totals: BTreeMap<String, Total>,
+    }
+);
+
 impl SheetDocument {
     pub fn spec(&self) -> SheetSpec {
         SheetSpec {
@@ -110,25 +117,6 @@ impl SheetDocument {
             totals: self.totals.clone(),
         }
     }
-}
-
-/// The NDJSON header line: the sheet declaration plus the grid's options.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NdjsonHeader {
-    title: Option<String>,
-    author: Option<String>,
-    company: Option<String>,
-    #[serde(default)]
-    overflow: Overflow,
-    #[serde(default)]
-    truncate: bool,
-    #[serde(default)]
-    table: bool,
-    name: Option<String>,
-    columns: Vec<ColumnSpec>,
-    #[serde(default)]
-    totals: BTreeMap<String, Total>,
 }
 
 /// Converts one JSON row (an array in column order, or an object keyed by column key).
@@ -158,6 +146,160 @@ pub fn json_row(columns: &[Column], row: &Value, at: &str) -> Result<Vec<Cell>, 
             "a row must be an array in column order or an object keyed by column key",
         )),
     }
+}
+
+/// Which cell a failed row deserialization was at, for the error's field path.
+#[derive(Default)]
+struct RowContext {
+    column: std::cell::Cell<Option<usize>>,
+    unknown: std::cell::RefCell<Option<String>>,
+}
+
+/// Deserializes one JSON row straight into typed cells, with no `serde_json::Value` tree in
+/// between: NDJSON is the format for large grids, and building and dropping a tree per row
+/// was the largest cost of an export after compression. Conversions are the columns' own
+/// (`Column::from_*`), shared with [`json_row`].
+struct RowSeed<'a> {
+    columns: &'a [Column],
+    keys: &'a HashMap<&'a str, usize>,
+    ctx: &'a RowContext,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = Vec<Cell>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<Cell>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RowSeed<'_> {
+    type Value = Vec<Cell>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a row: an array in column order or an object keyed by column key")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Cell>, A::Error> {
+        let mut cells = Vec::with_capacity(self.columns.len());
+        for (i, column) in self.columns.iter().enumerate() {
+            self.ctx.column.set(Some(i));
+            match seq.next_element_seed(CellSeed(column))? {
+                Some(cell) => cells.push(cell),
+                None => {
+                    self.ctx.column.set(None);
+                    return Err(serde::de::Error::custom(format_args!(
+                        "has {i} cells; the sheet has {} columns",
+                        self.columns.len()
+                    )));
+                }
+            }
+        }
+        self.ctx.column.set(None);
+        let mut extra = 0;
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+            extra += 1;
+        }
+        if extra > 0 {
+            return Err(serde::de::Error::custom(format_args!(
+                "has {} cells; the sheet has {} columns",
+                self.columns.len() + extra,
+                self.columns.len()
+            )));
+        }
+        Ok(cells)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Vec<Cell>, A::Error> {
+        let mut cells = vec![Cell::Empty; self.columns.len()];
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let Some(&i) = self.keys.get(key.as_ref()) else {
+                *self.ctx.unknown.borrow_mut() = Some(key.into_owned());
+                return Err(serde::de::Error::custom("names no column of this sheet"));
+            };
+            self.ctx.column.set(Some(i));
+            cells[i] = map.next_value_seed(CellSeed(&self.columns[i]))?;
+        }
+        self.ctx.column.set(None);
+        Ok(cells)
+    }
+}
+
+/// One cell, converted by its column as it is parsed.
+struct CellSeed<'a>(&'a Column);
+
+impl<'de> serde::de::DeserializeSeed<'de> for CellSeed<'_> {
+    type Value = Cell;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Cell, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for CellSeed<'_> {
+    type Value = Cell;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a cell value")
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Cell, E> {
+        Ok(Cell::Empty)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Cell, E> {
+        self.0.from_bool(b).map_err(E::custom)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, i: i64) -> Result<Cell, E> {
+        self.0.from_i64(i).map_err(E::custom)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, u: u64) -> Result<Cell, E> {
+        match i64::try_from(u) {
+            Ok(i) => self.0.from_i64(i),
+            Err(_) => self.0.from_u64(u),
+        }
+        .map_err(E::custom)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, x: f64) -> Result<Cell, E> {
+        self.0.from_f64(x).map_err(E::custom)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Cell, E> {
+        self.0.from_text(s).map_err(E::custom)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Cell, A::Error> {
+        Err(serde::de::Error::custom(super::model::NOT_A_SINGLE_VALUE))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Cell, A::Error> {
+        Err(serde::de::Error::custom(super::model::NOT_A_SINGLE_VALUE))
+    }
+}
+
+/// Parses one NDJSON line into cells; errors name the line and, where known, the column.
+fn ndjson_row(columns: &[Column], keys: &HashMap<&str, usize>, line: &str, number: u64) -> Result<Vec<Cell>, GridError> {
+    use serde::de::DeserializeSeed;
+    let ctx = RowContext::default();
+    let mut de = serde_json::Deserializer::from_str(line);
+    let result = RowSeed { columns, keys, ctx: &ctx }
+        .deserialize(&mut de)
+        .and_then(|cells| de.end().map(|()| cells));
+    result.map_err(|e| {
+        let at = format!("line[{number}]");
+        if e.is_syntax() || e.is_eof() {
+            return GridError::new(at, format!("is not valid JSON: {}", json_message(&e)));
+        }
+        let field = match (ctx.unknown.take(), ctx.column.get()) {
+            (Some(key), _) => format!("{at}.{key}"),
+            (None, Some(i)) => format!("{at}.{}", columns[i].key),
+            (None, None) => at,
+        };
+        GridError::new(field, json_message(&e))
+    })
 }
 
 /// Describes a serde_json error without its position suffix (the field path says where).
@@ -200,7 +342,7 @@ fn new_export(meta: GridMeta, opts: &ExportOptions, progress: Arc<AtomicU64>) ->
 ///
 /// [`ExportError::Grid`] names the field, line or cell at fault; the other variants are
 /// I/O failures. On error, what was written to `out` is not a workbook and must be discarded.
-pub fn export<R: BufRead, W: Write + Seek + Send>(
+pub fn export<R: BufRead + Send, W: Write + Seek + Send>(
     format: InputFormat,
     input: R,
     out: W,
@@ -240,14 +382,7 @@ fn export_json<R: BufRead, W: Write + Seek + Send>(
     progress: Arc<AtomicU64>,
 ) -> Result<Report, ExportError> {
     let doc = parse_grid_document(input)?;
-    let meta = MetaFields {
-        title: doc.title.clone().or_else(|| opts.title.clone()),
-        author: doc.author.clone(),
-        company: doc.company.clone(),
-        overflow: doc.overflow,
-        truncate: doc.truncate,
-        table: doc.table,
-    };
+    let meta = doc.meta(opts.title.as_ref());
     // Every sheet is checked before anything is written, so a bad last sheet costs nothing.
     let sheets: Vec<Sheet> = doc
         .sheets
@@ -255,7 +390,7 @@ fn export_json<R: BufRead, W: Write + Seek + Send>(
         .enumerate()
         .map(|(i, s)| s.spec().check(&format!("sheets[{i}]."), &format!("Sheet{}", i + 1)))
         .collect::<Result<_, _>>()?;
-    let mut export = new_export(meta.into_meta(), opts, progress)?;
+    let mut export = new_export(meta, opts, progress)?;
     for (i, (sheet, sdoc)) in sheets.iter().zip(&doc.sheets).enumerate() {
         let locate = move |r: u64| format!("sheets[{i}].rows[{r}]");
         let rows = sdoc
@@ -268,7 +403,7 @@ fn export_json<R: BufRead, W: Write + Seek + Send>(
     export.save(out)
 }
 
-fn export_ndjson<R: BufRead, W: Write + Seek + Send>(
+fn export_ndjson<R: BufRead + Send, W: Write + Seek + Send>(
     mut input: R,
     out: W,
     opts: &ExportOptions,
@@ -292,6 +427,7 @@ fn export_ndjson<R: BufRead, W: Write + Seek + Send>(
             })?;
         }
     };
+    let meta = header.meta(opts.title.as_ref());
     let spec = SheetSpec {
         name: header.name.clone(),
         columns: header.columns,
@@ -300,38 +436,87 @@ fn export_ndjson<R: BufRead, W: Write + Seek + Send>(
     let sheet = spec
         .check("", "Sheet1")
         .map_err(|e| GridError::new(format!("line[{number}].{}", e.field), e.message))?;
-    let meta = MetaFields {
-        title: header.title.or_else(|| opts.title.clone()),
-        author: header.author,
-        company: header.company,
-        overflow: header.overflow,
-        truncate: header.truncate,
-        table: header.table,
-    };
-    let mut export = new_export(meta.into_meta(), opts, progress)?;
-    // Data row r (0-based) sits on a line number only this iterator knows; it records it.
-    let line_of = std::cell::Cell::new(number);
-    let rows = std::iter::from_fn(|| {
+    let export = new_export(meta, opts, progress)?;
+    let keys: HashMap<&str, usize> = sheet.columns.iter().enumerate().map(|(i, c)| (c.key.as_str(), i)).collect();
+    let columns = &sheet.columns;
+    write_in_parallel(export, &sheet, out, move |rows| {
         loop {
             line.clear();
             number += 1;
-            match input.read_line(&mut line) {
-                Ok(0) => return None,
+            let parsed = match input.read_line(&mut line) {
+                Ok(0) => return,
                 Ok(_) if line.trim().is_empty() => continue,
-                Ok(_) => {}
-                Err(e) => return Some(Err(GridError::new(format!("line[{number}]"), format!("could not be read: {e}")))),
+                Ok(_) => ndjson_row(columns, &keys, &line, number),
+                Err(e) => Err(GridError::new(format!("line[{number}]"), format!("could not be read: {e}"))),
+            };
+            if !rows.push((number, parsed)) {
+                return;
             }
-            line_of.set(number);
-            let at = format!("line[{number}]");
-            return Some(
-                serde_json::from_str::<Value>(&line)
-                    .map_err(|e| GridError::new(&at, format!("is not valid JSON: {}", json_message(&e))))
-                    .and_then(|v| json_row(&sheet.columns, &v, &at)),
-            );
         }
-    });
-    export.write_sheet(&sheet, rows, &|_| format!("line[{}]", line_of.get()))?;
-    export.save(out)
+    })
+}
+
+/// A parsed row and the line it came from.
+type Parsed = (u64, Result<Vec<Cell>, GridError>);
+
+/// Rows per hand-over between the parsing and the writing thread, and hand-overs in flight:
+/// together they bound the rows in memory (4 × 1,024) whatever the length of the grid.
+const BATCH_ROWS: usize = 1024;
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// The parsing thread's end of the hand-over.
+pub struct RowSender {
+    tx: std::sync::mpsc::SyncSender<Vec<Parsed>>,
+    batch: Vec<Parsed>,
+}
+
+impl RowSender {
+    /// Queues a row. `false` means stop parsing: the row was an error, or the writer stopped.
+    fn push(&mut self, row: Parsed) -> bool {
+        let failed = row.1.is_err();
+        self.batch.push(row);
+        if (self.batch.len() == BATCH_ROWS || failed) && !self.flush() {
+            return false;
+        }
+        !failed
+    }
+
+    fn flush(&mut self) -> bool {
+        self.batch.is_empty()
+            || self
+                .tx
+                .send(std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS)))
+                .is_ok()
+    }
+}
+
+/// Parses on a second thread while this one writes the sheet and saves the workbook, so
+/// that parsing and XML generation overlap on two cores instead of taking turns on one.
+/// When the writer stops early, the parser stops at its next hand-over.
+fn write_in_parallel<W: Write + Seek + Send>(
+    mut export: XlsxExport,
+    sheet: &Sheet,
+    out: W,
+    parse: impl FnOnce(&mut RowSender) + Send,
+) -> Result<Report, ExportError> {
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Parsed>>(BATCHES_IN_FLIGHT);
+        scope.spawn(move || {
+            let mut sender = RowSender {
+                tx,
+                batch: Vec::with_capacity(BATCH_ROWS),
+            };
+            parse(&mut sender);
+            sender.flush();
+        });
+        let line_of = std::cell::Cell::new(0u64);
+        let rows = rx.into_iter().flatten().map(|(line, row)| {
+            line_of.set(line);
+            row
+        });
+        export.write_sheet(sheet, rows, &|_| format!("line[{}]", line_of.get()))?;
+        export.save(out)
+    })
 }
 
 /// Parses a column spec: `Name=type[:arg[:arg]]`, comma-separated. Arguments: currency code
@@ -475,7 +660,7 @@ fn csv_row(columns: &[Column], record: &csv::StringRecord, line: u64) -> Result<
         .collect()
 }
 
-fn export_csv<R: BufRead, W: Write + Seek + Send>(
+fn export_csv<R: BufRead + Send, W: Write + Seek + Send>(
     input: R,
     out: W,
     opts: &ExportOptions,
@@ -492,7 +677,7 @@ fn export_csv<R: BufRead, W: Write + Seek + Send>(
     }
     // The first records are held back to infer types, then written like the rest.
     let mut sample = Vec::new();
-    let mut records = reader.records();
+    let mut records = reader.into_records();
     for record in records.by_ref().take(INFER_ROWS) {
         sample.push(record.map_err(csv_error)?);
     }
@@ -502,20 +687,27 @@ fn export_csv<R: BufRead, W: Write + Seek + Send>(
         totals: BTreeMap::new(),
     };
     let sheet = spec.check("", "Sheet1")?;
-    let meta = MetaFields {
+    let meta = GridMeta {
         title: opts.title.clone(),
         ..Default::default()
     };
-    let mut export = new_export(meta.into_meta(), opts, progress)?;
-    let line_of = std::cell::Cell::new(1u64);
-    let rows = sample.into_iter().map(Ok).chain(records.map(|r| r.map_err(csv_error))).map(|r| {
-        let record = r?;
-        let line = record.position().map_or(0, |p| p.line());
-        line_of.set(line);
-        csv_row(&sheet.columns, &record, line)
-    });
-    export.write_sheet(&sheet, rows, &|_| format!("line[{}]", line_of.get()))?;
-    export.save(out)
+    let export = new_export(meta, opts, progress)?;
+    let columns = &sheet.columns;
+    write_in_parallel(export, &sheet, out, move |rows| {
+        let records = sample.into_iter().map(Ok).chain(records.map(|r| r.map_err(csv_error)));
+        for record in records {
+            let parsed = match record {
+                Ok(record) => {
+                    let line = record.position().map_or(0, |p| p.line());
+                    (line, csv_row(columns, &record, line))
+                }
+                Err(e) => (0, Err(e)),
+            };
+            if !rows.push(parsed) {
+                return;
+            }
+        }
+    })
 }
 
 #[cfg(test)]

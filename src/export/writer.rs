@@ -393,7 +393,7 @@ impl XlsxExport {
                         );
                     }
                     // Always a string cell: "=SUM(A1)", "+1", "@cmd" stay text, never formulas.
-                    ws.write_string(r, col, &s)?;
+                    ws.write_string(r, col, s)?;
                 }
                 Cell::Url(u) => {
                     let fits = u.chars().count() <= limits::MAX_URL_CHARS && open.hyperlinks < limits::MAX_HYPERLINKS;
@@ -407,7 +407,7 @@ impl XlsxExport {
                         };
                         self.report.note(&open.name, index + 1, &column.key, why);
                         let text: String = u.chars().take(limits::MAX_CELL_CHARS).collect();
-                        ws.write_string(r, col, &text)?;
+                        ws.write_string(r, col, text)?;
                     }
                 }
             }

@@ -331,3 +331,22 @@ pub async fn events(State(state): State<AppState>, Client(caller): Client, Path(
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::content_disposition;
+
+    #[test]
+    fn file_names_cannot_break_the_header_or_a_path() {
+        let cd = content_disposition("Q1 \"final\"\r\nSet-Cookie: x=1/../..\\etc");
+        assert!(!cd.contains('\r') && !cd.contains('\n'));
+        assert_eq!(cd.matches('"').count(), 2, "only the quotes around the ASCII name: {cd}");
+        assert!(!cd.contains('/') && !cd.contains('\\'));
+        let cd = content_disposition("Заказы 2026");
+        assert!(
+            cd.starts_with("attachment; filename=\"______ 2026.xlsx\"; filename*=UTF-8''%D0%97"),
+            "{cd}"
+        );
+        assert!(content_disposition("  ").contains("filename=\"export.xlsx\""));
+    }
+}

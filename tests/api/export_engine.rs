@@ -551,3 +551,70 @@ mod round_trip {
         }
     }
 }
+
+/// Issue 3's bad inputs through the CLI: each exits non-zero, names the place, leaves no file.
+#[test]
+fn cli_bad_inputs_name_the_field_and_leave_nothing() {
+    let columns = |extra: &str| format!("{{\"key\":\"id\",\"type\":\"integer\"}},{{\"key\":\"when\",\"type\":\"date\"}}{extra}");
+    let wide: String = (0..16_385)
+        .map(|i| format!("{{\"key\":\"c{i}\",\"type\":\"text\"}}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("malformed.json", "{\"sheets\": [".into(), "body"),
+        (
+            "bad-line.ndjson",
+            format!("{{\"columns\":[{}]}}\n[1,\"2026-01-01\"]\n[2,", columns("")),
+            "line[3]",
+        ),
+        (
+            "too-many.json",
+            format!("{{\"sheets\":[{{\"columns\":[{}],\"rows\":[[1,\"2026-01-01\",3]]}}]}}", columns("")),
+            "sheets[0].rows[0]",
+        ),
+        ("too-few.ndjson", format!("{{\"columns\":[{}]}}\n[1]\n", columns("")), "line[2]"),
+        (
+            "wrong-type.json",
+            format!(
+                "{{\"sheets\":[{{\"columns\":[{}],\"rows\":[[\"one\",\"2026-01-01\"]]}}]}}",
+                columns("")
+            ),
+            "sheets[0].rows[0].id",
+        ),
+        (
+            "unknown-type.json",
+            format!(
+                "{{\"sheets\":[{{\"columns\":[{}],\"rows\":[]}}]}}",
+                columns(",{\"key\":\"x\",\"type\":\"money\"}")
+            ),
+            "sheets[0].columns[2].type",
+        ),
+        (
+            "duplicate-keys.ndjson",
+            format!("{{\"columns\":[{}]}}\n", columns(",{\"key\":\"id\",\"type\":\"text\"}")),
+            "line[1].columns[2].key",
+        ),
+        (
+            "too-wide.json",
+            format!("{{\"sheets\":[{{\"columns\":[{wide}],\"rows\":[]}}]}}"),
+            "sheets[0].columns",
+        ),
+        ("no-sheets.json", "{\"sheets\":[]}".into(), "sheets"),
+        ("bad-date.csv", "id,when\n1,2026-02-30\n".into(), "line[2].when"),
+    ];
+    for (name, content, field) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join(name), content).unwrap();
+        let spec = "id=integer,when=date";
+        let args: Vec<&str> = if name.ends_with(".csv") {
+            vec!["export", name, "--columns", spec]
+        } else {
+            vec!["export", name]
+        };
+        let (ok, _, err) = cli(d, &args, None);
+        assert!(!ok, "{name} was accepted");
+        assert!(err.contains(field), "{name}: expected {field} in: {err}");
+        assert_eq!(files(d), [name.to_string()], "{name}: no workbook and no partial file is left");
+    }
+}

@@ -157,25 +157,20 @@ async fn export_bad_input_is_422_naming_the_field(app: TestApp) {
         .await
         .assert_problem(400, None);
 
-    let mut bad_row = spec_grid(json!([["SO-1", "2026-11-01", "three", 1, 0, true, null]]));
-    let a = Answer::from(post("application/json", bad_row.to_string()).await).await;
-    a.assert_problem(422, Some("sheets[0].rows[0].qty"));
-    bad_row["sheets"][0]["rows"] = json!([["SO-1", "2026-02-30", 3, 1, 0, true, null]]);
-    Answer::from(post("application/json", bad_row.to_string()).await)
-        .await
-        .assert_problem(422, Some("sheets[0].rows[0].date"));
-    bad_row["sheets"][0]["rows"] = json!([["SO-1", "2026-01-01", 3]]);
-    Answer::from(post("application/json", bad_row.to_string()).await)
-        .await
-        .assert_problem(422, Some("sheets[0].rows[0]"));
-    bad_row["sheets"][0]["rows"] = json!([["SO-1", "2026-01-01", 3, 1, 0, true, null, "extra"]]);
-    Answer::from(post("application/json", bad_row.to_string()).await)
-        .await
-        .assert_problem(422, Some("sheets[0].rows[0]"));
-    bad_row["sheets"][0]["rows"] = json!([{"order": "SO-1", "colour": "red"}]);
-    Answer::from(post("application/json", bad_row.to_string()).await)
-        .await
-        .assert_problem(422, Some("sheets[0].rows[0].colour"));
+    // A row at fault, and the field its problem must name.
+    let bad_rows = [
+        (json!(["SO-1", "2026-11-01", "three", 1, 0, true, null]), "sheets[0].rows[0].qty"),
+        (json!(["SO-1", "2026-02-30", 3, 1, 0, true, null]), "sheets[0].rows[0].date"),
+        (json!(["SO-1", "2026-01-01", 3]), "sheets[0].rows[0]"),
+        (json!(["SO-1", "2026-01-01", 3, 1, 0, true, null, "extra"]), "sheets[0].rows[0]"),
+        (json!({"order": "SO-1", "colour": "red"}), "sheets[0].rows[0].colour"),
+    ];
+    for (row, field) in bad_rows {
+        let grid = spec_grid(json!([row]));
+        Answer::from(post("application/json", grid.to_string()).await)
+            .await
+            .assert_problem(422, Some(field));
+    }
 
     let mut bad_type = spec_grid(json!([]));
     bad_type["sheets"][0]["columns"][1]["type"] = json!("money");
@@ -221,6 +216,12 @@ async fn export_bad_input_is_422_naming_the_field(app: TestApp) {
     a.assert_problem(422, Some("line[3].a"));
     let a = Answer::from(post("text/csv", "a,b\n1,2\n3\n".into()).await).await;
     a.assert_problem(422, Some("line[3]"));
+    let exports_dir = app.data_dir().join("exports");
+    assert_eq!(
+        std::fs::read_dir(exports_dir).unwrap().count(),
+        0,
+        "a refused export leaves no file behind"
+    );
 }
 
 async fn export_needs_a_client_key_and_a_known_media_type(app: TestApp) {
@@ -491,4 +492,48 @@ async fn import_returns_rows_problems_and_changes(app: TestApp) {
     Answer::from(bad(json!({"workbook": enc, "original": original, "sheet": "Nope"})).await.unwrap())
         .await
         .assert_problem(422, Some("sheet"));
+}
+
+/// With one export slot, a second export waits in line while the first holds it.
+#[tokio::test]
+async fn exports_beyond_the_limit_wait_in_line() {
+    let app = spawn_app_with(Backend::Sqlite, |s| s.export.max_concurrent = 1).await.unwrap();
+    // The first export streams its body slowly, holding the only slot until it is finished.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+    let first = {
+        let req = app
+            .http
+            .post(app.url("/api/v1/exports"))
+            .bearer_auth(&app.client_key)
+            .header("content-type", "application/x-ndjson")
+            .body(body);
+        tokio::spawn(req.send())
+    };
+    tx.send(Ok(b"{\"columns\":[{\"key\":\"a\",\"type\":\"integer\"}]}\n[1]\n".to_vec()))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let second = app
+        .client_post(
+            "/api/v1/exports",
+            "application/json",
+            spec_grid(spec_rows()).to_string(),
+            &[("prefer", "respond-async")],
+        )
+        .await;
+    let id = second.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let status: Value = app.client_get(&format!("/api/v1/exports/{id}")).await.json().await.unwrap();
+    assert_eq!(status["state"], "queued", "the second export waits while the first holds the slot");
+    tx.send(Ok(b"[2]\n".to_vec())).await.unwrap();
+    drop(tx);
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-export-rows"], "2");
+    assert_eq!(events_until_finished(&app, &id).await.last().unwrap().0, "done");
+}
+
+fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
