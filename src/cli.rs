@@ -60,6 +60,15 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Apikeys(ApiKeysCommand),
+    /// Run the Microsoft 365 emulator (identity platform and Graph) for development and tests.
+    Emulator {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+        /// A TOML or JSON seed file: tenants, users, app registrations (default: the demo tenant).
+        #[arg(long)]
+        seed: Option<PathBuf>,
+    },
     /// Write a grid (JSON grid document, NDJSON or CSV) as a typed XLSX workbook.
     Export(ExportArgs),
     /// Read an edited workbook back: typed rows, cell problems, and the change set.
@@ -376,6 +385,30 @@ async fn rotate_key(cli: &Cli, settings: &Settings, new_key_file: Option<PathBuf
     Ok(())
 }
 
+/// Says where the emulator is and what the demo tenant is, for a person setting up a tenant.
+fn announce_emulator(base: &str) {
+    use crate::emulator::seed::{DEMO_CLIENT_ID, DEMO_DOMAIN, DEMO_TENANT_ID, DEMO_USER};
+    println!("Microsoft 365 emulator listening on {base}");
+    println!("  demo tenant {DEMO_DOMAIN} ({DEMO_TENANT_ID}), app {DEMO_CLIENT_ID} (secret demo-client-secret), user {DEMO_USER}");
+}
+
+async fn run_emulator(listen: SocketAddr, seed: Option<PathBuf>) -> anyhow::Result<()> {
+    crate::telemetry::init_logs(&crate::config::LogSettings {
+        format: crate::config::LogFormat::Text,
+        level: "info".into(),
+    });
+    let seed = match seed {
+        Some(path) => crate::emulator::seed::Seed::load(&path)?,
+        None => crate::emulator::seed::Seed::demo(),
+    };
+    let (base, server) = crate::emulator::spawn(listen, seed).await?;
+    announce_emulator(&base);
+    tokio::select! {
+        () = app::shutdown_signal() => Ok(()),
+        r = server => r.map_err(Into::into),
+    }
+}
+
 async fn serve(cli: &Cli, mut settings: Settings, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     if let Some(addr) = listen {
         settings.listen = addr;
@@ -384,6 +417,9 @@ async fn serve(cli: &Cli, mut settings: Settings, listen: Option<SocketAddr>) ->
     let data_dir = settings.data_dir.clone();
     let application = Application::build(settings).await?;
     if cli.dev {
+        // The emulator runs in-process on a port of its own; issue 5 points the dev tenant at it.
+        let (base, _emulator) = crate::emulator::spawn("127.0.0.1:0".parse().expect("valid"), crate::emulator::seed::Seed::demo()).await?;
+        announce_emulator(&base);
         match app::ensure_dev_keys(application.store(), &data_dir).await? {
             Some(keys) => {
                 println!("dev mode: API keys created (also in {}):", data_dir.join("dev-keys.json").display());
@@ -407,12 +443,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Export(args) => return tokio::task::spawn_blocking(move || crate::export::cli::export(args)).await?,
         Command::Import(args) => return tokio::task::spawn_blocking(move || crate::export::cli::import(args)).await?,
+        Command::Emulator { listen, seed } => return run_emulator(listen, seed).await,
         _ => {}
     }
     let settings = load_settings(&cli)?;
     match cli.command {
         Command::Serve { listen } => serve(&cli, settings, listen).await,
-        Command::DefaultConfig | Command::Export(_) | Command::Import(_) => unreachable!("handled above"),
+        Command::DefaultConfig | Command::Export(_) | Command::Import(_) | Command::Emulator { .. } => unreachable!("handled above"),
         Command::Migrate => {
             open_store(&settings).await?;
             eprintln!("database schema is up to date");

@@ -9,6 +9,8 @@ pub mod cli;
 pub mod config;
 /// Parsed newtypes: codes, addresses, tenant fields, secrets.
 pub mod domain;
+/// The Microsoft 365 emulator (identity platform and Graph), for development and tests.
+pub mod emulator;
 /// The HTTP edge's error type, mapped to problem+json.
 pub mod error;
 /// Grid model, readers, XLSX writer and importer.

@@ -25,7 +25,8 @@ def main(path):
         out["sheets"][ws.title] = {
             "freeze_panes": ws.freeze_panes,
             "auto_filter": ws.auto_filter.ref,
-            "tables": {name: t.ref for name, t in ws.tables.items()},
+            # TableList.items() yields (name, ref) pairs.
+            "tables": dict(ws.tables.items()),
             "widths": {k: v.width for k, v in ws.column_dimensions.items()},
             "rows": [
                 [

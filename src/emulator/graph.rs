@@ -1,0 +1,141 @@
+//! Microsoft Graph v1.0, from microsoftgraph/microsoft-graph-docs-contrib:
+//! `concepts/errors.md` (the error body), `api-reference/v1.0/api/user-get.md` (`/me`).
+
+use super::Emulator;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde_json::{Value, json};
+
+/// A Graph error: `{"error": {"code", "message", "innerError": {"date", "request-id",
+/// "client-request-id"}}}` with the `request-id` header (concepts/errors.md).
+pub fn graph_error(headers: &HeaderMap, status: StatusCode, code: &str, message: &str) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let client_request_id = headers
+        .get("client-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+        .unwrap_or_else(|| request_id.clone());
+    let body = json!({
+        "error": {
+            "code": code,
+            "message": message,
+            "innerError": {
+                "date": Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string(),
+                "request-id": request_id,
+                "client-request-id": client_request_id,
+            }
+        }
+    });
+    let mut r = (status, Json(body)).into_response();
+    r.headers_mut()
+        .insert("request-id", HeaderValue::from_str(&request_id).expect("uuid"));
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\""),
+        );
+    }
+    r
+}
+
+/// Why a Graph token was refused (always a 401 `InvalidAuthenticationToken`).
+pub struct Unauthenticated(pub String);
+
+impl Unauthenticated {
+    pub fn into_response(self, headers: &HeaderMap) -> Response {
+        graph_error(headers, StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", &self.0)
+    }
+}
+
+/// The claims of the request's Graph token.
+pub fn authenticate(emu: &Emulator, headers: &HeaderMap) -> Result<Value, Unauthenticated> {
+    let fail = |m: &str| Unauthenticated(m.to_string());
+    let token = match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        None => return Err(fail("Access token is empty.")),
+        Some(h) => h
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| fail("Access token validation failure. Invalid audience."))?,
+    };
+    let claims = emu.keys().verify(token).map_err(|e| fail(&format!("IDX14100: {e}.")))?;
+    let now = Utc::now().timestamp();
+    if claims["exp"].as_i64().is_none_or(|exp| exp <= now) || claims["nbf"].as_i64().is_some_and(|nbf| nbf > now + 300) {
+        return Err(fail("Lifetime validation failed, the token is expired."));
+    }
+    if claims["aud"] != "https://graph.microsoft.com" && claims["aud"] != "00000003-0000-0000-c000-000000000000" {
+        return Err(fail("Access token validation failure. Invalid audience."));
+    }
+    Ok(claims)
+}
+
+/// Whether a delegated token carries one of `scopes`.
+pub fn has_scope(claims: &Value, scopes: &[&str]) -> bool {
+    claims["scp"]
+        .as_str()
+        .is_some_and(|scp| scp.split(' ').any(|s| scopes.iter().any(|w| w.eq_ignore_ascii_case(s))))
+}
+
+/// `GET /v1.0/me` (user-get.md; permissions: User.Read and wider).
+pub async fn me(State(emu): State<Emulator>, headers: HeaderMap) -> Response {
+    let claims = match authenticate(&emu, &headers) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(&headers),
+    };
+    if claims["idtyp"] == "app" {
+        return graph_error(
+            &headers,
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "/me request is only valid with delegated authentication flow.",
+        );
+    }
+    if !has_scope(
+        &claims,
+        &[
+            "User.Read",
+            "User.ReadWrite",
+            "User.ReadBasic.All",
+            "User.Read.All",
+            "User.ReadWrite.All",
+            "Directory.Read.All",
+        ],
+    ) {
+        return graph_error(
+            &headers,
+            StatusCode::FORBIDDEN,
+            "Authorization_RequestDenied",
+            "Insufficient privileges to complete the operation.",
+        );
+    }
+    let tid = claims["tid"].as_str().unwrap_or_default();
+    let oid = claims["oid"].as_str().unwrap_or_default();
+    let Some(user) = emu.user(tid, oid) else {
+        return graph_error(
+            &headers,
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            &format!("Resource '{oid}' does not exist or one of its queried reference-property objects are not present."),
+        );
+    };
+    let (given, surname) = user
+        .display_name
+        .split_once(' ')
+        .map_or((user.display_name.as_str(), ""), |(g, s)| (g, s));
+    Json(json!({
+        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users/$entity",
+        "businessPhones": [],
+        "displayName": user.display_name,
+        "givenName": given,
+        "jobTitle": null,
+        "mail": user.mail,
+        "mobilePhone": null,
+        "officeLocation": null,
+        "preferredLanguage": "en-US",
+        "surname": surname,
+        "userPrincipalName": user.user_principal_name,
+        "id": user.id,
+    }))
+    .into_response()
+}

@@ -1,0 +1,205 @@
+//! The Microsoft 365 emulator: the parts of the Microsoft identity platform (v2.0) and
+//! Microsoft Graph (v1.0) that officebridge uses, built from Microsoft's documentation — the
+//! way Azurite stands in for Azure Storage. One listener serves both, so a tenant record uses
+//! the emulator's base URL as its login authority and as its Graph endpoint.
+//!
+//! State lives in memory, seeded from [`seed::Seed`]. Test hooks live under `/_emulator/`.
+
+pub mod graph;
+pub mod identity;
+pub mod keys;
+pub mod seed;
+
+use axum::Router;
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use seed::{Seed, SeedApp, SeedTenant, SeedUser};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+
+/// An authorization code waiting to be redeemed.
+#[derive(Debug, Clone)]
+pub struct AuthCode {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub redirect_uri: String,
+    pub scopes: Vec<String>,
+    pub challenge: Option<(String, String)>,
+    pub nonce: Option<String>,
+    pub issued: DateTime<Utc>,
+    pub redeemed: bool,
+}
+
+/// What a refresh token stands for.
+#[derive(Debug, Clone)]
+pub struct RefreshGrant {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub scopes: Vec<String>,
+    pub last_used: DateTime<Utc>,
+    pub revoked: bool,
+}
+
+/// A sign-in started at `/authorize`, waiting for the user to pick an account (and pass MFA).
+#[derive(Debug, Clone)]
+pub struct PendingSignin {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scopes: Vec<String>,
+    pub state: Option<String>,
+    pub challenge: Option<(String, String)>,
+    pub nonce: Option<String>,
+    pub created: DateTime<Utc>,
+}
+
+#[derive(Default)]
+struct Inner {
+    seed: RwLock<Seed>,
+    keys: RwLock<keys::KeySet>,
+    codes: Mutex<HashMap<String, AuthCode>>,
+    refresh: Mutex<HashMap<String, RefreshGrant>>,
+    pending: Mutex<HashMap<String, PendingSignin>>,
+}
+
+/// A running emulator's state; cheap to clone.
+#[derive(Clone)]
+pub struct Emulator {
+    inner: Arc<Inner>,
+    /// The base URL tokens name as their issuer host (`http://127.0.0.1:PORT`).
+    pub base_url: String,
+}
+
+/// A random opaque value for codes, refresh tokens and request ids.
+pub fn opaque() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl Emulator {
+    pub fn new(seed: Seed, base_url: &str) -> Self {
+        let inner = Inner {
+            seed: RwLock::new(seed),
+            ..Default::default()
+        };
+        Self {
+            inner: Arc::new(inner),
+            base_url: base_url.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// The tenant a path segment names: its id or domain (`common`/`organizations` are
+    /// resolved by the caller, from the user or app).
+    pub fn tenant(&self, id_or_domain: &str) -> Option<SeedTenant> {
+        let seed = self.inner.seed.read().expect("seed lock");
+        seed.tenants
+            .iter()
+            .find(|t| t.id.eq_ignore_ascii_case(id_or_domain) || t.domain.eq_ignore_ascii_case(id_or_domain))
+            .cloned()
+    }
+
+    /// The app registration with this client id, and the tenant it lives in.
+    pub fn app(&self, client_id: &str) -> Option<(SeedTenant, SeedApp)> {
+        let seed = self.inner.seed.read().expect("seed lock");
+        seed.tenants.iter().find_map(|t| {
+            t.apps
+                .iter()
+                .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
+                .map(|a| (t.clone(), a.clone()))
+        })
+    }
+
+    pub fn user(&self, tenant_id: &str, id_or_upn: &str) -> Option<SeedUser> {
+        self.tenant(tenant_id)?
+            .users
+            .into_iter()
+            .find(|u| u.id.eq_ignore_ascii_case(id_or_upn) || u.user_principal_name.eq_ignore_ascii_case(id_or_upn))
+    }
+
+    pub fn keys(&self) -> std::sync::RwLockReadGuard<'_, keys::KeySet> {
+        self.inner.keys.read().expect("keys lock")
+    }
+
+    pub fn rotate_keys(&self) {
+        self.inner.keys.write().expect("keys lock").rotate();
+    }
+
+    pub fn codes(&self) -> std::sync::MutexGuard<'_, HashMap<String, AuthCode>> {
+        self.inner.codes.lock().expect("codes lock")
+    }
+
+    pub fn refresh_grants(&self) -> std::sync::MutexGuard<'_, HashMap<String, RefreshGrant>> {
+        self.inner.refresh.lock().expect("refresh lock")
+    }
+
+    pub fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, PendingSignin>> {
+        self.inner.pending.lock().expect("pending lock")
+    }
+
+    /// Replaces the whole state with `seed` (test hook).
+    pub fn reset(&self, seed: Seed) {
+        *self.inner.seed.write().expect("seed lock") = seed;
+        self.codes().clear();
+        self.refresh_grants().clear();
+        self.pending().clear();
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/{tenant}/v2.0/.well-known/openid-configuration", get(identity::discovery))
+            .route("/{tenant}/discovery/v2.0/keys", get(identity::jwks))
+            .route(
+                "/{tenant}/oauth2/v2.0/authorize",
+                get(identity::authorize).post(identity::authorize_submit),
+            )
+            .route("/{tenant}/oauth2/v2.0/token", post(identity::token))
+            .route("/v1.0/me", get(graph::me))
+            .route("/_emulator/keys/rotate", post(hooks::rotate_keys))
+            .route("/_emulator/reset", post(hooks::reset))
+            .route("/_emulator/refresh-tokens/revoke", post(hooks::revoke_refresh_tokens))
+            .with_state(self.clone())
+    }
+}
+
+/// Test hooks: seed and reset state, rotate keys, revoke refresh tokens.
+mod hooks {
+    use super::{Emulator, seed::Seed};
+    use axum::Json;
+    use axum::extract::State;
+    use axum::http::StatusCode;
+
+    pub async fn rotate_keys(State(emu): State<Emulator>) -> StatusCode {
+        emu.rotate_keys();
+        StatusCode::NO_CONTENT
+    }
+
+    pub async fn reset(State(emu): State<Emulator>, Json(seed): Json<Seed>) -> StatusCode {
+        emu.reset(seed);
+        StatusCode::NO_CONTENT
+    }
+
+    /// Makes every refresh token fail as revoked (`invalid_grant`), as when an admin revokes
+    /// a user's sessions.
+    pub async fn revoke_refresh_tokens(State(emu): State<Emulator>) -> StatusCode {
+        emu.refresh_grants().values_mut().for_each(|g| g.revoked = true);
+        StatusCode::NO_CONTENT
+    }
+}
+
+/// Binds `addr` and serves the emulator in the background; returns its base URL.
+pub async fn spawn(addr: SocketAddr, seed: Seed) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let router = Emulator::new(seed, &base).router();
+    let handle = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "the Microsoft 365 emulator stopped");
+        }
+    });
+    Ok((base, handle))
+}

@@ -1,0 +1,520 @@
+//! The Microsoft 365 emulator against Microsoft's documentation. Each test names the page of
+//! MicrosoftDocs/entra-docs or microsoftgraph/microsoft-graph-docs-contrib it checks.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use officebridge::emulator::seed::{DEMO_CLIENT_ID, DEMO_DOMAIN, DEMO_TENANT_ID, DEMO_USER, Seed};
+use serde_json::{Value, json};
+
+struct Emu {
+    base: String,
+    http: reqwest::Client,
+}
+
+async fn emulator() -> Emu {
+    let (base, _) = officebridge::emulator::spawn("127.0.0.1:0".parse().unwrap(), Seed::demo())
+        .await
+        .unwrap();
+    // Redirects are the protocol here: the tests read them instead of following them.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    Emu { base, http }
+}
+
+impl Emu {
+    async fn token(&self, tenant: &str, form: &[(&str, &str)]) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}/{tenant}/oauth2/v2.0/token", self.base))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+
+    async fn app_token(&self) -> String {
+        let (status, body) = self
+            .token(
+                DEMO_TENANT_ID,
+                &[
+                    ("client_id", DEMO_CLIENT_ID),
+                    ("client_secret", "demo-client-secret"),
+                    ("scope", "https://graph.microsoft.com/.default"),
+                    ("grant_type", "client_credentials"),
+                ],
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// Runs /authorize as a browser would: the sign-in page, the account picked (and MFA
+    /// approved when asked), and the redirect's query.
+    async fn sign_in(&self, user: &str, extra: &[(&str, &str)]) -> url::Url {
+        let mut query = vec![
+            ("client_id", DEMO_CLIENT_ID),
+            ("response_type", "code"),
+            ("redirect_uri", "https://localhost"),
+            ("state", "st-123"),
+        ];
+        query.extend_from_slice(extra);
+        let page = self
+            .http
+            .get(format!("{}/{DEMO_TENANT_ID}/oauth2/v2.0/authorize", self.base))
+            .query(&query)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        let request = page.headers()["x-emulator-signin-request"].to_str().unwrap().to_string();
+        let html = page.text().await.unwrap();
+        assert!(html.contains(user), "the account picker lists {user}");
+        let post = |form: Vec<(&'static str, String)>| {
+            self.http
+                .post(format!("{}/{DEMO_TENANT_ID}/oauth2/v2.0/authorize", self.base))
+                .form(&form)
+                .send()
+        };
+        let mut resp = post(vec![("request", request.clone()), ("user", user.to_string())]).await.unwrap();
+        if resp.headers().get("x-emulator-mfa").is_some() {
+            assert_eq!(resp.status(), 200);
+            assert!(resp.text().await.unwrap().contains("Approve"));
+            resp = post(vec![("request", request), ("user", user.to_string()), ("mfa", "approved".into())])
+                .await
+                .unwrap();
+        }
+        assert_eq!(resp.status(), 302);
+        url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap()
+    }
+}
+
+fn query(url: &url::Url, key: &str) -> Option<String> {
+    url.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
+}
+
+fn claims(jwt: &str) -> (Value, Value) {
+    let mut parts = jwt.split('.');
+    let header = serde_json::from_slice(&B64.decode(parts.next().unwrap()).unwrap()).unwrap();
+    let claims = serde_json::from_slice(&B64.decode(parts.next().unwrap()).unwrap()).unwrap();
+    (header, claims)
+}
+
+/// The identity platform's error body (v2-oauth2-client-creds-grant-flow.md, "Error response").
+fn assert_aad_error(body: &Value, error: &str, code: u64) {
+    assert_eq!(body["error"], error, "{body}");
+    assert_eq!(body["error_codes"], json!([code]), "{body}");
+    let description = body["error_description"].as_str().unwrap();
+    assert!(description.starts_with(&format!("AADSTS{code}:")), "{description}");
+    assert!(description.contains("Trace ID:") && description.contains("Correlation ID:") && description.contains("Timestamp:"));
+    for field in ["timestamp", "trace_id", "correlation_id"] {
+        assert!(body[field].is_string(), "{field} missing: {body}");
+    }
+}
+
+/// entra-docs: docs/identity-platform/v2-protocols-oidc.md ("Find your app's OpenID configuration document URI").
+#[tokio::test]
+async fn discovery_documents_per_tenant_and_for_common() {
+    let emu = emulator().await;
+    for tenant in [DEMO_TENANT_ID, DEMO_DOMAIN] {
+        let doc: Value = emu
+            .http
+            .get(format!("{}/{tenant}/v2.0/.well-known/openid-configuration", emu.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(doc["issuer"], format!("{}/{DEMO_TENANT_ID}/v2.0", emu.base));
+        assert_eq!(doc["token_endpoint"], format!("{}/{DEMO_TENANT_ID}/oauth2/v2.0/token", emu.base));
+        assert_eq!(doc["jwks_uri"], format!("{}/{DEMO_TENANT_ID}/discovery/v2.0/keys", emu.base));
+        assert_eq!(doc["id_token_signing_alg_values_supported"], json!(["RS256"]));
+    }
+    let common: Value = emu
+        .http
+        .get(format!("{}/common/v2.0/.well-known/openid-configuration", emu.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        common["issuer"],
+        format!("{}/{{tenantid}}/v2.0", emu.base),
+        "the multi-tenant issuer is a template"
+    );
+    let unknown = emu
+        .http
+        .get(format!("{}/nope.example/v2.0/.well-known/openid-configuration", emu.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 400);
+    assert_aad_error(&unknown.json().await.unwrap(), "invalid_tenant", 90002);
+}
+
+/// entra-docs: docs/identity-platform/v2-oauth2-client-creds-grant-flow.md ("Get a token", "Error response");
+/// docs/identity-platform/access-tokens.md (Graph tokens carry a header nonce); the JWKS is
+/// checked with the RSA key rebuilt from its published `n` and `e`, not with the emulator's code.
+#[tokio::test]
+async fn client_credentials_tokens_and_errors() {
+    let emu = emulator().await;
+    let (status, body) = emu
+        .token(
+            DEMO_DOMAIN,
+            &[
+                ("client_id", DEMO_CLIENT_ID),
+                ("client_secret", "demo-client-secret"),
+                ("scope", "https://graph.microsoft.com/.default"),
+                ("grant_type", "client_credentials"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (body["token_type"].as_str(), body["expires_in"].as_i64()),
+        (Some("Bearer"), Some(3599))
+    );
+    let token = body["access_token"].as_str().unwrap();
+    let (header, c) = claims(token);
+    assert_eq!(header["alg"], "RS256");
+    assert!(header["nonce"].is_string());
+    assert_eq!(c["aud"], "https://graph.microsoft.com");
+    assert_eq!(c["iss"], format!("https://sts.windows.net/{DEMO_TENANT_ID}/"));
+    assert_eq!(
+        (c["tid"].as_str(), c["idtyp"].as_str(), c["appid"].as_str()),
+        (Some(DEMO_TENANT_ID), Some("app"), Some(DEMO_CLIENT_ID))
+    );
+    assert!(c["roles"].as_array().unwrap().contains(&json!("Mail.Send")));
+
+    // The signature verifies with the key as published.
+    let jwks: Value = emu
+        .http
+        .get(format!("{}/{DEMO_TENANT_ID}/discovery/v2.0/keys", emu.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .expect("the signing key is published");
+    assert_eq!((jwk["kty"].as_str(), jwk["use"].as_str()), (Some("RSA"), Some("sig")));
+    let n = rsa::BigUint::from_bytes_be(&B64.decode(jwk["n"].as_str().unwrap()).unwrap());
+    let e = rsa::BigUint::from_bytes_be(&B64.decode(jwk["e"].as_str().unwrap()).unwrap());
+    let key = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(rsa::RsaPublicKey::new(n, e).unwrap());
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let signature = rsa::pkcs1v15::Signature::try_from(B64.decode(signature).unwrap().as_slice()).unwrap();
+    rsa::signature::Verifier::verify(&key, signed.as_bytes(), &signature).expect("RS256 signature verifies with the JWKS key");
+
+    let cc = |secret: Option<&'static str>, scope: &'static str| {
+        let mut form = vec![
+            ("client_id", DEMO_CLIENT_ID),
+            ("scope", scope),
+            ("grant_type", "client_credentials"),
+        ];
+        if let Some(s) = secret {
+            form.push(("client_secret", s));
+        }
+        form
+    };
+    let (status, body) = emu
+        .token(DEMO_TENANT_ID, &cc(Some("wrong"), "https://graph.microsoft.com/.default"))
+        .await;
+    assert_eq!(status, 401);
+    assert_aad_error(&body, "invalid_client", 7000215);
+    let (status, body) = emu.token(DEMO_TENANT_ID, &cc(None, "https://graph.microsoft.com/.default")).await;
+    assert_eq!(status, 401);
+    assert_aad_error(&body, "invalid_client", 7000218);
+    let (status, body) = emu
+        .token(
+            DEMO_TENANT_ID,
+            &cc(Some("demo-client-secret"), "https://graph.microsoft.com/Mail.Send"),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_aad_error(&body, "invalid_scope", 70011);
+    let (status, body) = emu
+        .token(
+            DEMO_TENANT_ID,
+            &[
+                ("client_id", "00000000-0000-0000-0000-000000000001"),
+                ("grant_type", "client_credentials"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_aad_error(&body, "unauthorized_client", 700016);
+    let (_, body) = emu
+        .token(
+            DEMO_TENANT_ID,
+            &[("client_id", DEMO_CLIENT_ID), ("client_secret", "demo-client-secret")],
+        )
+        .await;
+    assert_aad_error(&body, "invalid_request", 900144);
+    let (_, body) = emu
+        .token(
+            DEMO_TENANT_ID,
+            &[
+                ("client_id", DEMO_CLIENT_ID),
+                ("client_secret", "demo-client-secret"),
+                ("grant_type", "password"),
+            ],
+        )
+        .await;
+    assert_aad_error(&body, "unsupported_grant_type", 70003);
+    // HTTP Basic client authentication is accepted too.
+    let resp = emu
+        .http
+        .post(format!("{}/{DEMO_TENANT_ID}/oauth2/v2.0/token", emu.base))
+        .basic_auth(DEMO_CLIENT_ID, Some("demo-client-secret"))
+        .form(&[
+            ("scope", "https://graph.microsoft.com/.default"),
+            ("grant_type", "client_credentials"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["cache-control"], "no-store, no-cache");
+}
+
+/// entra-docs: docs/identity-platform/v2-oauth2-auth-code-flow.md ("Request an authorization
+/// code", "Redeem a code for an access token", "Refresh the access token"), RFC 7636 (PKCE).
+#[tokio::test]
+async fn authorization_code_with_pkce_then_refresh() {
+    let emu = emulator().await;
+    let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    let challenge = B64.encode(<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()));
+    let pkce = [
+        ("scope", "openid profile offline_access User.Read Files.ReadWrite"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+        ("nonce", "n-0S6_WzA2Mj"),
+    ];
+    let back = emu.sign_in(DEMO_USER, &pkce).await;
+    assert_eq!(back.as_str().split('?').next(), Some("https://localhost/"));
+    assert_eq!(query(&back, "state").as_deref(), Some("st-123"));
+    let code = query(&back, "code").unwrap();
+    let emu = &emu;
+    let redeem = |code: String, verifier: &'static str, redirect: &'static str| async move {
+        emu.token(
+            DEMO_TENANT_ID,
+            &[
+                ("client_id", DEMO_CLIENT_ID),
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", redirect),
+                ("code_verifier", verifier),
+            ],
+        )
+        .await
+    };
+    let (status, tokens) = redeem(code.clone(), verifier, "https://localhost").await;
+    assert_eq!(status, 200, "{tokens}");
+    let (_, access) = claims(tokens["access_token"].as_str().unwrap());
+    assert_eq!((access["idtyp"].as_str(), access["upn"].as_str()), (Some("user"), Some(DEMO_USER)));
+    assert!(access["scp"].as_str().unwrap().split(' ').any(|s| s == "Files.ReadWrite"));
+    let (_, id) = claims(tokens["id_token"].as_str().unwrap());
+    assert_eq!(id["aud"], DEMO_CLIENT_ID);
+    assert_eq!(id["nonce"], "n-0S6_WzA2Mj");
+    assert_eq!(id["iss"], format!("{}/{DEMO_TENANT_ID}/v2.0", emu.base));
+    assert_eq!(id["ver"], "2.0");
+
+    // A code is single use.
+    let (status, body) = redeem(code, verifier, "https://localhost").await;
+    assert_eq!(status, 400);
+    assert_aad_error(&body, "invalid_grant", 54005);
+    // PKCE and the redirect URI are checked.
+    let code = query(&emu.sign_in(DEMO_USER, &pkce).await, "code").unwrap();
+    assert_aad_error(
+        &redeem(code, "not-the-verifier-not-the-verifier-not-the-ver", "https://localhost")
+            .await
+            .1,
+        "invalid_grant",
+        501481,
+    );
+    let code = query(&emu.sign_in(DEMO_USER, &pkce).await, "code").unwrap();
+    assert_aad_error(&redeem(code, verifier, "http://localhost").await.1, "invalid_grant", 50148);
+
+    // Refreshing answers a new refresh token every time; revoked sessions answer invalid_grant.
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+    let (status, renewed) = emu
+        .token(
+            DEMO_TENANT_ID,
+            &[
+                ("client_id", DEMO_CLIENT_ID),
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{renewed}");
+    assert_ne!(renewed["refresh_token"], json!(refresh));
+    assert!(renewed["access_token"].is_string());
+    let (_, wider) = emu
+        .token(
+            DEMO_TENANT_ID,
+            &[
+                ("client_id", DEMO_CLIENT_ID),
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+                ("scope", "Mail.Send"),
+            ],
+        )
+        .await;
+    assert_aad_error(&wider, "invalid_grant", 65001);
+    emu.http
+        .post(format!("{}/_emulator/refresh-tokens/revoke", emu.base))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = emu
+        .token(
+            DEMO_TENANT_ID,
+            &[
+                ("client_id", DEMO_CLIENT_ID),
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+            ],
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_aad_error(&body, "invalid_grant", 50173);
+}
+
+/// entra-docs: docs/identity-platform/v2-oauth2-auth-code-flow.md ("Error response"),
+/// reference-error-codes.md (AADSTS50011, AADSTS65001, AADSTS50058); MFA as a second step.
+#[tokio::test]
+async fn authorize_errors_and_mfa() {
+    let emu = emulator().await;
+    let authorize = |params: Vec<(&'static str, &'static str)>| {
+        emu.http
+            .get(format!("{}/{DEMO_TENANT_ID}/oauth2/v2.0/authorize", emu.base))
+            .query(&params)
+            .send()
+    };
+    // An unregistered redirect URI is shown an error page, never redirected to.
+    let resp = authorize(vec![
+        ("client_id", DEMO_CLIENT_ID),
+        ("response_type", "code"),
+        ("redirect_uri", "https://evil.example/cb"),
+        ("scope", "User.Read"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.headers().get("location").is_none());
+    assert!(resp.text().await.unwrap().contains("AADSTS50011"));
+    let resp = authorize(vec![
+        ("client_id", "00000000-0000-0000-0000-000000000009"),
+        ("response_type", "code"),
+        ("redirect_uri", "https://localhost"),
+        ("scope", "User.Read"),
+    ])
+    .await
+    .unwrap();
+    assert!(resp.text().await.unwrap().contains("AADSTS700016"));
+    // Known redirect: errors go back to the app, with the state.
+    let resp = authorize(vec![
+        ("client_id", DEMO_CLIENT_ID),
+        ("response_type", "code"),
+        ("redirect_uri", "https://localhost"),
+        ("scope", "Sites.FullControl.All"),
+        ("state", "s1"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 302);
+    let back = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(
+        (query(&back, "error").as_deref(), query(&back, "state").as_deref()),
+        (Some("consent_required"), Some("s1"))
+    );
+    assert!(query(&back, "error_description").unwrap().starts_with("AADSTS65001"));
+    let resp = authorize(vec![
+        ("client_id", DEMO_CLIENT_ID),
+        ("response_type", "code"),
+        ("redirect_uri", "https://localhost"),
+        ("scope", "User.Read"),
+        ("prompt", "none"),
+    ])
+    .await
+    .unwrap();
+    let back = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(query(&back, "error").as_deref(), Some("login_required"));
+    // A loopback redirect may use any port (native apps pick a free one).
+    let resp = authorize(vec![
+        ("client_id", DEMO_CLIENT_ID),
+        ("response_type", "code"),
+        ("redirect_uri", "http://localhost:53117"),
+        ("scope", "User.Read"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // A user who needs MFA gets a second step before the code.
+    let back = emu.sign_in("mfa.user@demo.onmicrosoft.com", &[("scope", "User.Read")]).await;
+    assert!(query(&back, "code").is_some());
+}
+
+/// microsoft-graph-docs-contrib: concepts/errors.md (error body, request-id),
+/// api-reference/v1.0/api/user-get.md (GET /me); entra-docs signing-key-rollover.md.
+#[tokio::test]
+async fn graph_me_checks_the_token() {
+    let emu = emulator().await;
+    let me = |token: Option<String>| {
+        let mut req = emu.http.get(format!("{}/v1.0/me", emu.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    let resp = me(None).await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().contains_key("request-id"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "InvalidAuthenticationToken");
+    assert!(body["error"]["innerError"]["request-id"].is_string() && body["error"]["innerError"]["date"].is_string());
+
+    let back = emu.sign_in(DEMO_USER, &[("scope", "User.Read")]).await;
+    let (_, tokens) = emu
+        .token(
+            DEMO_TENANT_ID,
+            &[
+                ("client_id", DEMO_CLIENT_ID),
+                ("grant_type", "authorization_code"),
+                ("code", &query(&back, "code").unwrap()),
+                ("redirect_uri", "https://localhost"),
+            ],
+        )
+        .await;
+    let user_token = tokens["access_token"].as_str().unwrap().to_string();
+    let profile: Value = me(Some(user_token.clone())).await.unwrap().json().await.unwrap();
+    assert_eq!(profile["userPrincipalName"], DEMO_USER);
+    assert_eq!(
+        profile["@odata.context"],
+        "https://graph.microsoft.com/v1.0/$metadata#users/$entity"
+    );
+
+    let app = me(Some(emu.app_token().await)).await.unwrap();
+    assert_eq!(app.status(), 400, "/me needs a delegated token");
+    let mut tampered = user_token.clone();
+    tampered.replace_range(tampered.len() - 6.., "AAAAAA");
+    assert_eq!(me(Some(tampered)).await.unwrap().status(), 401);
+
+    // After one rotation the old key still verifies; after two it is gone.
+    emu.http.post(format!("{}/_emulator/keys/rotate", emu.base)).send().await.unwrap();
+    assert_eq!(me(Some(user_token.clone())).await.unwrap().status(), 200);
+    emu.http.post(format!("{}/_emulator/keys/rotate", emu.base)).send().await.unwrap();
+    assert_eq!(me(Some(user_token)).await.unwrap().status(), 401);
+}
