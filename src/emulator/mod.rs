@@ -5,13 +5,14 @@
 //!
 //! State lives in memory, seeded from [`seed::Seed`]. Test hooks live under `/_emulator/`.
 
+pub mod drive;
 pub mod graph;
 pub mod identity;
 pub mod keys;
 pub mod seed;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use chrono::{DateTime, Utc};
 use seed::{Seed, SeedApp, SeedTenant, SeedUser};
 use std::collections::HashMap;
@@ -63,6 +64,7 @@ struct Inner {
     codes: Mutex<HashMap<String, AuthCode>>,
     refresh: Mutex<HashMap<String, RefreshGrant>>,
     pending: Mutex<HashMap<String, PendingSignin>>,
+    drive: Mutex<drive::DriveState>,
 }
 
 /// A running emulator's state; cheap to clone.
@@ -121,6 +123,25 @@ impl Emulator {
             .find(|u| u.id.eq_ignore_ascii_case(id_or_upn) || u.user_principal_name.eq_ignore_ascii_case(id_or_upn))
     }
 
+    /// A user of any tenant, by object id.
+    pub fn users_by_id(&self, id: &str) -> Option<SeedUser> {
+        self.users_by_upn_or_id(id)
+    }
+
+    /// A user of any tenant, by object id or user principal name.
+    pub fn users_by_upn_or_id(&self, key: &str) -> Option<SeedUser> {
+        let seed = self.inner.seed.read().expect("seed lock");
+        seed.tenants
+            .iter()
+            .flat_map(|t| t.users.iter())
+            .find(|u| u.id.eq_ignore_ascii_case(key) || u.user_principal_name.eq_ignore_ascii_case(key))
+            .cloned()
+    }
+
+    pub fn drive(&self) -> std::sync::MutexGuard<'_, drive::DriveState> {
+        self.inner.drive.lock().expect("drive lock")
+    }
+
     pub fn keys(&self) -> std::sync::RwLockReadGuard<'_, keys::KeySet> {
         self.inner.keys.read().expect("keys lock")
     }
@@ -147,6 +168,7 @@ impl Emulator {
         self.codes().clear();
         self.refresh_grants().clear();
         self.pending().clear();
+        *self.drive() = drive::DriveState::default();
     }
 
     pub fn router(&self) -> Router {
@@ -159,9 +181,15 @@ impl Emulator {
             )
             .route("/{tenant}/oauth2/v2.0/token", post(identity::token))
             .route("/v1.0/me", get(graph::me))
+            .route("/v1.0/me/drive/{*rest}", any(drive::me_drive))
+            .route("/v1.0/users/{user}/drive/{*rest}", any(drive::user_drive))
+            .route("/_upload/{token}", any(drive::upload_url))
+            .route("/_emulator/drive/{user}", get(drive::inspect))
             .route("/_emulator/keys/rotate", post(hooks::rotate_keys))
             .route("/_emulator/reset", post(hooks::reset))
             .route("/_emulator/refresh-tokens/revoke", post(hooks::revoke_refresh_tokens))
+            // Simple uploads take up to 250 MB; axum's default limit is 2 MB.
+            .layer(axum::extract::DefaultBodyLimit::max(drive::SIMPLE_UPLOAD_LIMIT + 1))
             .with_state(self.clone())
     }
 }

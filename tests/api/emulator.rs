@@ -518,3 +518,277 @@ async fn graph_me_checks_the_token() {
     emu.http.post(format!("{}/_emulator/keys/rotate", emu.base)).send().await.unwrap();
     assert_eq!(me(Some(user_token)).await.unwrap().status(), 401);
 }
+
+impl Emu {
+    /// A delegated Graph token for the demo user with `scope`.
+    async fn user_token(&self, scope: &str) -> String {
+        let back = self.sign_in(DEMO_USER, &[("scope", scope)]).await;
+        let (status, tokens) = self
+            .token(
+                DEMO_TENANT_ID,
+                &[
+                    ("client_id", DEMO_CLIENT_ID),
+                    ("grant_type", "authorization_code"),
+                    ("code", &query(&back, "code").unwrap()),
+                    ("redirect_uri", "https://localhost"),
+                ],
+            )
+            .await;
+        assert_eq!(status, 200, "{tokens}");
+        tokens["access_token"].as_str().unwrap().to_string()
+    }
+
+    async fn put_content(&self, token: &str, path: &str, bytes: Vec<u8>) -> reqwest::Response {
+        self.http
+            .put(format!("{}/v1.0/me/drive/root:/{path}:/content", self.base))
+            .bearer_auth(token)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// microsoft-graph-docs-contrib: api-reference/v1.0/api/driveitem-put-content.md (simple upload,
+/// `replace` by default, conflict behaviour), driveitem-get.md, resources/driveitem.md.
+#[tokio::test]
+async fn onedrive_simple_upload_and_items() {
+    let emu = emulator().await;
+    let token = emu.user_token("Files.ReadWrite").await;
+    let resp = emu
+        .put_content(&token, "officebridge/exports/Orders.xlsx", b"PK first".to_vec())
+        .await;
+    assert_eq!(resp.status(), 201);
+    let item: Value = resp.json().await.unwrap();
+    assert_eq!((item["name"].as_str(), item["size"].as_u64()), (Some("Orders.xlsx"), Some(8)));
+    assert_eq!(
+        item["file"]["mimeType"],
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    );
+    assert_eq!(item["parentReference"]["path"], "/drive/root:/officebridge/exports");
+    assert!(item["webUrl"].as_str().unwrap().contains("Doc.aspx") && item["webUrl"].as_str().unwrap().contains("Orders.xlsx"));
+    let id = item["id"].as_str().unwrap().to_string();
+
+    // PUT replaces by default; rename and fail are asked for by query.
+    let replaced = emu
+        .put_content(&token, "officebridge/exports/Orders.xlsx", b"PK second!".to_vec())
+        .await;
+    assert_eq!(replaced.status(), 200);
+    assert_eq!(replaced.json::<Value>().await.unwrap()["id"], id.as_str());
+    let unsupported = emu
+        .http
+        .put(format!("{}/v1.0/me/drive/root:/Orders.xlsx:/thumbnails", emu.base))
+        .bearer_auth(&token)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsupported.status(), 400);
+    let renamed = emu
+        .http
+        .put(format!(
+            "{}/v1.0/me/drive/root:/officebridge/exports/Orders.xlsx:/content",
+            emu.base
+        ))
+        .query(&[("@microsoft.graph.conflictBehavior", "rename")])
+        .bearer_auth(&token)
+        .body("PK third")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), 201);
+    assert_eq!(renamed.json::<Value>().await.unwrap()["name"], "Orders 1.xlsx");
+    let failed = emu
+        .http
+        .put(format!(
+            "{}/v1.0/me/drive/root:/officebridge/exports/Orders.xlsx:/content",
+            emu.base
+        ))
+        .query(&[("@microsoft.graph.conflictBehavior", "fail")])
+        .bearer_auth(&token)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 409);
+    assert_eq!(failed.json::<Value>().await.unwrap()["error"]["code"], "nameAlreadyExists");
+
+    let got: Value = emu
+        .http
+        .get(format!("{}/v1.0/me/drive/items/{id}", emu.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["size"], 10);
+    let content = emu
+        .http
+        .get(format!("{}/v1.0/me/drive/items/{id}/content", emu.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(content.bytes().await.unwrap().as_ref(), b"PK second!");
+    let missing = emu
+        .http
+        .get(format!("{}/v1.0/me/drive/items/nope", emu.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.json::<Value>().await.unwrap()["error"]["code"], "itemNotFound");
+
+    // Permissions: User.Read alone cannot write; no token is a 401; the app has no Files role.
+    let weak = emu.user_token("User.Read").await;
+    assert_eq!(emu.put_content(&weak, "a.xlsx", vec![1]).await.status(), 403);
+    assert_eq!(
+        emu.http
+            .put(format!("{}/v1.0/me/drive/root:/a.xlsx:/content", emu.base))
+            .body("x")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let app = emu.app_token().await;
+    let resp = emu
+        .http
+        .put(format!("{}/v1.0/users/{DEMO_USER}/drive/root:/a.xlsx:/content", emu.base))
+        .bearer_auth(&app)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+}
+
+/// microsoft-graph-docs-contrib: api-reference/v1.0/api/driveitem-createuploadsession.md
+/// (fragments, nextExpectedRanges, 416, Authorization on the upload URL, status, cancel, deferCommit).
+#[tokio::test]
+async fn onedrive_upload_sessions_follow_the_fragment_rules() {
+    let emu = emulator().await;
+    let token = emu.user_token("Files.ReadWrite").await;
+    let unit = 327_680usize;
+    let file: Vec<u8> = (0..(2 * unit + 1000)).map(|i| (i % 251) as u8).collect();
+    let create = |body: Value| {
+        emu.http
+            .post(format!(
+                "{}/v1.0/me/drive/root:/officebridge/exports/Big.xlsx:/createUploadSession",
+                emu.base
+            ))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let session: Value = create(json!({"item": {"@microsoft.graph.conflictBehavior": "rename"}}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = session["uploadUrl"].as_str().unwrap().to_string();
+    assert!(session["expirationDateTime"].is_string());
+    let put = |range: (usize, usize), auth: bool| {
+        let mut req = emu
+            .http
+            .put(&url)
+            .header("content-range", format!("bytes {}-{}/{}", range.0, range.1 - 1, file.len()))
+            .body(file[range.0..range.1].to_vec());
+        if auth {
+            req = req.bearer_auth(&token);
+        }
+        req.send()
+    };
+    assert_eq!(
+        put((0, unit), true).await.unwrap().status(),
+        401,
+        "the upload URL must not get the Authorization header"
+    );
+    let resp = put((0, 1000), false).await.unwrap();
+    assert_eq!(resp.status(), 400, "a fragment that is not the last must be a multiple of 320 KiB");
+    let resp = put((0, unit), false).await.unwrap();
+    assert_eq!(resp.status(), 202);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["nextExpectedRanges"],
+        json!([format!("{unit}-")])
+    );
+    assert_eq!(put((0, unit), false).await.unwrap().status(), 416, "a fragment already received");
+    assert_eq!(
+        put((2 * unit, file.len()), false).await.unwrap().status(),
+        416,
+        "a fragment out of order"
+    );
+    let status: Value = emu.http.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["nextExpectedRanges"], json!([format!("{unit}-")]));
+    assert_eq!(put((unit, 2 * unit), false).await.unwrap().status(), 202);
+    let done = put((2 * unit, file.len()), false).await.unwrap();
+    assert_eq!(done.status(), 201);
+    let item: Value = done.json().await.unwrap();
+    assert_eq!(
+        (item["name"].as_str(), item["size"].as_u64()),
+        (Some("Big.xlsx"), Some(file.len() as u64))
+    );
+    let stored = emu
+        .http
+        .get(format!("{}/v1.0/me/drive/items/{}/content", emu.base, item["id"].as_str().unwrap()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.bytes().await.unwrap().to_vec(),
+        file,
+        "the bytes in OneDrive equal the bytes sent"
+    );
+    assert_eq!(emu.http.get(&url).send().await.unwrap().status(), 404, "a finished session is gone");
+
+    // The name is taken now: the default conflict behaviour of a session is to fail.
+    let taken = create(json!({})).await.unwrap();
+    assert_eq!(taken.status(), 409);
+    // Cancel.
+    let session: Value = create(json!({"item": {"@microsoft.graph.conflictBehavior": "rename"}}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cancel = session["uploadUrl"].as_str().unwrap();
+    assert_eq!(emu.http.delete(cancel).send().await.unwrap().status(), 204);
+    assert_eq!(emu.http.get(cancel).send().await.unwrap().status(), 404);
+    // deferCommit: the last fragment answers 202, an empty POST commits.
+    let session: Value = create(json!({"item": {"@microsoft.graph.conflictBehavior": "rename"}, "deferCommit": true}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let deferred = session["uploadUrl"].as_str().unwrap();
+    let resp = emu
+        .http
+        .put(deferred)
+        .header("content-range", "bytes 0-9/10")
+        .body(vec![7u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let committed = emu.http.post(deferred).header("content-length", "0").send().await.unwrap();
+    assert_eq!(committed.status(), 201);
+    assert_eq!(committed.json::<Value>().await.unwrap()["name"], "Big 1.xlsx");
+    let drive: Value = emu
+        .http
+        .get(format!("{}/_emulator/drive/{DEMO_USER}", emu.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(drive["open_upload_sessions"], 0);
+    assert_eq!(drive["files"].as_array().unwrap().len(), 2);
+}

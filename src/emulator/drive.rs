@@ -1,0 +1,620 @@
+//! OneDrive in Microsoft Graph v1.0, from microsoftgraph/microsoft-graph-docs-contrib:
+//! `api-reference/v1.0/api/driveitem-put-content.md` (simple upload, up to 250 MB, conflict
+//! behaviour `replace` by default), `api-reference/v1.0/api/driveitem-createuploadsession.md`
+//! (upload sessions: fragments under 60 MiB in multiples of 320 KiB, in order, `202` with
+//! `nextExpectedRanges`, `416` for a fragment already received, `201` with the driveItem,
+//! `GET` status, `DELETE` cancel, `404` once expired, `deferCommit`),
+//! `api-reference/v1.0/api/driveitem-get.md`, `api-reference/v1.0/resources/driveitem.md`.
+
+use super::Emulator;
+use super::graph::{authenticate, graph_error, has_scope};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+/// Simple uploads take files up to 250 MB (driveitem-put-content.md).
+pub const SIMPLE_UPLOAD_LIMIT: usize = 250 * 1000 * 1000;
+/// Fragments: under 60 MiB each, in multiples of 320 KiB except the last.
+pub const FRAGMENT_LIMIT: usize = 60 * 1024 * 1024;
+pub const FRAGMENT_UNIT: u64 = 320 * 1024;
+/// How long an upload session lives without activity.
+const SESSION_HOURS: i64 = 24;
+
+/// A file in a user's OneDrive.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub id: String,
+    pub user_id: String,
+    /// The folder path below the root, without slashes at either end (`officebridge/exports`).
+    pub folder: String,
+    pub name: String,
+    pub content: Vec<u8>,
+    pub created: DateTime<Utc>,
+    pub modified: DateTime<Utc>,
+    pub version: u32,
+}
+
+/// An upload session and the bytes it has received so far.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user_id: String,
+    pub tenant_id: String,
+    pub folder: String,
+    pub name: String,
+    pub conflict: Conflict,
+    pub defer_commit: bool,
+    pub total: Option<u64>,
+    pub received: Vec<u8>,
+    pub expires: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    Fail,
+    Replace,
+    Rename,
+}
+
+impl Conflict {
+    fn parse(raw: Option<&str>, default: Conflict) -> Result<Conflict, String> {
+        match raw {
+            None => Ok(default),
+            Some("fail") => Ok(Conflict::Fail),
+            Some("replace") => Ok(Conflict::Replace),
+            Some("rename") => Ok(Conflict::Rename),
+            Some(other) => Err(format!("Invalid value '{other}' for @microsoft.graph.conflictBehavior.")),
+        }
+    }
+}
+
+/// The drive's state: items by id, sessions by the token in their upload URL.
+#[derive(Debug, Default)]
+pub struct DriveState {
+    pub items: HashMap<String, Item>,
+    pub sessions: HashMap<String, Session>,
+}
+
+fn mime_type(name: &str) -> &'static str {
+    match name.rsplit('.').next().map(str::to_ascii_lowercase).as_deref() {
+        Some("xlsx") => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        Some("pdf") => "application/pdf",
+        Some("csv") => "text/csv",
+        Some("txt") => "text/plain",
+        _ => "application/octet-stream",
+    }
+}
+
+fn item_json(emu: &Emulator, item: &Item) -> Value {
+    let user = emu.users_by_id(&item.user_id);
+    let owner = user
+        .as_ref()
+        .map_or("user".to_string(), |u| u.user_principal_name.replace(['@', '.'], "_"));
+    let parent_path = if item.folder.is_empty() {
+        "/drive/root:".to_string()
+    } else {
+        format!("/drive/root:/{}", item.folder)
+    };
+    json!({
+        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#drives('me')/items/$entity",
+        "id": item.id,
+        "name": item.name,
+        "size": item.content.len(),
+        "eTag": format!("\"{{{}}},{}\"", item.id, item.version),
+        "cTag": format!("\"c:{{{}}},{}\"", item.id, item.version),
+        "createdDateTime": item.created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "lastModifiedDateTime": item.modified.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        // Office documents open in Office for the web through Doc.aspx, as OneDrive for Business links them.
+        "webUrl": format!("{}/personal/{owner}/_layouts/15/Doc.aspx?sourcedoc=%7B{}%7D&file={}&action=default&mobileredirect=true", emu.base_url, item.id, urlencode(&item.name)),
+        "file": {"mimeType": mime_type(&item.name)},
+        "parentReference": {"driveType": "business", "driveId": format!("b!{}", item.user_id.replace('-', "")), "path": parent_path},
+    })
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Where a drive request points, parsed from the path after `/drive/`.
+#[derive(Debug, PartialEq)]
+enum Target {
+    /// `root:/{path}:/content` or `items/{parent}:/{name}:/content`.
+    Content { folder: String, name: String },
+    /// `root:/{path}:/createUploadSession` or `items/{parent}:/{name}:/createUploadSession`.
+    UploadSession { folder: String, name: String },
+    /// `items/{id}`.
+    Item(String),
+    /// `items/{id}/content`.
+    ItemContent(String),
+}
+
+/// Splits `a/b/c.xlsx` into (`a/b`, `c.xlsx`).
+fn split_path(path: &str) -> Option<(String, String)> {
+    let path = path.trim_matches('/');
+    let (folder, name) = path.rsplit_once('/').unwrap_or(("", path));
+    (!name.is_empty()).then(|| (folder.to_string(), name.to_string()))
+}
+
+fn parse_target(emu: &Emulator, user_id: &str, rest: &str) -> Option<Target> {
+    let colon_action = |inner: &str| -> Option<(String, String)> {
+        // `…:/{path}:/{action}`
+        let (path, action) = inner.rsplit_once(":/")?;
+        Some((path.to_string(), action.to_string()))
+    };
+    if let Some(inner) = rest.strip_prefix("root:/") {
+        let (path, action) = colon_action(inner)?;
+        let (folder, name) = split_path(&path)?;
+        return match action.as_str() {
+            "content" => Some(Target::Content { folder, name }),
+            "createUploadSession" => Some(Target::UploadSession { folder, name }),
+            _ => None,
+        };
+    }
+    let items = rest.strip_prefix("items/")?;
+    if let Some((parent, tail)) = items.split_once(":/") {
+        let (name, action) = colon_action(&format!("x:/{tail}")).map(|(p, a)| (p.trim_start_matches("x:/").to_string(), a))?;
+        let folder = if parent == "root" {
+            String::new()
+        } else {
+            let drive = emu.drive();
+            let parent_item = drive.items.get(parent).filter(|i| i.user_id == user_id)?;
+            format!("{}/{}", parent_item.folder, parent_item.name).trim_matches('/').to_string()
+        };
+        return match action.as_str() {
+            "content" => Some(Target::Content { folder, name }),
+            "createUploadSession" => Some(Target::UploadSession { folder, name }),
+            _ => None,
+        };
+    }
+    match items.split_once('/') {
+        Some((id, "content")) => Some(Target::ItemContent(id.to_string())),
+        None => Some(Target::Item(items.to_string())),
+        _ => None,
+    }
+}
+
+/// The name a conflict resolves to, or `None` when it must fail.
+fn resolve_name(emu: &Emulator, user_id: &str, folder: &str, name: &str, conflict: Conflict) -> Option<(String, Option<String>)> {
+    let drive = emu.drive();
+    let existing = |n: &str| {
+        drive
+            .items
+            .values()
+            .find(|i| i.user_id == user_id && i.folder.eq_ignore_ascii_case(folder) && i.name.eq_ignore_ascii_case(n))
+            .map(|i| i.id.clone())
+    };
+    match (existing(name), conflict) {
+        (None, _) => Some((name.to_string(), None)),
+        (Some(id), Conflict::Replace) => Some((name.to_string(), Some(id))),
+        (Some(_), Conflict::Fail) => None,
+        (Some(_), Conflict::Rename) => {
+            // OneDrive appends " 1", " 2", … before the extension.
+            let (stem, ext) = name
+                .rsplit_once('.')
+                .map_or((name.to_string(), String::new()), |(s, e)| (s.to_string(), format!(".{e}")));
+            (1..)
+                .map(|n| format!("{stem} {n}{ext}"))
+                .find(|candidate| existing(candidate).is_none())
+                .map(|n| (n, None))
+        }
+    }
+}
+
+/// Stores a file; `Ok(true)` when it was created, `Ok(false)` when it replaced one.
+fn store(emu: &Emulator, user_id: &str, folder: &str, name: &str, conflict: Conflict, content: Vec<u8>) -> Result<(Item, bool), ()> {
+    let (name, replace) = resolve_name(emu, user_id, folder, name, conflict).ok_or(())?;
+    let mut drive = emu.drive();
+    let now = Utc::now();
+    let item = match replace.and_then(|id| drive.items.get_mut(&id)) {
+        Some(existing) => {
+            existing.content = content;
+            existing.modified = now;
+            existing.version += 1;
+            return Ok((existing.clone(), false));
+        }
+        None => Item {
+            id: format!("01{}", uuid::Uuid::new_v4().simple().to_string().to_uppercase()),
+            user_id: user_id.to_string(),
+            folder: folder.to_string(),
+            name,
+            content,
+            created: now,
+            modified: now,
+            version: 1,
+        },
+    };
+    drive.items.insert(item.id.clone(), item.clone());
+    Ok((item, true))
+}
+
+fn name_exists(headers: &HeaderMap) -> Response {
+    graph_error(
+        headers,
+        StatusCode::CONFLICT,
+        "nameAlreadyExists",
+        "The specified item name already exists.",
+    )
+}
+
+/// `…/drive/{rest}` for `/me` (delegated) and `/users/{id}` (application tokens).
+async fn drive_request(
+    emu: Emulator,
+    user: Option<String>,
+    method: Method,
+    rest: String,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let claims = match authenticate(&emu, &headers) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(&headers),
+    };
+    let tid = claims["tid"].as_str().unwrap_or_default().to_string();
+    let app_token = claims["idtyp"] == "app";
+    let user_id = match (&user, app_token) {
+        (None, true) => {
+            return graph_error(
+                &headers,
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "/me request is only valid with delegated authentication flow.",
+            );
+        }
+        (None, false) => claims["oid"].as_str().unwrap_or_default().to_string(),
+        (Some(u), _) => match emu.user(&tid, u) {
+            Some(found) if app_token || found.id == claims["oid"].as_str().unwrap_or_default() => found.id,
+            Some(_) => return graph_error(&headers, StatusCode::FORBIDDEN, "accessDenied", "Access denied"),
+            None => {
+                return graph_error(
+                    &headers,
+                    StatusCode::NOT_FOUND,
+                    "itemNotFound",
+                    &format!("The user '{u}' does not exist."),
+                );
+            }
+        },
+    };
+    let writing = method != Method::GET;
+    let allowed = if app_token {
+        claims["roles"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x == "Files.ReadWrite.All" || (!writing && x == "Files.Read.All")))
+    } else {
+        has_scope(&claims, &["Files.ReadWrite", "Files.ReadWrite.All"])
+            || (!writing && has_scope(&claims, &["Files.Read", "Files.Read.All"]))
+    };
+    if !allowed {
+        return graph_error(
+            &headers,
+            StatusCode::FORBIDDEN,
+            "accessDenied",
+            "Either scp or roles claim need to be present in the token with the permission to access the drive.",
+        );
+    }
+    let Some(target) = parse_target(&emu, &user_id, &rest) else {
+        return graph_error(
+            &headers,
+            StatusCode::BAD_REQUEST,
+            "invalidRequest",
+            &format!("Invalid request: the path '{rest}' is not supported by this emulator."),
+        );
+    };
+    let conflict_param = query.get("@microsoft.graph.conflictBehavior").map(String::as_str);
+    match (method, target) {
+        (Method::PUT, Target::Content { folder, name }) => {
+            if body.len() > SIMPLE_UPLOAD_LIMIT {
+                return graph_error(
+                    &headers,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "requestTooLarge",
+                    "The request is too large: use an upload session for files over 250 MB.",
+                );
+            }
+            let conflict = match Conflict::parse(conflict_param, Conflict::Replace) {
+                Ok(c) => c,
+                Err(m) => return graph_error(&headers, StatusCode::BAD_REQUEST, "invalidRequest", &m),
+            };
+            match store(&emu, &user_id, &folder, &name, conflict, body.to_vec()) {
+                Ok((item, created)) => (
+                    if created { StatusCode::CREATED } else { StatusCode::OK },
+                    Json(item_json(&emu, &item)),
+                )
+                    .into_response(),
+                Err(()) => name_exists(&headers),
+            }
+        }
+        (Method::POST, Target::UploadSession { folder, name }) => {
+            let request: Value = if body.is_empty() {
+                json!({})
+            } else {
+                serde_json::from_slice(&body).unwrap_or(Value::Null)
+            };
+            if !request.is_object() {
+                return graph_error(
+                    &headers,
+                    StatusCode::BAD_REQUEST,
+                    "invalidRequest",
+                    "The request body is not valid JSON.",
+                );
+            }
+            let behaviour = request["item"]["@microsoft.graph.conflictBehavior"].as_str().or(conflict_param);
+            // createUploadSession fails on a name conflict unless told otherwise.
+            let conflict = match Conflict::parse(behaviour, Conflict::Fail) {
+                Ok(c) => c,
+                Err(m) => return graph_error(&headers, StatusCode::BAD_REQUEST, "invalidRequest", &m),
+            };
+            if conflict == Conflict::Fail && resolve_name(&emu, &user_id, &folder, &name, conflict).is_none() {
+                return name_exists(&headers);
+            }
+            let token = super::opaque();
+            let expires = Utc::now() + Duration::hours(SESSION_HOURS);
+            let total = request["item"]["fileSize"].as_u64();
+            emu.drive().sessions.insert(
+                token.clone(),
+                Session {
+                    user_id,
+                    tenant_id: tid,
+                    folder,
+                    name,
+                    conflict,
+                    defer_commit: request["deferCommit"].as_bool().unwrap_or(false),
+                    total,
+                    received: Vec::new(),
+                    expires,
+                },
+            );
+            Json(json!({
+                "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#microsoft.graph.uploadSession",
+                "uploadUrl": format!("{}/_upload/{token}", emu.base_url),
+                "expirationDateTime": expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "nextExpectedRanges": ["0-"],
+            }))
+            .into_response()
+        }
+        (Method::GET, Target::Item(id)) => match emu.drive().items.get(&id).filter(|i| i.user_id == user_id) {
+            Some(item) => Json(item_json(&emu, item)).into_response(),
+            None => graph_error(&headers, StatusCode::NOT_FOUND, "itemNotFound", "The resource could not be found."),
+        },
+        (Method::GET, Target::ItemContent(id)) => match emu.drive().items.get(&id).filter(|i| i.user_id == user_id) {
+            Some(item) => ([(header::CONTENT_TYPE, mime_type(&item.name))], item.content.clone()).into_response(),
+            None => graph_error(&headers, StatusCode::NOT_FOUND, "itemNotFound", "The resource could not be found."),
+        },
+        (Method::GET, Target::Content { folder, name }) => {
+            let drive = emu.drive();
+            match drive
+                .items
+                .values()
+                .find(|i| i.user_id == user_id && i.folder.eq_ignore_ascii_case(&folder) && i.name.eq_ignore_ascii_case(&name))
+            {
+                Some(item) => ([(header::CONTENT_TYPE, mime_type(&item.name))], item.content.clone()).into_response(),
+                None => graph_error(&headers, StatusCode::NOT_FOUND, "itemNotFound", "The resource could not be found."),
+            }
+        }
+        _ => graph_error(
+            &headers,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalidRequest",
+            "The HTTP method is not supported for this resource.",
+        ),
+    }
+}
+
+pub async fn me_drive(
+    State(emu): State<Emulator>,
+    method: Method,
+    Path(rest): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    drive_request(emu, None, method, rest, q, headers, body).await
+}
+
+pub async fn user_drive(
+    State(emu): State<Emulator>,
+    method: Method,
+    Path((user, rest)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    drive_request(emu, Some(user), method, rest, q, headers, body).await
+}
+
+/// Parses `bytes {start}-{end}/{total}`.
+fn content_range(headers: &HeaderMap) -> Option<(u64, u64, u64)> {
+    let v = headers.get(header::CONTENT_RANGE)?.to_str().ok()?.strip_prefix("bytes ")?;
+    let (range, total) = v.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let (start, end, total) = (start.trim().parse().ok()?, end.trim().parse().ok()?, total.trim().parse().ok()?);
+    (start <= end && end < total).then_some((start, end, total))
+}
+
+fn session_status(s: &Session) -> Value {
+    json!({
+        "expirationDateTime": s.expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "nextExpectedRanges": [format!("{}-", s.received.len())],
+    })
+}
+
+/// Finishes a session into a file; the session is gone afterwards (unless the name conflicts,
+/// when it stays for an explicit commit, as Graph keeps it).
+fn complete(emu: &Emulator, headers: &HeaderMap, token: &str) -> Response {
+    let Some(session) = emu.drive().sessions.get(token).cloned() else {
+        return graph_error(headers, StatusCode::NOT_FOUND, "itemNotFound", "The upload session was not found.");
+    };
+    match store(
+        emu,
+        &session.user_id,
+        &session.folder,
+        &session.name,
+        session.conflict,
+        session.received,
+    ) {
+        Ok((item, created)) => {
+            emu.drive().sessions.remove(token);
+            (
+                if created { StatusCode::CREATED } else { StatusCode::OK },
+                Json(item_json(emu, &item)),
+            )
+                .into_response()
+        }
+        Err(()) => graph_error(
+            headers,
+            StatusCode::CONFLICT,
+            "nameAlreadyExists",
+            "Another file exists with the same name as the uploaded session. You can redirect the upload session to use a new filename by calling PUT with the new metadata and @microsoft.graph.sourceUrl attribute.",
+        ),
+    }
+}
+
+/// The upload URL: `PUT` a fragment, `GET` the status, `DELETE` to cancel, `POST` (empty) to
+/// commit a `deferCommit` session. It is pre-authenticated: an `Authorization` header is refused.
+pub async fn upload_url(
+    State(emu): State<Emulator>,
+    method: Method,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if headers.contains_key(header::AUTHORIZATION) {
+        return graph_error(
+            &headers,
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "The upload URL is pre-authenticated: do not send an Authorization header.",
+        );
+    }
+    let now = Utc::now();
+    {
+        let mut drive = emu.drive();
+        if drive.sessions.get(&token).is_some_and(|s| s.expires <= now) {
+            drive.sessions.remove(&token);
+        }
+    }
+    let Some(session) = emu.drive().sessions.get(&token).cloned() else {
+        return graph_error(
+            &headers,
+            StatusCode::NOT_FOUND,
+            "itemNotFound",
+            "The upload session was not found or has expired.",
+        );
+    };
+    match method {
+        Method::GET => Json(session_status(&session)).into_response(),
+        Method::DELETE => {
+            emu.drive().sessions.remove(&token);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Method::POST if session.defer_commit && session.total == Some(session.received.len() as u64) => complete(&emu, &headers, &token),
+        Method::POST => graph_error(
+            &headers,
+            StatusCode::BAD_REQUEST,
+            "invalidRequest",
+            "The upload is not complete or was not started with deferCommit.",
+        ),
+        Method::PUT => {
+            let Some((start, end, total)) = content_range(&headers) else {
+                return graph_error(
+                    &headers,
+                    StatusCode::BAD_REQUEST,
+                    "invalidRequest",
+                    "A valid Content-Range header (bytes start-end/total) is required.",
+                );
+            };
+            let length = end - start + 1;
+            if body.len() as u64 != length {
+                return graph_error(
+                    &headers,
+                    StatusCode::BAD_REQUEST,
+                    "invalidRequest",
+                    "The Content-Range does not match the length of the content.",
+                );
+            }
+            if body.len() > FRAGMENT_LIMIT {
+                return graph_error(
+                    &headers,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "requestTooLarge",
+                    "A fragment must be smaller than 60 MiB.",
+                );
+            }
+            if session.total.is_some_and(|t| t != total) {
+                return graph_error(
+                    &headers,
+                    StatusCode::BAD_REQUEST,
+                    "invalidRequest",
+                    "The total size in Content-Range differs from the upload session's.",
+                );
+            }
+            let next = session.received.len() as u64;
+            if start != next {
+                // A fragment already received, or one that skips ahead.
+                return graph_error(
+                    &headers,
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "invalidRange",
+                    &format!("The fragment starts at {start}; the next expected byte is {next}."),
+                );
+            }
+            let last = end + 1 == total;
+            if !last && length % FRAGMENT_UNIT != 0 {
+                return graph_error(
+                    &headers,
+                    StatusCode::BAD_REQUEST,
+                    "invalidRequest",
+                    "A fragment other than the last must be a multiple of 320 KiB (327,680 bytes).",
+                );
+            }
+            {
+                let mut drive = emu.drive();
+                let s = drive.sessions.get_mut(&token).expect("checked above");
+                s.total = Some(total);
+                s.received.extend_from_slice(&body);
+                s.expires = now + Duration::hours(SESSION_HOURS);
+            }
+            if last && !session.defer_commit {
+                complete(&emu, &headers, &token)
+            } else {
+                let s = emu.drive().sessions.get(&token).cloned().expect("still there");
+                (StatusCode::ACCEPTED, Json(session_status(&s))).into_response()
+            }
+        }
+        _ => graph_error(
+            &headers,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalidRequest",
+            "The HTTP method is not supported on the upload URL.",
+        ),
+    }
+}
+
+/// Test hook: the files in a user's drive (`GET /_emulator/drive/{user}`), content as base64.
+pub async fn inspect(State(emu): State<Emulator>, Path(user): Path<String>) -> Response {
+    use base64::Engine;
+    let Some(found) = emu.users_by_upn_or_id(&user) else {
+        return (StatusCode::NOT_FOUND, "no such user").into_response();
+    };
+    let drive = emu.drive();
+    let files: Vec<Value> = drive
+        .items
+        .values()
+        .filter(|i| i.user_id == found.id)
+        .map(|i| json!({"id": i.id, "path": format!("{}/{}", i.folder, i.name).trim_start_matches('/'), "size": i.content.len(), "content": base64::engine::general_purpose::STANDARD.encode(&i.content)}))
+        .collect();
+    let sessions = drive.sessions.values().filter(|s| s.user_id == found.id).count();
+    Json(json!({"files": files, "open_upload_sessions": sessions})).into_response()
+}
