@@ -6,6 +6,7 @@
 //! State lives in memory, seeded from [`seed::Seed`]. Test hooks live under `/_emulator/`.
 
 pub mod drive;
+pub mod faults;
 pub mod graph;
 pub mod identity;
 pub mod keys;
@@ -65,6 +66,8 @@ struct Inner {
     refresh: Mutex<HashMap<String, RefreshGrant>>,
     pending: Mutex<HashMap<String, PendingSignin>>,
     drive: Mutex<drive::DriveState>,
+    faults: Mutex<Vec<faults::Fault>>,
+    requests: Mutex<Vec<faults::Logged>>,
 }
 
 /// A running emulator's state; cheap to clone.
@@ -138,6 +141,23 @@ impl Emulator {
             .cloned()
     }
 
+    pub fn faults(&self) -> std::sync::MutexGuard<'_, Vec<faults::Fault>> {
+        self.inner.faults.lock().expect("faults lock")
+    }
+
+    /// Keeps the last 10,000 requests: enough for any test, bounded for a long-running dev server.
+    pub fn log_request(&self, entry: faults::Logged) {
+        let mut log = self.inner.requests.lock().expect("requests lock");
+        if log.len() >= 10_000 {
+            log.remove(0);
+        }
+        log.push(entry);
+    }
+
+    pub fn requests(&self) -> Vec<faults::Logged> {
+        self.inner.requests.lock().expect("requests lock").clone()
+    }
+
     pub fn drive(&self) -> std::sync::MutexGuard<'_, drive::DriveState> {
         self.inner.drive.lock().expect("drive lock")
     }
@@ -169,6 +189,8 @@ impl Emulator {
         self.refresh_grants().clear();
         self.pending().clear();
         *self.drive() = drive::DriveState::default();
+        self.faults().clear();
+        self.inner.requests.lock().expect("requests lock").clear();
     }
 
     pub fn router(&self) -> Router {
@@ -185,9 +207,12 @@ impl Emulator {
             .route("/v1.0/users/{user}/drive/{*rest}", any(drive::user_drive))
             .route("/_upload/{token}", any(drive::upload_url))
             .route("/_emulator/drive/{user}", get(drive::inspect))
+            .route("/_emulator/faults", post(faults::add).delete(faults::clear))
+            .route("/_emulator/requests", get(faults::requests))
             .route("/_emulator/keys/rotate", post(hooks::rotate_keys))
             .route("/_emulator/reset", post(hooks::reset))
             .route("/_emulator/refresh-tokens/revoke", post(hooks::revoke_refresh_tokens))
+            .layer(axum::middleware::from_fn_with_state(self.clone(), faults::middleware))
             // Simple uploads take up to 250 MB; axum's default limit is 2 MB.
             .layer(axum::extract::DefaultBodyLimit::max(drive::SIMPLE_UPLOAD_LIMIT + 1))
             .with_state(self.clone())

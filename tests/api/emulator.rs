@@ -792,3 +792,110 @@ async fn onedrive_upload_sessions_follow_the_fragment_rules() {
     assert_eq!(drive["open_upload_sessions"], 0);
     assert_eq!(drive["files"].as_array().unwrap().len(), 2);
 }
+
+/// Scripted faults with Graph's throttling answer (microsoft-graph-docs-contrib:
+/// concepts/throttling.md — 429, `Retry-After`, `TooManyRequests`; concepts/errors.md) and the
+/// request log, which records whether an Authorization header was sent but never its value.
+#[tokio::test]
+async fn scripted_faults_and_the_request_log() {
+    let emu = emulator().await;
+    let token = emu.user_token("User.Read Files.ReadWrite").await;
+    let faults = json!([
+        {"method": "GET", "path": "/v1.0/me", "status": 429, "retry_after": "0.5", "times": 2},
+        {"method": "PUT", "path": "/_upload/*", "status": 503, "retry_after": "1"},
+        {"path": "/v1.0/me/drive/items/*", "delay_ms": 300}
+    ]);
+    assert_eq!(
+        emu.http
+            .post(format!("{}/_emulator/faults", emu.base))
+            .json(&faults)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    for _ in 0..2 {
+        let throttled = emu
+            .http
+            .get(format!("{}/v1.0/me", emu.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(throttled.status(), 429);
+        assert_eq!(throttled.headers()["retry-after"], "0.5");
+        assert_eq!(throttled.json::<Value>().await.unwrap()["error"]["code"], "TooManyRequests");
+    }
+    assert_eq!(
+        emu.http
+            .get(format!("{}/v1.0/me", emu.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "the fault is spent"
+    );
+
+    let session: Value = emu
+        .http
+        .post(format!("{}/v1.0/me/drive/root:/f.xlsx:/createUploadSession", emu.base))
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = session["uploadUrl"].as_str().unwrap();
+    let put = || emu.http.put(url).header("content-range", "bytes 0-3/4").body("PK!!").send();
+    let failed = put().await.unwrap();
+    assert_eq!(
+        (failed.status().as_u16(), failed.headers()["retry-after"].to_str().unwrap()),
+        (503, "1")
+    );
+    assert_eq!(failed.json::<Value>().await.unwrap()["error"]["code"], "serviceNotAvailable");
+    let item: Value = put().await.unwrap().json().await.unwrap();
+    assert_eq!(item["size"], 4, "the failed fragment was not stored; the retry completes the file");
+
+    let started = std::time::Instant::now();
+    let slow = emu
+        .http
+        .get(format!("{}/v1.0/me/drive/items/{}", emu.base, item["id"].as_str().unwrap()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(slow.status(), 200);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300), "the delay was applied");
+
+    let log: Value = emu
+        .http
+        .get(format!("{}/_emulator/requests", emu.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let puts: Vec<&Value> = log.as_array().unwrap().iter().filter(|r| r["method"] == "PUT").collect();
+    assert_eq!(puts.len(), 2);
+    assert!(
+        puts.iter()
+            .all(|r| r["authorization"] == false && r["content_range"] == "bytes 0-3/4")
+    );
+    assert_eq!((puts[0]["faulted"].as_bool(), puts[1]["status"].as_u64()), (Some(true), Some(201)));
+    assert!(!log.to_string().contains(&token), "the log never holds a token");
+    assert_eq!(
+        emu.http
+            .delete(format!("{}/_emulator/faults", emu.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+}
