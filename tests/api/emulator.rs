@@ -899,3 +899,43 @@ async fn scripted_faults_and_the_request_log() {
         204
     );
 }
+
+/// A standard OAuth client we did not write — Python authlib — runs discovery, client
+/// credentials, authorization code with PKCE, ID-token validation against the JWKS, and refresh.
+#[tokio::test]
+async fn a_third_party_oauth_client_speaks_to_the_emulator() {
+    let available = std::process::Command::new("python3")
+        .args(["-c", "import authlib, requests"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "authlib is required under CI (scripts/test installs it)"
+        );
+        eprintln!("skipped: python3 with authlib is not installed");
+        return;
+    }
+    let emu = emulator().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oauth/authlib_client.py");
+    let out = tokio::process::Command::new("python3")
+        .args([script, &emu.base, DEMO_DOMAIN, DEMO_CLIENT_ID, "demo-client-secret", DEMO_USER])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "authlib failed against the emulator: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["client_credentials"],
+        json!({"aud": "https://graph.microsoft.com", "idtyp": "app"})
+    );
+    assert_eq!(
+        report["authorization_code"],
+        json!({"preferred_username": DEMO_USER, "has_refresh_token": true})
+    );
+    assert_eq!(report["refresh"], json!({"new_refresh_token": true, "access_token": true}));
+}
