@@ -190,6 +190,19 @@ fn split_scopes(scope: &str) -> (Vec<String>, Vec<String>) {
     (graph, oidc)
 }
 
+/// The scopes of a request if the app may ask for all of them (Graph permissions it was
+/// granted, plus the OIDC scopes); otherwise the first one it may not.
+pub fn scopes_granted(app: &SeedApp, scope: &str) -> Result<Vec<String>, String> {
+    let (graph, oidc) = split_scopes(scope);
+    if let Some(missing) = graph
+        .iter()
+        .find(|s| !app.delegated_scopes.iter().any(|d| d.eq_ignore_ascii_case(s)))
+    {
+        return Err(missing.clone());
+    }
+    Ok(graph.into_iter().chain(oidc).collect())
+}
+
 /// `GET /{tenant}/oauth2/v2.0/authorize`: checks the request and shows the sign-in page.
 pub async fn authorize(State(emu): State<Emulator>, Path(tenant): Path<String>, Query(q): Query<HashMap<String, String>>) -> Response {
     let Some(tref) = tenant_ref(&emu, &tenant) else {
@@ -245,20 +258,19 @@ pub async fn authorize(State(emu): State<Emulator>, Path(tenant): Path<String>, 
             "AADSTS900144: The request body must contain the following parameter: 'scope'.",
         );
     };
-    let (graph_scopes, oidc) = split_scopes(scope);
-    if let Some(missing) = graph_scopes
-        .iter()
-        .find(|s| !app.delegated_scopes.iter().any(|d| d.eq_ignore_ascii_case(s)))
-    {
-        return redirect_error(
-            &redirect_uri,
-            state,
-            "consent_required",
-            &format!(
-                "AADSTS65001: The user or administrator has not consented to use the application with ID '{client_id}'. Scope '{missing}' is not granted."
-            ),
-        );
-    }
+    let scopes = match scopes_granted(&app, scope) {
+        Ok(s) => s,
+        Err(missing) => {
+            return redirect_error(
+                &redirect_uri,
+                state,
+                "consent_required",
+                &format!(
+                    "AADSTS65001: The user or administrator has not consented to use the application with ID '{client_id}'. Scope '{missing}' is not granted."
+                ),
+            );
+        }
+    };
     let challenge = match (q.get("code_challenge"), q.get("code_challenge_method").map(String::as_str)) {
         (None, _) => None,
         (Some(c), None | Some("plain")) => Some((c.clone(), "plain".to_string())),
@@ -287,7 +299,7 @@ pub async fn authorize(State(emu): State<Emulator>, Path(tenant): Path<String>, 
             tenant_id: app_tenant.id.clone(),
             client_id: app.client_id.clone(),
             redirect_uri,
-            scopes: graph_scopes.into_iter().chain(oidc).collect(),
+            scopes,
             state: state.map(String::from),
             challenge,
             nonce: q.get("nonce").cloned(),
@@ -472,7 +484,7 @@ fn id_token(emu: &Emulator, tenant: &SeedTenant, app: &SeedApp, user: &super::se
 }
 
 /// Issues access (and refresh and ID) tokens for a user.
-fn user_tokens(emu: &Emulator, tenant: &SeedTenant, app: &SeedApp, user_id: &str, scopes: &[String], nonce: Option<&str>) -> Response {
+pub fn user_tokens(emu: &Emulator, tenant: &SeedTenant, app: &SeedApp, user_id: &str, scopes: &[String], nonce: Option<&str>) -> Response {
     let Some(user) = emu.user(&tenant.id, user_id) else {
         return aad_error(
             emu,
@@ -600,6 +612,7 @@ pub async fn token(
         }
         "authorization_code" => redeem_code(&emu, &app_tenant, &app, &form),
         "refresh_token" => redeem_refresh(&emu, &app_tenant, &app, &form),
+        "urn:ietf:params:oauth:grant-type:device_code" => super::device::redeem(&emu, &app.client_id, &form),
         "" => aad_error(
             &emu,
             StatusCode::BAD_REQUEST,

@@ -5,6 +5,7 @@
 //!
 //! State lives in memory, seeded from [`seed::Seed`]. Test hooks live under `/_emulator/`.
 
+pub mod device;
 pub mod drive;
 pub mod faults;
 pub mod graph;
@@ -67,6 +68,7 @@ struct Inner {
     pending: Mutex<HashMap<String, PendingSignin>>,
     drive: Mutex<drive::DriveState>,
     faults: Mutex<Vec<faults::Fault>>,
+    devices: Mutex<HashMap<String, device::DeviceGrant>>,
     requests: Mutex<Vec<faults::Logged>>,
 }
 
@@ -141,6 +143,10 @@ impl Emulator {
             .cloned()
     }
 
+    pub fn devices(&self) -> std::sync::MutexGuard<'_, HashMap<String, device::DeviceGrant>> {
+        self.inner.devices.lock().expect("devices lock")
+    }
+
     pub fn faults(&self) -> std::sync::MutexGuard<'_, Vec<faults::Fault>> {
         self.inner.faults.lock().expect("faults lock")
     }
@@ -190,6 +196,7 @@ impl Emulator {
         self.pending().clear();
         *self.drive() = drive::DriveState::default();
         self.faults().clear();
+        self.devices().clear();
         self.inner.requests.lock().expect("requests lock").clear();
     }
 
@@ -202,6 +209,9 @@ impl Emulator {
                 get(identity::authorize).post(identity::authorize_submit),
             )
             .route("/{tenant}/oauth2/v2.0/token", post(identity::token))
+            .route("/{tenant}/oauth2/v2.0/devicecode", post(device::authorize))
+            .route("/devicelogin", get(device::login_page).post(device::login_submit))
+            .route("/_emulator/devicecode/{user_code}/expire", post(device::expire))
             .route("/v1.0/me", get(graph::me))
             .route("/v1.0/me/drive/{*rest}", any(drive::me_drive))
             .route("/v1.0/users/{user}/drive/{*rest}", any(drive::user_drive))

@@ -1029,3 +1029,104 @@ async fn graph_answers_validate_against_microsofts_openapi() {
     );
     assert_eq!(report.lines().filter(|l| l.starts_with("ok")).count(), 5, "{report}");
 }
+
+/// entra-docs: docs/identity-platform/v2-oauth2-device-code.md (device authorization response,
+/// "Expected errors"); RFC 8628 §3.5 (`slow_down`).
+#[tokio::test]
+async fn device_code_flow() {
+    let emu = emulator().await;
+    let emu = &emu;
+    let start = || async {
+        let resp = emu
+            .http
+            .post(format!("{}/{DEMO_TENANT_ID}/oauth2/v2.0/devicecode", emu.base))
+            .form(&[("client_id", DEMO_CLIENT_ID), ("scope", "User.Read offline_access openid")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json::<Value>().await.unwrap()
+    };
+    let poll = |device_code: String| async move {
+        emu.token(
+            DEMO_TENANT_ID,
+            &[
+                ("client_id", DEMO_CLIENT_ID),
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("device_code", &device_code),
+            ],
+        )
+        .await
+    };
+    let login = |form: Vec<(&'static str, String)>| emu.http.post(format!("{}/devicelogin", emu.base)).form(&form).send();
+
+    let auth = start().await;
+    let (device, code) = (
+        auth["device_code"].as_str().unwrap().to_string(),
+        auth["user_code"].as_str().unwrap().to_string(),
+    );
+    assert_eq!((auth["expires_in"].as_i64(), auth["interval"].as_i64()), (Some(900), Some(5)));
+    assert_eq!(auth["verification_uri"], format!("{}/devicelogin", emu.base));
+    assert!(auth["message"].as_str().unwrap().contains(&code));
+    let (status, body) = poll(device.clone()).await;
+    assert_eq!(status, 400);
+    assert_aad_error(&body, "authorization_pending", 70016);
+    assert_eq!(
+        poll(device.clone()).await.1["error"],
+        "slow_down",
+        "polling faster than the interval"
+    );
+    assert_eq!(
+        emu.http.get(format!("{}/devicelogin", emu.base)).send().await.unwrap().status(),
+        200
+    );
+    let signed_in = login(vec![("user_code", code.to_lowercase()), ("user", DEMO_USER.into())])
+        .await
+        .unwrap();
+    assert!(signed_in.text().await.unwrap().contains("You have signed in"));
+    let (status, tokens) = poll(device.clone()).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert!(tokens["refresh_token"].is_string() && tokens["id_token"].is_string());
+    assert_eq!(claims(tokens["access_token"].as_str().unwrap()).1["upn"], DEMO_USER);
+    assert_aad_error(&poll(device).await.1, "bad_verification_code", 70019);
+
+    let auth = start().await;
+    login(vec![
+        ("user_code", auth["user_code"].as_str().unwrap().into()),
+        ("decline", "1".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        poll(auth["device_code"].as_str().unwrap().into()).await.1["error"],
+        "authorization_declined"
+    );
+
+    let auth = start().await;
+    let expire = emu
+        .http
+        .post(format!(
+            "{}/_emulator/devicecode/{}/expire",
+            emu.base,
+            auth["user_code"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expire.status(), 204);
+    assert_aad_error(&poll(auth["device_code"].as_str().unwrap().into()).await.1, "expired_token", 70020);
+
+    let mfa = start().await;
+    let step = login(vec![
+        ("user_code", mfa["user_code"].as_str().unwrap().into()),
+        ("user", "mfa.user@demo.onmicrosoft.com".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(step.headers()["x-emulator-mfa"], "required");
+    assert_eq!(
+        poll(mfa["device_code"].as_str().unwrap().into()).await.1["error"],
+        "authorization_pending",
+        "MFA not yet approved"
+    );
+}
