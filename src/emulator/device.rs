@@ -70,7 +70,7 @@ pub async fn authorize(State(emu): State<Emulator>, Path(tenant): Path<String>, 
             None,
         );
     };
-    let scopes = match scopes_granted(&app, scope) {
+    let scopes = match scopes_granted(&emu, &app_tenant.id, &app, scope) {
         Ok(s) => s,
         Err(missing) => {
             return aad_error(
@@ -162,7 +162,9 @@ pub fn redeem(emu: &Emulator, client_id: &str, form: &HashMap<String, String>) -
         unreachable!("checked above")
     };
     let (tenant, app) = emu.app(&grant.client_id).expect("the app existed at /devicecode");
-    user_tokens(emu, &tenant, &app, user_id, &grant.scopes, None)
+    // Approval passed the user's second factor where one was required.
+    let mfa = emu.user(&tenant.id, user_id).is_some_and(|u| u.mfa);
+    user_tokens(emu, &tenant, &app, user_id, &grant.scopes, None, mfa)
 }
 
 fn page(status: StatusCode, body: &str) -> Response {

@@ -24,6 +24,7 @@ const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 const CODE_LIFETIME_MINUTES: i64 = 10;
 const ACCESS_TOKEN_SECONDS: i64 = 3599;
 const REFRESH_INACTIVITY_DAYS: i64 = 90;
+const OBO_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// An error of the token endpoint as the identity platform sends it: `error`, an
 /// `error_description` that starts with the AADSTS code and ends with trace and correlation
@@ -176,7 +177,8 @@ fn redirect_error(redirect_uri: &str, state: Option<&str>, error: &str, descript
     (StatusCode::FOUND, [(header::LOCATION, url.to_string())]).into_response()
 }
 
-/// Splits a scope parameter into Graph permissions (short names) and OIDC scopes.
+/// Splits a scope parameter into Graph permissions (short names, or the full
+/// `resource/scope` of another API, which keeps its `/`) and OIDC scopes.
 fn split_scopes(scope: &str) -> (Vec<String>, Vec<String>) {
     let mut graph = Vec::new();
     let mut oidc = Vec::new();
@@ -190,15 +192,37 @@ fn split_scopes(scope: &str) -> (Vec<String>, Vec<String>) {
     (graph, oidc)
 }
 
+/// A scope of an app's own API (`api://host/{client id}/access_as_user`) rather than Graph's.
+fn is_api_scope(scope: &str) -> bool {
+    scope.contains('/')
+}
+
+/// The app whose API a scope names, in `tenant`, if it exposes that scope.
+fn api_app(emu: &Emulator, tenant_id: &str, scope: &str) -> Option<SeedApp> {
+    let (resource, name) = scope.rsplit_once('/')?;
+    emu.tenant(tenant_id)?.apps.into_iter().find(|a| {
+        (a.client_id.eq_ignore_ascii_case(resource) || a.identifier_uris.iter().any(|u| u.eq_ignore_ascii_case(resource)))
+            && a.exposed_scopes.iter().any(|x| x == name)
+    })
+}
+
 /// The scopes of a request if the app may ask for all of them (Graph permissions it was
 /// granted, plus the OIDC scopes); otherwise the first one it may not.
-pub fn scopes_granted(app: &SeedApp, scope: &str) -> Result<Vec<String>, String> {
+pub fn scopes_granted(emu: &Emulator, tenant_id: &str, app: &SeedApp, scope: &str) -> Result<Vec<String>, String> {
     let (graph, oidc) = split_scopes(scope);
-    if let Some(missing) = graph
-        .iter()
-        .find(|s| !app.delegated_scopes.iter().any(|d| d.eq_ignore_ascii_case(s)))
-    {
+    let granted = |s: &String| {
+        if is_api_scope(s) {
+            api_app(emu, tenant_id, s).is_some()
+        } else {
+            app.delegated_scopes.iter().any(|d| d.eq_ignore_ascii_case(s))
+        }
+    };
+    if let Some(missing) = graph.iter().find(|s| !granted(s)) {
         return Err(missing.clone());
+    }
+    // One access token is for one resource: Graph's permissions and an API's cannot mix.
+    if graph.iter().any(|s| is_api_scope(s)) && graph.iter().any(|s| !is_api_scope(s)) {
+        return Err("a scope of a second resource".into());
     }
     Ok(graph.into_iter().chain(oidc).collect())
 }
@@ -258,7 +282,7 @@ pub async fn authorize(State(emu): State<Emulator>, Path(tenant): Path<String>, 
             "AADSTS900144: The request body must contain the following parameter: 'scope'.",
         );
     };
-    let scopes = match scopes_granted(&app, scope) {
+    let scopes = match scopes_granted(&emu, &app_tenant.id, &app, scope) {
         Ok(s) => s,
         Err(missing) => {
             return redirect_error(
@@ -389,6 +413,7 @@ pub async fn authorize_submit(State(emu): State<Emulator>, Form(form): Form<Hash
             nonce: pending.nonce,
             issued: Utc::now(),
             redeemed: false,
+            mfa: user.mfa,
         },
     );
     let mut url = url::Url::parse(&pending.redirect_uri).expect("registered redirect URIs parse");
@@ -422,7 +447,14 @@ fn is_public_client(app: &SeedApp) -> bool {
 
 /// A Graph-audience access token as the identity platform issues it: v1 issuer, a `nonce`
 /// in the header (access-tokens.md: "tokens for Microsoft Graph ... can't be validated").
-fn graph_token(emu: &Emulator, tenant: &SeedTenant, app: &SeedApp, user: Option<&super::seed::SeedUser>, scopes: &[String]) -> String {
+fn graph_token(
+    emu: &Emulator,
+    tenant: &SeedTenant,
+    app: &SeedApp,
+    user: Option<&super::seed::SeedUser>,
+    scopes: &[String],
+    mfa: bool,
+) -> String {
     let now = Utc::now().timestamp();
     let mut claims = json!({
         "aud": GRAPH,
@@ -442,6 +474,7 @@ fn graph_token(emu: &Emulator, tenant: &SeedTenant, app: &SeedApp, user: Option<
             claims["upn"] = json!(u.user_principal_name);
             claims["unique_name"] = json!(u.user_principal_name);
             claims["name"] = json!(u.display_name);
+            claims["amr"] = amr(mfa);
             claims["scp"] = json!(
                 scopes
                     .iter()
@@ -483,8 +516,54 @@ fn id_token(emu: &Emulator, tenant: &SeedTenant, app: &SeedApp, user: &super::se
     emu.keys().sign(&claims, None)
 }
 
-/// Issues access (and refresh and ID) tokens for a user.
-pub fn user_tokens(emu: &Emulator, tenant: &SeedTenant, app: &SeedApp, user_id: &str, scopes: &[String], nonce: Option<&str>) -> Response {
+fn amr(mfa: bool) -> serde_json::Value {
+    if mfa { json!(["pwd", "mfa"]) } else { json!(["pwd"]) }
+}
+
+/// A v2 access token for an app's own API (access-tokens.md, access-token-claims-reference.md):
+/// `aud` the API's client id, `iss` the tenant's v2 issuer, `scp`, `azp` the calling client.
+fn api_token(
+    emu: &Emulator,
+    tenant: &SeedTenant,
+    client: &SeedApp,
+    api: &SeedApp,
+    user: &super::seed::SeedUser,
+    scopes: &[String],
+    mfa: bool,
+) -> String {
+    let now = Utc::now().timestamp();
+    let names: Vec<&str> = scopes.iter().filter_map(|s| s.rsplit_once('/').map(|(_, n)| n)).collect();
+    emu.keys().sign(
+        &json!({
+            "aud": api.client_id,
+            "iss": format!("{}/{}/v2.0", emu.base_url, tenant.id),
+            "iat": now, "nbf": now, "exp": now + ACCESS_TOKEN_SECONDS + 1,
+            "azp": client.client_id,
+            "azpacr": "0",
+            "name": user.display_name,
+            "oid": user.id,
+            "preferred_username": user.user_principal_name,
+            "scp": names.join(" "),
+            "sub": user.id,
+            "tid": tenant.id,
+            "amr": amr(mfa),
+            "ver": "2.0",
+        }),
+        None,
+    )
+}
+
+/// Issues access (and refresh and ID) tokens for a user: for Graph, or for the app's own API
+/// when that is what the scopes name.
+pub fn user_tokens(
+    emu: &Emulator,
+    tenant: &SeedTenant,
+    app: &SeedApp,
+    user_id: &str,
+    scopes: &[String],
+    nonce: Option<&str>,
+    mfa: bool,
+) -> Response {
     let Some(user) = emu.user(&tenant.id, user_id) else {
         return aad_error(
             emu,
@@ -500,8 +579,21 @@ pub fn user_tokens(emu: &Emulator, tenant: &SeedTenant, app: &SeedApp, user_id: 
         "scope": scopes.iter().filter(|s| !OIDC_SCOPES.contains(&s.as_str())).map(|s| format!("{GRAPH}/{s}")).chain(scopes.iter().filter(|s| OIDC_SCOPES.contains(&s.as_str())).cloned()).collect::<Vec<_>>().join(" "),
         "expires_in": ACCESS_TOKEN_SECONDS,
         "ext_expires_in": ACCESS_TOKEN_SECONDS,
-        "access_token": graph_token(emu, tenant, app, Some(&user), scopes),
+        "access_token": match scopes.iter().find(|s| is_api_scope(s)).and_then(|s| api_app(emu, &tenant.id, s)) {
+            Some(api) => api_token(emu, tenant, app, &api, &user, scopes, mfa),
+            None => graph_token(emu, tenant, app, Some(&user), scopes, mfa),
+        },
     });
+    if scopes.iter().any(|s| is_api_scope(s)) {
+        body["scope"] = json!(
+            scopes
+                .iter()
+                .filter(|s| !OIDC_SCOPES.contains(&s.as_str()))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
     if scopes.iter().any(|s| s == "offline_access") {
         let refresh = opaque();
         emu.refresh_grants().insert(
@@ -513,6 +605,7 @@ pub fn user_tokens(emu: &Emulator, tenant: &SeedTenant, app: &SeedApp, user_id: 
                 scopes: scopes.to_vec(),
                 last_used: Utc::now(),
                 revoked: false,
+                mfa,
             },
         );
         body["refresh_token"] = json!(refresh);
@@ -576,7 +669,7 @@ pub async fn token(
         );
     }
     let grant = form.get("grant_type").map(String::as_str).unwrap_or("");
-    let needs_secret = grant == "client_credentials" || !is_public_client(&app);
+    let needs_secret = grant == "client_credentials" || grant == OBO_GRANT || !is_public_client(&app);
     if needs_secret && secret.is_none() {
         return aad_error(
             &emu,
@@ -604,7 +697,7 @@ pub async fn token(
                 "token_type": "Bearer",
                 "expires_in": ACCESS_TOKEN_SECONDS,
                 "ext_expires_in": ACCESS_TOKEN_SECONDS,
-                "access_token": graph_token(&emu, &app_tenant, &app, None, &[]),
+                "access_token": graph_token(&emu, &app_tenant, &app, None, &[], false),
             }))
             .into_response();
             no_store(r.headers_mut());
@@ -613,6 +706,7 @@ pub async fn token(
         "authorization_code" => redeem_code(&emu, &app_tenant, &app, &form),
         "refresh_token" => redeem_refresh(&emu, &app_tenant, &app, &form),
         "urn:ietf:params:oauth:grant-type:device_code" => super::device::redeem(&emu, &app.client_id, &form),
+        OBO_GRANT => on_behalf_of(&emu, &app_tenant, &app, &form),
         "" => aad_error(
             &emu,
             StatusCode::BAD_REQUEST,
@@ -682,7 +776,7 @@ fn redeem_code(emu: &Emulator, tenant: &SeedTenant, app: &SeedApp, form: &HashMa
             );
         }
     }
-    user_tokens(emu, tenant, app, &grant.user_id, &grant.scopes, grant.nonce.as_deref())
+    user_tokens(emu, tenant, app, &grant.user_id, &grant.scopes, grant.nonce.as_deref(), grant.mfa)
 }
 
 fn redeem_refresh(emu: &Emulator, tenant: &SeedTenant, app: &SeedApp, form: &HashMap<String, String>) -> Response {
@@ -732,5 +826,90 @@ fn redeem_refresh(emu: &Emulator, tenant: &SeedTenant, app: &SeedApp, form: &Has
         }
         None => grant.scopes.clone(),
     };
-    user_tokens(emu, tenant, app, &grant.user_id, &scopes, None)
+    user_tokens(emu, tenant, app, &grant.user_id, &scopes, None, grant.mfa)
+}
+
+/// The on-behalf-of grant (v2-oauth2-on-behalf-of-flow.md): a middle tier trades the token a
+/// client sent it — whose `aud` must be the middle tier itself — for a Graph token for the same
+/// user. A user who must now pass MFA gets `interaction_required` with a claims challenge.
+fn on_behalf_of(emu: &Emulator, tenant: &SeedTenant, app: &SeedApp, form: &HashMap<String, String>) -> Response {
+    let invalid = |code: u32, text: &str| aad_error(emu, StatusCode::BAD_REQUEST, "invalid_grant", code, text, None);
+    if form.get("requested_token_use").map(String::as_str) != Some("on_behalf_of") {
+        return aad_error(
+            emu,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'requested_token_use' with the value 'on_behalf_of'.",
+            None,
+        );
+    }
+    let Some(assertion) = form.get("assertion") else {
+        return aad_error(
+            emu,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'assertion'.",
+            None,
+        );
+    };
+    let claims = match emu.keys().verify(assertion) {
+        Ok(c) => c,
+        Err(_) => return invalid(50013, "Assertion failed signature validation."),
+    };
+    if claims["exp"].as_i64().is_none_or(|exp| exp <= Utc::now().timestamp()) {
+        return invalid(500133, "Assertion is not within its valid time range.");
+    }
+    let aud = claims["aud"].as_str().unwrap_or_default();
+    if !aud.eq_ignore_ascii_case(&app.client_id) && !app.identifier_uris.iter().any(|u| u.eq_ignore_ascii_case(aud)) {
+        return invalid(50013, "Assertion audience does not match the Client app presenting the assertion.");
+    }
+    if claims["tid"].as_str() != Some(tenant.id.as_str()) {
+        return invalid(50013, "Assertion was issued by another tenant.");
+    }
+    let Some(user) = emu.user(&tenant.id, claims["oid"].as_str().unwrap_or_default()) else {
+        return invalid(50034, "The user account does not exist in the directory.");
+    };
+    let scope = form.get("scope").cloned().unwrap_or_default();
+    let scopes = match scopes_granted(emu, &tenant.id, app, &scope) {
+        Ok(s) if !s.is_empty() => s,
+        Ok(_) => {
+            return aad_error(
+                emu,
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'scope'.",
+                None,
+            );
+        }
+        Err(missing) => {
+            return invalid(
+                65001,
+                &format!(
+                    "The user or administrator has not consented to use the application with ID '{}'. Scope '{missing}' is not granted.",
+                    app.client_id
+                ),
+            );
+        }
+    };
+    let passed_mfa = claims["amr"].as_array().is_some_and(|a| a.iter().any(|m| m == "mfa"));
+    if user.mfa && !passed_mfa {
+        let challenge = format!(
+            "{{\"access_token\":{{\"capolids\":{{\"essential\":true,\"values\":[\"{}\"]}}}}}}",
+            uuid::Uuid::new_v4()
+        );
+        return aad_error(
+            emu,
+            StatusCode::BAD_REQUEST,
+            "interaction_required",
+            50076,
+            &format!(
+                "Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access '{GRAPH}'."
+            ),
+            Some(&challenge),
+        );
+    }
+    user_tokens(emu, tenant, app, &user.id, &scopes, None, passed_mfa)
 }

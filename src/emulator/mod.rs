@@ -33,6 +33,8 @@ pub struct AuthCode {
     pub nonce: Option<String>,
     pub issued: DateTime<Utc>,
     pub redeemed: bool,
+    /// Whether the sign-in passed a second factor (the tokens' `amr` says so).
+    pub mfa: bool,
 }
 
 /// What a refresh token stands for.
@@ -44,6 +46,7 @@ pub struct RefreshGrant {
     pub scopes: Vec<String>,
     pub last_used: DateTime<Utc>,
     pub revoked: bool,
+    pub mfa: bool,
 }
 
 /// A sign-in started at `/authorize`, waiting for the user to pick an account (and pass MFA).
@@ -222,6 +225,7 @@ impl Emulator {
             .route("/_emulator/keys/rotate", post(hooks::rotate_keys))
             .route("/_emulator/reset", post(hooks::reset))
             .route("/_emulator/refresh-tokens/revoke", post(hooks::revoke_refresh_tokens))
+            .route("/_emulator/users/{user}/mfa", post(hooks::require_mfa))
             .layer(axum::middleware::from_fn_with_state(self.clone(), faults::middleware))
             // Simple uploads take up to 250 MB; axum's default limit is 2 MB.
             .layer(axum::extract::DefaultBodyLimit::max(drive::SIMPLE_UPLOAD_LIMIT + 1))
@@ -244,6 +248,29 @@ mod hooks {
     pub async fn reset(State(emu): State<Emulator>, Json(seed): Json<Seed>) -> StatusCode {
         emu.reset(seed);
         StatusCode::NO_CONTENT
+    }
+
+    /// Turns a user's MFA requirement on or off (`{"required": true}`), as a Conditional Access
+    /// policy added after the user signed in would.
+    pub async fn require_mfa(
+        State(emu): State<Emulator>,
+        axum::extract::Path(user): axum::extract::Path<String>,
+        Json(body): Json<serde_json::Value>,
+    ) -> StatusCode {
+        let required = body["required"].as_bool().unwrap_or(true);
+        let mut seed = emu.inner.seed.write().expect("seed lock");
+        match seed
+            .tenants
+            .iter_mut()
+            .flat_map(|t| t.users.iter_mut())
+            .find(|u| u.user_principal_name.eq_ignore_ascii_case(&user) || u.id == user)
+        {
+            Some(u) => {
+                u.mfa = required;
+                StatusCode::NO_CONTENT
+            }
+            None => StatusCode::NOT_FOUND,
+        }
     }
 
     /// Makes every refresh token fail as revoked (`invalid_grant`), as when an admin revokes

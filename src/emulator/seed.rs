@@ -56,6 +56,12 @@ pub struct SeedApp {
     /// Microsoft Graph application permissions granted with admin consent (`Mail.Send`, …).
     #[serde(default)]
     pub app_roles: Vec<String>,
+    /// Scopes of the app's own API (Expose an API: `access_as_user`).
+    #[serde(default)]
+    pub exposed_scopes: Vec<String>,
+    /// Application ID URIs of the app's own API (`api://localhost/{client id}`).
+    #[serde(default)]
+    pub identifier_uris: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,6 +137,8 @@ impl Seed {
                     ]
                     .map(String::from)
                     .to_vec(),
+                    exposed_scopes: vec!["access_as_user".into()],
+                    identifier_uris: vec![format!("api://localhost/{DEMO_CLIENT_ID}")],
                 }],
             }],
         }

@@ -1130,3 +1130,118 @@ async fn device_code_flow() {
         "MFA not yet approved"
     );
 }
+
+/// entra-docs: docs/identity-platform/v2-oauth2-on-behalf-of-flow.md (request, `aud` of the
+/// assertion, error response with a claims challenge), access-token-claims-reference.md (v2
+/// claims of a token for an app's own API).
+#[tokio::test]
+async fn on_behalf_of_exchanges_an_api_token_for_graph() {
+    let emu = emulator().await;
+    let api_scope = format!("api://localhost/{DEMO_CLIENT_ID}/access_as_user");
+    let back = emu.sign_in(DEMO_USER, &[("scope", api_scope.as_str())]).await;
+    let (_, tokens) = emu
+        .token(
+            DEMO_TENANT_ID,
+            &[
+                ("client_id", DEMO_CLIENT_ID),
+                ("grant_type", "authorization_code"),
+                ("code", &query(&back, "code").unwrap()),
+                ("redirect_uri", "https://localhost"),
+            ],
+        )
+        .await;
+    let api_token = tokens["access_token"].as_str().unwrap().to_string();
+    let (_, c) = claims(&api_token);
+    assert_eq!(
+        (c["aud"].as_str(), c["ver"].as_str(), c["scp"].as_str()),
+        (Some(DEMO_CLIENT_ID), Some("2.0"), Some("access_as_user"))
+    );
+    assert_eq!(c["iss"], format!("{}/{DEMO_TENANT_ID}/v2.0", emu.base));
+    assert_eq!((c["azp"].as_str(), c["tid"].as_str()), (Some(DEMO_CLIENT_ID), Some(DEMO_TENANT_ID)));
+    assert_eq!(c["amr"], json!(["pwd"]));
+
+    let obo = |assertion: String, scope: &'static str, secret: Option<&'static str>| {
+        let mut form = vec![
+            ("client_id", DEMO_CLIENT_ID.to_string()),
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer".to_string()),
+            ("assertion", assertion),
+            ("scope", scope.to_string()),
+            ("requested_token_use", "on_behalf_of".to_string()),
+        ];
+        if let Some(s) = secret {
+            form.push(("client_secret", s.to_string()));
+        }
+        emu.http
+            .post(format!("{}/{DEMO_TENANT_ID}/oauth2/v2.0/token", emu.base))
+            .form(&form)
+            .send()
+    };
+    let resp = obo(
+        api_token.clone(),
+        "https://graph.microsoft.com/User.Read offline_access",
+        Some("demo-client-secret"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let graph: Value = resp.json().await.unwrap();
+    let (_, g) = claims(graph["access_token"].as_str().unwrap());
+    assert_eq!(
+        (g["aud"].as_str(), g["upn"].as_str(), g["scp"].as_str()),
+        (Some("https://graph.microsoft.com"), Some(DEMO_USER), Some("User.Read"))
+    );
+    assert!(graph["refresh_token"].is_string());
+
+    // A token for another audience (here: Graph's own) cannot be redeemed.
+    let graph_token = graph["access_token"].as_str().unwrap().to_string();
+    let resp = obo(graph_token, "https://graph.microsoft.com/User.Read", Some("demo-client-secret"))
+        .await
+        .unwrap();
+    assert_aad_error(&resp.json().await.unwrap(), "invalid_grant", 50013);
+    let resp = obo(api_token.clone(), "https://graph.microsoft.com/User.Read", None).await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_aad_error(&resp.json().await.unwrap(), "invalid_client", 7000218);
+    let resp = obo(
+        api_token.clone(),
+        "https://graph.microsoft.com/Sites.FullControl.All",
+        Some("demo-client-secret"),
+    )
+    .await
+    .unwrap();
+    assert_aad_error(&resp.json().await.unwrap(), "invalid_grant", 65001);
+
+    // Conditional Access now demands MFA: the middle tier gets a claims challenge to pass on.
+    let hook = emu
+        .http
+        .post(format!("{}/_emulator/users/{DEMO_USER}/mfa", emu.base))
+        .json(&json!({"required": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hook.status(), 204);
+    let resp = obo(api_token, "https://graph.microsoft.com/User.Read", Some("demo-client-secret"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_aad_error(&body, "interaction_required", 50076);
+    let challenge: Value = serde_json::from_str(body["claims"].as_str().unwrap()).unwrap();
+    assert_eq!(challenge["access_token"]["capolids"]["essential"], true);
+
+    // One token is for one resource: Graph and an API scope cannot be asked together.
+    let mixed = format!("User.Read {api_scope}");
+    let resp = emu
+        .http
+        .get(format!("{}/{DEMO_TENANT_ID}/oauth2/v2.0/authorize", emu.base))
+        .query(&[
+            ("client_id", DEMO_CLIENT_ID),
+            ("response_type", "code"),
+            ("redirect_uri", "https://localhost"),
+            ("scope", mixed.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let back = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(query(&back, "error").as_deref(), Some("consent_required"));
+}
