@@ -2,7 +2,7 @@
 //! and RFC 8628 (`slow_down`): `/devicecode` hands out a user code, the user signs in at
 //! `/devicelogin` on another device, and the client polls `/token` meanwhile.
 
-use super::identity::{aad_error, scopes_granted, user_tokens};
+use super::identity::{aad_error, app_in_tenant, scopes_granted, unknown_app, user_tokens};
 use super::{Emulator, opaque};
 use axum::Form;
 use axum::Json;
@@ -46,19 +46,8 @@ fn user_code() -> String {
 /// `POST /{tenant}/oauth2/v2.0/devicecode`.
 pub async fn authorize(State(emu): State<Emulator>, Path(tenant): Path<String>, Form(form): Form<HashMap<String, String>>) -> Response {
     let client_id = form.get("client_id").cloned().unwrap_or_default();
-    let Some((app_tenant, app)) = emu.app(&client_id).filter(|(t, _)| {
-        ["common", "organizations"].contains(&tenant.to_ascii_lowercase().as_str())
-            || t.id.eq_ignore_ascii_case(&tenant)
-            || t.domain.eq_ignore_ascii_case(&tenant)
-    }) else {
-        return aad_error(
-            &emu,
-            StatusCode::BAD_REQUEST,
-            "unauthorized_client",
-            700016,
-            &format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'."),
-            None,
-        );
+    let Some((app_tenant, app)) = app_in_tenant(&emu, &tenant, &client_id) else {
+        return unknown_app(&emu, &client_id, &tenant);
     };
     let Some(scope) = form.get("scope").filter(|s| !s.trim().is_empty()) else {
         return aad_error(

@@ -80,6 +80,28 @@ fn unknown_tenant(emu: &Emulator, segment: &str) -> Response {
     )
 }
 
+/// The app registration `client_id` names, if it lives in the tenant `segment` names (any
+/// tenant for `common` and `organizations`, which resolve to the app's own).
+pub fn app_in_tenant(emu: &Emulator, segment: &str, client_id: &str) -> Option<(SeedTenant, SeedApp)> {
+    let tref = tenant_ref(emu, segment)?;
+    emu.app(client_id).filter(|(t, _)| match &tref {
+        TenantRef::Known(k) => k.id == t.id,
+        TenantRef::Multi(_) => true,
+    })
+}
+
+/// The token endpoint's answer for a client id the tenant does not know (AADSTS700016).
+pub fn unknown_app(emu: &Emulator, client_id: &str, tenant: &str) -> Response {
+    aad_error(
+        emu,
+        StatusCode::BAD_REQUEST,
+        "unauthorized_client",
+        700016,
+        &format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'."),
+        None,
+    )
+}
+
 /// `GET /{tenant}/v2.0/.well-known/openid-configuration`.
 pub async fn discovery(State(emu): State<Emulator>, Path(tenant): Path<String>) -> Response {
     let (path_tenant, issuer_tenant) = match tenant_ref(&emu, &tenant) {
@@ -229,18 +251,15 @@ pub fn scopes_granted(emu: &Emulator, tenant_id: &str, app: &SeedApp, scope: &st
 
 /// `GET /{tenant}/oauth2/v2.0/authorize`: checks the request and shows the sign-in page.
 pub async fn authorize(State(emu): State<Emulator>, Path(tenant): Path<String>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let Some(tref) = tenant_ref(&emu, &tenant) else {
+    if tenant_ref(&emu, &tenant).is_none() {
         return page(
             StatusCode::BAD_REQUEST,
             "Sign in failed",
             &format!("<p>AADSTS90002: Tenant '{}' not found.</p>", escape(&tenant)),
         );
-    };
+    }
     let client_id = q.get("client_id").map(String::as_str).unwrap_or("");
-    let app = emu.app(client_id).filter(|(t, _)| match &tref {
-        TenantRef::Known(k) => k.id == t.id,
-        TenantRef::Multi(_) => true,
-    });
+    let app = app_in_tenant(&emu, &tenant, client_id);
     let Some((app_tenant, app)) = app else {
         return page(
             StatusCode::BAD_REQUEST,
@@ -625,9 +644,9 @@ pub async fn token(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let Some(tref) = tenant_ref(&emu, &tenant) else {
+    if tenant_ref(&emu, &tenant).is_none() {
         return unknown_tenant(&emu, &tenant);
-    };
+    }
     let (client_id, secret) = client_credentials(&headers, &form);
     let Some(client_id) = client_id else {
         return aad_error(
@@ -639,19 +658,8 @@ pub async fn token(
             None,
         );
     };
-    let found = emu.app(&client_id).filter(|(t, _)| match &tref {
-        TenantRef::Known(k) => k.id == t.id,
-        TenantRef::Multi(_) => true,
-    });
-    let Some((app_tenant, app)) = found else {
-        return aad_error(
-            &emu,
-            StatusCode::BAD_REQUEST,
-            "unauthorized_client",
-            700016,
-            &format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'."),
-            None,
-        );
+    let Some((app_tenant, app)) = app_in_tenant(&emu, &tenant, &client_id) else {
+        return unknown_app(&emu, &client_id, &tenant);
     };
     // A secret that is sent must be right; a confidential flow needs one.
     if let Some(s) = &secret

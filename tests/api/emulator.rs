@@ -539,13 +539,20 @@ impl Emu {
     }
 
     async fn put_content(&self, token: &str, path: &str, bytes: Vec<u8>) -> reqwest::Response {
-        self.http
+        self.put_content_with(token, path, bytes, None).await
+    }
+
+    /// A simple upload with `@microsoft.graph.conflictBehavior` when `conflict` is given.
+    async fn put_content_with(&self, token: &str, path: &str, bytes: Vec<u8>, conflict: Option<&str>) -> reqwest::Response {
+        let mut req = self
+            .http
             .put(format!("{}/v1.0/me/drive/root:/{path}:/content", self.base))
             .bearer_auth(token)
-            .body(bytes)
-            .send()
-            .await
-            .unwrap()
+            .body(bytes);
+        if let Some(c) = conflict {
+            req = req.query(&[("@microsoft.graph.conflictBehavior", c)]);
+        }
+        req.send().await.unwrap()
     }
 }
 
@@ -585,31 +592,13 @@ async fn onedrive_simple_upload_and_items() {
         .unwrap();
     assert_eq!(unsupported.status(), 400);
     let renamed = emu
-        .http
-        .put(format!(
-            "{}/v1.0/me/drive/root:/officebridge/exports/Orders.xlsx:/content",
-            emu.base
-        ))
-        .query(&[("@microsoft.graph.conflictBehavior", "rename")])
-        .bearer_auth(&token)
-        .body("PK third")
-        .send()
-        .await
-        .unwrap();
+        .put_content_with(&token, "officebridge/exports/Orders.xlsx", b"PK third".to_vec(), Some("rename"))
+        .await;
     assert_eq!(renamed.status(), 201);
     assert_eq!(renamed.json::<Value>().await.unwrap()["name"], "Orders 1.xlsx");
     let failed = emu
-        .http
-        .put(format!(
-            "{}/v1.0/me/drive/root:/officebridge/exports/Orders.xlsx:/content",
-            emu.base
-        ))
-        .query(&[("@microsoft.graph.conflictBehavior", "fail")])
-        .bearer_auth(&token)
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+        .put_content_with(&token, "officebridge/exports/Orders.xlsx", b"x".to_vec(), Some("fail"))
+        .await;
     assert_eq!(failed.status(), 409);
     assert_eq!(failed.json::<Value>().await.unwrap()["error"]["code"], "nameAlreadyExists");
 
