@@ -299,11 +299,7 @@ impl XlsxExport {
         if self.meta.options.table {
             let mut headers = HashSet::new();
             if let Some(dup) = sheet.columns.iter().find(|c| !headers.insert(c.header.to_lowercase())) {
-                return Err(GridError::new(
-                    "options.table",
-                    format!("an Excel table needs unique headers; '{}' repeats", dup.header),
-                )
-                .into());
+                return Err(GridError::new("table", format!("an Excel table needs unique headers; '{}' repeats", dup.header)).into());
             }
         }
         let header = Format::new().set_bold();

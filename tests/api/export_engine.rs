@@ -365,7 +365,7 @@ fn tables_when_asked() {
     let mut dup = spec_grid(spec_rows());
     dup["table"] = json!(true);
     dup["sheets"][0]["columns"][1]["header"] = json!("Order");
-    assert_eq!(grid_error(write_grid(&dup)).field, "options.table");
+    assert_eq!(grid_error(write_grid(&dup)).field, "table");
 }
 
 #[test]
