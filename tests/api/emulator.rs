@@ -486,19 +486,7 @@ async fn graph_me_checks_the_token() {
     assert_eq!(body["error"]["code"], "InvalidAuthenticationToken");
     assert!(body["error"]["innerError"]["request-id"].is_string() && body["error"]["innerError"]["date"].is_string());
 
-    let back = emu.sign_in(DEMO_USER, &[("scope", "User.Read")]).await;
-    let (_, tokens) = emu
-        .token(
-            DEMO_TENANT_ID,
-            &[
-                ("client_id", DEMO_CLIENT_ID),
-                ("grant_type", "authorization_code"),
-                ("code", &query(&back, "code").unwrap()),
-                ("redirect_uri", "https://localhost"),
-            ],
-        )
-        .await;
-    let user_token = tokens["access_token"].as_str().unwrap().to_string();
+    let user_token = emu.user_token("User.Read").await;
     let profile: Value = me(Some(user_token.clone())).await.unwrap().json().await.unwrap();
     assert_eq!(profile["userPrincipalName"], DEMO_USER);
     assert_eq!(
@@ -1127,19 +1115,7 @@ async fn device_code_flow() {
 async fn on_behalf_of_exchanges_an_api_token_for_graph() {
     let emu = emulator().await;
     let api_scope = format!("api://localhost/{DEMO_CLIENT_ID}/access_as_user");
-    let back = emu.sign_in(DEMO_USER, &[("scope", api_scope.as_str())]).await;
-    let (_, tokens) = emu
-        .token(
-            DEMO_TENANT_ID,
-            &[
-                ("client_id", DEMO_CLIENT_ID),
-                ("grant_type", "authorization_code"),
-                ("code", &query(&back, "code").unwrap()),
-                ("redirect_uri", "https://localhost"),
-            ],
-        )
-        .await;
-    let api_token = tokens["access_token"].as_str().unwrap().to_string();
+    let api_token = emu.user_token(&api_scope).await;
     let (_, c) = claims(&api_token);
     assert_eq!(
         (c["aud"].as_str(), c["ver"].as_str(), c["scp"].as_str()),
