@@ -41,18 +41,31 @@ pub fn graph_error(headers: &HeaderMap, status: StatusCode, code: &str, message:
     r
 }
 
-/// Why a Graph token was refused (always a 401 `InvalidAuthenticationToken`).
-pub struct Unauthenticated(pub String);
+/// A Graph error not yet turned into a response (it needs the request's headers for its
+/// `client-request-id`); small, so functions can return it in a `Result`.
+pub struct GraphFailure {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
 
-impl Unauthenticated {
+impl GraphFailure {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
     pub fn into_response(self, headers: &HeaderMap) -> Response {
-        graph_error(headers, StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", &self.0)
+        graph_error(headers, self.status, self.code, &self.message)
     }
 }
 
 /// The claims of the request's Graph token.
-pub fn authenticate(emu: &Emulator, headers: &HeaderMap) -> Result<Value, Unauthenticated> {
-    let fail = |m: &str| Unauthenticated(m.to_string());
+pub fn authenticate(emu: &Emulator, headers: &HeaderMap) -> Result<Value, GraphFailure> {
+    let fail = |m: &str| GraphFailure::new(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", m);
     let token = match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         None => return Err(fail("Access token is empty.")),
         Some(h) => h

@@ -11,6 +11,7 @@ pub mod faults;
 pub mod graph;
 pub mod identity;
 pub mod keys;
+pub mod mail;
 pub mod seed;
 
 use axum::Router;
@@ -72,6 +73,7 @@ struct Inner {
     drive: Mutex<drive::DriveState>,
     faults: Mutex<Vec<faults::Fault>>,
     devices: Mutex<HashMap<String, device::DeviceGrant>>,
+    mail: Mutex<mail::MailState>,
     requests: Mutex<Vec<faults::Logged>>,
 }
 
@@ -146,6 +148,10 @@ impl Emulator {
             .cloned()
     }
 
+    pub fn mail(&self) -> std::sync::MutexGuard<'_, mail::MailState> {
+        self.inner.mail.lock().expect("mail lock")
+    }
+
     pub fn devices(&self) -> std::sync::MutexGuard<'_, HashMap<String, device::DeviceGrant>> {
         self.inner.devices.lock().expect("devices lock")
     }
@@ -200,6 +206,7 @@ impl Emulator {
         *self.drive() = drive::DriveState::default();
         self.faults().clear();
         self.devices().clear();
+        *self.mail() = mail::MailState::default();
         self.inner.requests.lock().expect("requests lock").clear();
     }
 
@@ -218,6 +225,13 @@ impl Emulator {
             .route("/v1.0/me", get(graph::me))
             .route("/v1.0/me/drive/{*rest}", any(drive::me_drive))
             .route("/v1.0/users/{user}/drive/{*rest}", any(drive::user_drive))
+            .route("/v1.0/me/sendMail", post(mail::me_send))
+            .route("/v1.0/me/messages", post(mail::me_messages))
+            .route("/v1.0/me/messages/{*rest}", any(mail::me_message))
+            .route("/v1.0/users/{user}/sendMail", post(mail::user_send))
+            .route("/v1.0/users/{user}/messages", post(mail::user_messages))
+            .route("/v1.0/users/{user}/messages/{*rest}", any(mail::user_message))
+            .route("/_emulator/mail/{user}", get(mail::inspect))
             .route("/_upload/{token}", any(drive::upload_url))
             .route("/_emulator/drive/{user}", get(drive::inspect))
             .route("/_emulator/faults", post(faults::add).delete(faults::clear))

@@ -1210,3 +1210,187 @@ async fn on_behalf_of_exchanges_an_api_token_for_graph() {
     let back = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
     assert_eq!(query(&back, "error").as_deref(), Some("consent_required"));
 }
+
+/// microsoft-graph-docs-contrib: api-reference/v1.0/api/user-sendmail.md (202, no body,
+/// saveToSentItems), user-post-messages.md, message-get.md, message-send.md, message-delete.md,
+/// resources/message.md (x- headers); Exchange Online limits (4 MB request, 500 recipients).
+#[tokio::test]
+async fn mail_send_drafts_and_limits() {
+    let emu = emulator().await;
+    let token = emu.user_token("Mail.Send Mail.ReadWrite").await;
+    let post =
+        |path: String, token: String, body: Value| emu.http.post(format!("{}{path}", emu.base)).bearer_auth(token).json(&body).send();
+    let message = |to: Vec<&str>| {
+        json!({
+            "subject": "Invoice INV-1001",
+            "body": {"contentType": "HTML", "content": "<p>Please find attached.</p>"},
+            "toRecipients": to.iter().map(|a| json!({"emailAddress": {"address": a}})).collect::<Vec<_>>(),
+            "internetMessageHeaders": [{"name": "x-officebridge-id", "value": "m-1"}],
+            "attachments": [{"@odata.type": "#microsoft.graph.fileAttachment", "name": "INV-1001.pdf", "contentType": "application/pdf", "contentBytes": "JVBERi0xLjQ="}]
+        })
+    };
+    let sent = post(
+        "/v1.0/me/sendMail".into(),
+        token.clone(),
+        json!({"message": message(vec!["ap@fabrikam.com"])}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sent.status(), 202);
+    assert!(sent.bytes().await.unwrap().is_empty(), "sendMail answers no body");
+    let quiet = post(
+        "/v1.0/me/sendMail".into(),
+        token.clone(),
+        json!({"message": message(vec!["ap@fabrikam.com"]), "saveToSentItems": false}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(quiet.status(), 202);
+    let mailbox: Value = emu
+        .http
+        .get(format!("{}/_emulator/mail/{DEMO_USER}", emu.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sent = mailbox["sent"].as_array().unwrap();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0]["subject"], "Invoice INV-1001");
+    assert_eq!(sent[0]["attachments"][0]["contentBytes"], "JVBERi0xLjQ=");
+    assert_eq!(
+        (sent[0]["savedToSentItems"].as_bool(), sent[1]["savedToSentItems"].as_bool()),
+        (Some(true), Some(false))
+    );
+
+    let expect = |status: u16, code: &'static str| {
+        move |resp: reqwest::Response| async move {
+            assert_eq!(resp.status(), status);
+            assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], code);
+        }
+    };
+    expect(400, "ErrorInvalidRecipients")(
+        post("/v1.0/me/sendMail".into(), token.clone(), json!({"message": message(vec![])}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect(400, "ErrorInvalidRecipients")(
+        post(
+            "/v1.0/me/sendMail".into(),
+            token.clone(),
+            json!({"message": message(vec!["not an address"])}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    let many: Vec<String> = (0..501).map(|i| format!("r{i}@fabrikam.com")).collect();
+    expect(400, "ErrorTooManyRecipients")(
+        post(
+            "/v1.0/me/sendMail".into(),
+            token.clone(),
+            json!({"message": message(many.iter().map(String::as_str).collect())}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    let mut bad_header = message(vec!["ap@fabrikam.com"]);
+    bad_header["internetMessageHeaders"] = json!([{"name": "Priority", "value": "urgent"}]);
+    expect(400, "InvalidInternetMessageHeader")(
+        post("/v1.0/me/sendMail".into(), token.clone(), json!({"message": bad_header}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let mut big = message(vec!["ap@fabrikam.com"]);
+    big["attachments"][0]["contentBytes"] = json!("A".repeat(4 * 1024 * 1024 + 4));
+    expect(413, "RequestEntityTooLarge")(
+        post("/v1.0/me/sendMail".into(), token.clone(), json!({"message": big}))
+            .await
+            .unwrap(),
+    )
+    .await;
+
+    // Drafts: create, read, send; delete another.
+    let draft = post("/v1.0/me/messages".into(), token.clone(), message(vec!["ap@fabrikam.com"]))
+        .await
+        .unwrap();
+    assert_eq!(draft.status(), 201);
+    let draft: Value = draft.json().await.unwrap();
+    assert_eq!(draft["isDraft"], true);
+    let id = draft["id"].as_str().unwrap();
+    let got: Value = emu
+        .http
+        .get(format!("{}/v1.0/me/messages/{id}", emu.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["subject"], "Invoice INV-1001");
+    assert_eq!(
+        post(format!("/v1.0/me/messages/{id}/send"), token.clone(), json!({}))
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    let after: Value = emu
+        .http
+        .get(format!("{}/v1.0/me/messages/{id}", emu.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (after["isDraft"].as_bool(), after["parentFolderId"].as_str()),
+        (Some(false), Some("sentitems"))
+    );
+    let other: Value = post("/v1.0/me/messages".into(), token.clone(), json!({"subject": "draft"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let delete = |id: String| {
+        emu.http
+            .delete(format!("{}/v1.0/me/messages/{id}", emu.base))
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(delete(other["id"].as_str().unwrap().into()).await.unwrap().status(), 204);
+    assert_eq!(delete(other["id"].as_str().unwrap().into()).await.unwrap().status(), 404);
+
+    // Application permission sends as a mailbox; /me needs a user; Mail.Send is required.
+    let app = emu.app_token().await;
+    let as_app = post(
+        format!("/v1.0/users/{DEMO_USER}/sendMail"),
+        app.clone(),
+        json!({"message": message(vec!["ap@fabrikam.com"])}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(as_app.status(), 202);
+    assert_eq!(
+        post("/v1.0/me/sendMail".into(), app, json!({"message": message(vec!["a@b.com"])}))
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    let weak = emu.user_token("User.Read").await;
+    expect(403, "ErrorAccessDenied")(
+        post("/v1.0/me/sendMail".into(), weak, json!({"message": message(vec!["a@b.com"])}))
+            .await
+            .unwrap(),
+    )
+    .await;
+}
