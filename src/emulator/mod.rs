@@ -6,6 +6,7 @@
 //! State lives in memory, seeded from [`seed::Seed`]. Test hooks live under `/_emulator/`.
 
 pub mod device;
+pub mod directory;
 pub mod drive;
 pub mod faults;
 pub mod graph;
@@ -225,6 +226,14 @@ impl Emulator {
             .route("/v1.0/me", get(graph::me))
             .route("/v1.0/me/drive/{*rest}", any(drive::me_drive))
             .route("/v1.0/users/{user}/drive/{*rest}", any(drive::user_drive))
+            .route("/v1.0/me/contacts", get(directory::me_contacts))
+            .route("/v1.0/users/{user}/contacts", get(directory::user_contacts))
+            .route("/v1.0/me/contactFolders", get(directory::contact_folders))
+            .route("/v1.0/me/contactFolders/{id}/contacts", get(directory::folder_contacts))
+            .route("/v1.0/me/contactFolders/{id}/childFolders", get(directory::child_folders))
+            .route("/v1.0/me/people", get(directory::people))
+            .route("/v1.0/users", get(directory::users))
+            .route("/v1.0/contacts", get(directory::org_contacts))
             .route("/v1.0/me/sendMail", post(mail::me_send))
             .route("/v1.0/me/messages", post(mail::me_messages))
             .route("/v1.0/me/messages/{*rest}", any(mail::me_message))

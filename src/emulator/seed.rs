@@ -22,6 +22,31 @@ pub struct SeedTenant {
     pub users: Vec<SeedUser>,
     #[serde(default)]
     pub apps: Vec<SeedApp>,
+    /// The organisation's contacts (`/contacts`): people outside it, kept in the directory.
+    #[serde(default)]
+    pub org_contacts: Vec<SeedOrgContact>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedOrgContact {
+    pub display_name: String,
+    pub mail: String,
+    #[serde(default)]
+    pub company: Option<String>,
+}
+
+/// A personal contact in a user's mailbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedContact {
+    pub display_name: String,
+    pub email: String,
+    #[serde(default)]
+    pub company: Option<String>,
+    /// A folder path below Contacts (`Customers/Key accounts`); the Contacts folder itself when absent.
+    #[serde(default)]
+    pub folder: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,6 +61,8 @@ pub struct SeedUser {
     /// Whether sign-in asks for a second factor.
     #[serde(default)]
     pub mfa: bool,
+    #[serde(default)]
+    pub contacts: Vec<SeedContact>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,6 +118,32 @@ impl Seed {
                         display_name: "Demo Operator".into(),
                         mail: Some(DEMO_USER.into()),
                         mfa: false,
+                        contacts: vec![
+                            SeedContact {
+                                display_name: "Ada Lovelace".into(),
+                                email: "ada@fabrikam.com".into(),
+                                company: Some("Fabrikam".into()),
+                                folder: None,
+                            },
+                            SeedContact {
+                                display_name: "Alan Turing".into(),
+                                email: "alan@fabrikam.com".into(),
+                                company: Some("Fabrikam".into()),
+                                folder: None,
+                            },
+                            SeedContact {
+                                display_name: "Grace Hopper".into(),
+                                email: "grace@northwind.example".into(),
+                                company: Some("Northwind".into()),
+                                folder: Some("Customers".into()),
+                            },
+                            SeedContact {
+                                display_name: "Katherine Johnson".into(),
+                                email: "katherine@northwind.example".into(),
+                                company: Some("Northwind".into()),
+                                folder: Some("Customers/Key accounts".into()),
+                            },
+                        ],
                     },
                     SeedUser {
                         id: "c1d2e3f4-a5b6-4c7d-9e8f-0a1b2c3d4e5f".into(),
@@ -98,8 +151,14 @@ impl Seed {
                         display_name: "MFA User".into(),
                         mail: Some("mfa.user@demo.onmicrosoft.com".into()),
                         mfa: true,
+                        contacts: vec![],
                     },
                 ],
+                org_contacts: vec![SeedOrgContact {
+                    display_name: "Contoso Accounts Payable".into(),
+                    mail: "ap@contoso.example".into(),
+                    company: Some("Contoso".into()),
+                }],
                 apps: vec![SeedApp {
                     client_id: DEMO_CLIENT_ID.into(),
                     display_name: "officebridge (demo)".into(),
