@@ -8,8 +8,8 @@
 //! (`@odata.nextLink`).
 
 use super::Emulator;
-use super::graph::{GraphFailure, authenticate, has_scope};
-use super::seed::{SeedContact, SeedUser};
+use super::graph::{GraphFailure, authenticate, permitted, subject};
+use super::seed::{SeedContact, SeedTenant, SeedUser};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -39,13 +39,7 @@ fn contact_json(user: &SeedUser, i: usize, c: &SeedContact) -> Value {
 /// The caller's claims, and whether they hold one of the delegated `scopes` or application `roles`.
 fn authorize(emu: &Emulator, headers: &HeaderMap, scopes: &[&str], roles: &[&str]) -> Result<Value, GraphFailure> {
     let claims = authenticate(emu, headers)?;
-    let allowed = if claims["idtyp"] == "app" {
-        claims["roles"]
-            .as_array()
-            .is_some_and(|r| r.iter().any(|x| roles.iter().any(|w| x == w)))
-    } else {
-        has_scope(&claims, scopes)
-    };
+    let allowed = permitted(&claims, scopes, roles);
     if !allowed {
         return Err(GraphFailure::new(
             StatusCode::FORBIDDEN,
@@ -56,32 +50,9 @@ fn authorize(emu: &Emulator, headers: &HeaderMap, scopes: &[&str], roles: &[&str
     Ok(claims)
 }
 
-/// The mailbox user a `/me` or `/users/{id}` request is about.
-fn subject(emu: &Emulator, claims: &Value, user: Option<&str>) -> Result<SeedUser, GraphFailure> {
-    let tid = claims["tid"].as_str().unwrap_or_default();
-    match user {
-        None if claims["idtyp"] == "app" => Err(GraphFailure::new(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "/me request is only valid with delegated authentication flow.",
-        )),
-        None => emu
-            .user(tid, claims["oid"].as_str().unwrap_or_default())
-            .ok_or_else(|| GraphFailure::new(StatusCode::NOT_FOUND, "ErrorInvalidUser", "The user does not exist.")),
-        Some(u) => match emu.user(tid, u) {
-            Some(found) if claims["idtyp"] == "app" || Some(found.id.as_str()) == claims["oid"].as_str() => Ok(found),
-            Some(_) => Err(GraphFailure::new(
-                StatusCode::FORBIDDEN,
-                "ErrorAccessDenied",
-                "Access is denied. Check credentials and try again.",
-            )),
-            None => Err(GraphFailure::new(
-                StatusCode::NOT_FOUND,
-                "ErrorInvalidUser",
-                format!("The requested user '{u}' is invalid."),
-            )),
-        },
-    }
+/// The tenant the token was issued in (tokens are only issued for seeded tenants).
+fn token_tenant(emu: &Emulator, claims: &Value) -> SeedTenant {
+    emu.tenant(claims["tid"].as_str().unwrap_or_default()).expect("token tenant exists")
 }
 
 /// `$filter=emailAddresses/any(a:a/address eq 'x@y')` — the one filter the contacts lookup needs.
@@ -303,7 +274,7 @@ pub async fn people(State(emu): State<Emulator>, headers: HeaderMap, Query(q): Q
     let result = (|| {
         let claims = authorize(&emu, &headers, &["People.Read", "People.Read.All"], &["People.Read.All"])?;
         let me = subject(&emu, &claims, None)?;
-        let tenant = emu.tenant(claims["tid"].as_str().unwrap_or_default()).expect("token tenant exists");
+        let tenant = token_tenant(&emu, &claims);
         let search = q.get("$search").map(|s| s.trim_matches('"').to_string());
         // Relevance: people the user has as contacts rank above colleagues, then by name.
         let mut people: Vec<(u8, Value)> = tenant
@@ -339,7 +310,7 @@ pub async fn users(State(emu): State<Emulator>, headers: HeaderMap, Query(q): Qu
             &["User.ReadBasic.All", "User.Read.All", "Directory.Read.All"],
             &["User.Read.All", "Directory.Read.All"],
         )?;
-        let tenant = emu.tenant(claims["tid"].as_str().unwrap_or_default()).expect("token tenant exists");
+        let tenant = token_tenant(&emu, &claims);
         let eventual = headers
             .get("consistencylevel")
             .and_then(|v| v.to_str().ok())
@@ -404,7 +375,7 @@ pub async fn org_contacts(State(emu): State<Emulator>, headers: HeaderMap, Query
             &["OrgContact.Read.All", "Directory.Read.All"],
             &["OrgContact.Read.All", "Directory.Read.All"],
         )?;
-        let tenant = emu.tenant(claims["tid"].as_str().unwrap_or_default()).expect("token tenant exists");
+        let tenant = token_tenant(&emu, &claims);
         let items = tenant
             .org_contacts
             .iter()

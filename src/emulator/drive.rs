@@ -7,7 +7,7 @@
 //! `api-reference/v1.0/api/driveitem-get.md`, `api-reference/v1.0/resources/driveitem.md`.
 
 use super::Emulator;
-use super::graph::{authenticate, graph_error, has_scope};
+use super::graph::{authenticate, graph_error, permitted, subject};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -263,40 +263,33 @@ async fn drive_request(
         Err(e) => return e.into_response(&headers),
     };
     let tid = claims["tid"].as_str().unwrap_or_default().to_string();
-    let app_token = claims["idtyp"] == "app";
-    let user_id = match (&user, app_token) {
-        (None, true) => {
+    // The shared lookup answers with Outlook's codes; OneDrive names the same failures its own way.
+    let user_id = match subject(&emu, &claims, user.as_deref()) {
+        Ok(found) => found.id,
+        Err(e) if e.status == StatusCode::FORBIDDEN => {
+            return graph_error(&headers, StatusCode::FORBIDDEN, "accessDenied", "Access denied");
+        }
+        Err(e) if e.status == StatusCode::NOT_FOUND => {
+            let who = user.as_deref().unwrap_or("me");
             return graph_error(
                 &headers,
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "/me request is only valid with delegated authentication flow.",
+                StatusCode::NOT_FOUND,
+                "itemNotFound",
+                &format!("The user '{who}' does not exist."),
             );
         }
-        (None, false) => claims["oid"].as_str().unwrap_or_default().to_string(),
-        (Some(u), _) => match emu.user(&tid, u) {
-            Some(found) if app_token || found.id == claims["oid"].as_str().unwrap_or_default() => found.id,
-            Some(_) => return graph_error(&headers, StatusCode::FORBIDDEN, "accessDenied", "Access denied"),
-            None => {
-                return graph_error(
-                    &headers,
-                    StatusCode::NOT_FOUND,
-                    "itemNotFound",
-                    &format!("The user '{u}' does not exist."),
-                );
-            }
-        },
+        Err(e) => return e.into_response(&headers),
     };
     let writing = method != Method::GET;
-    let allowed = if app_token {
-        claims["roles"]
-            .as_array()
-            .is_some_and(|r| r.iter().any(|x| x == "Files.ReadWrite.All" || (!writing && x == "Files.Read.All")))
+    let (scopes, roles): (&[&str], &[&str]) = if writing {
+        (&["Files.ReadWrite", "Files.ReadWrite.All"], &["Files.ReadWrite.All"])
     } else {
-        has_scope(&claims, &["Files.ReadWrite", "Files.ReadWrite.All"])
-            || (!writing && has_scope(&claims, &["Files.Read", "Files.Read.All"]))
+        (
+            &["Files.ReadWrite", "Files.ReadWrite.All", "Files.Read", "Files.Read.All"],
+            &["Files.ReadWrite.All", "Files.Read.All"],
+        )
     };
-    if !allowed {
+    if !permitted(&claims, scopes, roles) {
         return graph_error(
             &headers,
             StatusCode::FORBIDDEN,

@@ -2,6 +2,7 @@
 //! `concepts/errors.md` (the error body), `api-reference/v1.0/api/user-get.md` (`/me`).
 
 use super::Emulator;
+use super::seed::SeedUser;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -81,6 +82,46 @@ pub fn authenticate(emu: &Emulator, headers: &HeaderMap) -> Result<Value, GraphF
         return Err(fail("Access token validation failure. Invalid audience."));
     }
     Ok(claims)
+}
+
+/// Whether a token may call: a user token carrying one of the delegated `scopes`, or an
+/// application token holding one of the application `roles`.
+pub fn permitted(claims: &Value, scopes: &[&str], roles: &[&str]) -> bool {
+    if claims["idtyp"] == "app" {
+        claims["roles"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| roles.iter().any(|w| x == w)))
+    } else {
+        has_scope(claims, scopes)
+    }
+}
+
+/// The mailbox user a `/me` or `/users/{id}` request is about.
+pub fn subject(emu: &Emulator, claims: &Value, user: Option<&str>) -> Result<SeedUser, GraphFailure> {
+    let tid = claims["tid"].as_str().unwrap_or_default();
+    match user {
+        None if claims["idtyp"] == "app" => Err(GraphFailure::new(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "/me request is only valid with delegated authentication flow.",
+        )),
+        None => emu
+            .user(tid, claims["oid"].as_str().unwrap_or_default())
+            .ok_or_else(|| GraphFailure::new(StatusCode::NOT_FOUND, "ErrorInvalidUser", "The user does not exist.")),
+        Some(u) => match emu.user(tid, u) {
+            Some(found) if claims["idtyp"] == "app" || Some(found.id.as_str()) == claims["oid"].as_str() => Ok(found),
+            Some(_) => Err(GraphFailure::new(
+                StatusCode::FORBIDDEN,
+                "ErrorAccessDenied",
+                "Access is denied. Check credentials and try again.",
+            )),
+            None => Err(GraphFailure::new(
+                StatusCode::NOT_FOUND,
+                "ErrorInvalidUser",
+                format!("The requested user '{u}' is invalid."),
+            )),
+        },
+    }
 }
 
 /// Whether a delegated token carries one of `scopes`.

@@ -6,7 +6,7 @@
 //! out there follow Exchange Online's: 4 MB per request (`413`) and 500 recipients per message.
 
 use super::Emulator;
-use super::graph::{GraphFailure, authenticate, graph_error, has_scope};
+use super::graph::{GraphFailure, authenticate, graph_error, permitted, subject};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -118,51 +118,17 @@ async fn mail_request(emu: Emulator, user: Option<String>, method: Method, rest:
             "The request is larger than 4 MB: add large attachments through an upload session.",
         );
     }
-    let app_token = claims["idtyp"] == "app";
-    let tid = claims["tid"].as_str().unwrap_or_default().to_string();
-    let user_id = match (&user, app_token) {
-        (None, true) => {
-            return graph_error(
-                &headers,
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "/me request is only valid with delegated authentication flow.",
-            );
-        }
-        (None, false) => claims["oid"].as_str().unwrap_or_default().to_string(),
-        (Some(u), _) => match emu.user(&tid, u) {
-            Some(found) if app_token || Some(found.id.as_str()) == claims["oid"].as_str() => found.id,
-            // Sending as someone else needs "Send As" rights this emulator does not model.
-            Some(_) => {
-                return graph_error(
-                    &headers,
-                    StatusCode::FORBIDDEN,
-                    "ErrorAccessDenied",
-                    "Access is denied. Check credentials and try again.",
-                );
-            }
-            None => {
-                return graph_error(
-                    &headers,
-                    StatusCode::NOT_FOUND,
-                    "ErrorInvalidUser",
-                    &format!("The requested user '{u}' is invalid."),
-                );
-            }
-        },
+    // Sending as another user needs "Send As" rights this emulator does not model: `subject`
+    // lets an application token name any mailbox and a user token only its own.
+    let user_id = match subject(&emu, &claims, user.as_deref()) {
+        Ok(found) => found.id,
+        Err(e) => return e.into_response(&headers),
     };
     let sending = rest == "sendMail" || rest.ends_with("/send");
-    let permitted = |delegated: &[&str], role: &str| {
-        if app_token {
-            claims["roles"].as_array().is_some_and(|r| r.iter().any(|x| x == role))
-        } else {
-            has_scope(&claims, delegated)
-        }
-    };
     let allowed = if sending {
-        permitted(&["Mail.Send"], "Mail.Send")
+        permitted(&claims, &["Mail.Send"], &["Mail.Send"])
     } else {
-        permitted(&["Mail.ReadWrite"], "Mail.ReadWrite")
+        permitted(&claims, &["Mail.ReadWrite"], &["Mail.ReadWrite"])
     };
     if !allowed {
         return graph_error(
