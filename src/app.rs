@@ -5,7 +5,10 @@ use crate::config::Settings;
 use crate::domain::Secret;
 use crate::error::ApiError;
 use crate::export::jobs::ExportJobs;
-use crate::http::{apikeys, audit, exports, health, imports, openapi, operators, tenants};
+use crate::graph::{Graph, RetryPolicy};
+use crate::identity::sso::SsoValidator;
+use crate::identity::tokens::Tokens;
+use crate::http::{apikeys, auth, audit, exports, health, imports, openapi, operators, tenants};
 use crate::store::Store;
 use crate::store::models::Role;
 use crate::store::secrets::{HOW_TO_MAKE_A_KEY, Keyring, MasterKey};
@@ -27,6 +30,9 @@ use tower_http::trace::TraceLayer;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    pub tokens: Arc<Tokens>,
+    pub graph: Arc<Graph>,
+    pub sso: Arc<SsoValidator>,
     pub exports: Arc<ExportJobs>,
     pub settings: Arc<Settings>,
     pub metrics: PrometheusHandle,
@@ -51,6 +57,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/apikeys", get(apikeys::list).post(apikeys::create))
         .route("/api/v1/apikeys/{id}", delete(apikeys::revoke))
         .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/operators/{code}/signin/device", post(auth::device))
+        .route("/api/v1/me", get(auth::me))
+        .route("/auth/signin", get(auth::signin))
+        .route("/auth/callback", get(auth::callback))
         .layer(DefaultBodyLimit::max(state.settings.http.json_body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout));
     // Exports stream large bodies and run for minutes: their own limits, no timeout.
@@ -173,11 +183,21 @@ pub struct Application {
 
 impl Application {
     /// Opens the database, runs migrations and binds the listener.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
         let store = Store::connect(&settings.database_url, keyring(&settings)?).await?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        // Port 0 (tests, a quick local run) picks a free port; the public URL follows it, or
+        // sign-in would send the browser back to a port nobody listens on.
+        if settings.listen.port() == 0 && settings.public_url.port_or_known_default() == Some(0) {
+            let port = listener.local_addr()?.port();
+            let _ = settings.public_url.set_port(Some(port));
+        }
+        let http = crate::identity::oauth::http_client();
+        let tokens = Arc::new(Tokens::new(http.clone(), store.clone()));
+        let graph = Arc::new(Graph::new(tokens.clone(), RetryPolicy::default()));
+        let sso = Arc::new(SsoValidator::new(http));
         let exports = Arc::new(ExportJobs::new(
             &settings.data_dir.join("exports"),
             settings.export.max_concurrent,
@@ -186,6 +206,9 @@ impl Application {
         )?);
         let state = AppState {
             store,
+            tokens,
+            graph,
+            sso,
             exports,
             settings: Arc::new(settings),
             metrics: crate::telemetry::metrics_handle(),

@@ -54,6 +54,52 @@ impl Default for ExportSettings {
     }
 }
 
+/// Where exports land in OneDrive and how they are uploaded (SPEC §3.2).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OneDriveSettings {
+    /// The folder in the operator's OneDrive.
+    pub folder: String,
+    /// Per tenant code, a folder instead of `folder`.
+    pub tenant_folders: std::collections::BTreeMap<String, String>,
+    /// Per operator code, a folder instead of the tenant's.
+    pub operator_folders: std::collections::BTreeMap<String, String>,
+    /// Files up to this size are uploaded in one PUT; larger ones in an upload session.
+    pub simple_upload_limit: u64,
+    /// Upload-session fragment size: a multiple of 320 KiB, at most 60 MiB.
+    pub fragment_size: u64,
+}
+
+impl Default for OneDriveSettings {
+    fn default() -> Self {
+        Self {
+            folder: "/officebridge/exports".into(),
+            tenant_folders: Default::default(),
+            operator_folders: Default::default(),
+            simple_upload_limit: 4 << 20,
+            fragment_size: 10 << 20,
+        }
+    }
+}
+
+impl OneDriveSettings {
+    /// The folder for an operator: theirs, else their tenant's, else the default.
+    pub fn folder_for(&self, tenant: &str, operator: &str) -> &str {
+        self.operator_folders
+            .get(operator)
+            .or_else(|| self.tenant_folders.get(tenant))
+            .unwrap_or(&self.folder)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        const UNIT: u64 = 320 * 1024;
+        if self.fragment_size == 0 || self.fragment_size % UNIT != 0 || self.fragment_size > 60 << 20 {
+            bail!("onedrive.fragment_size must be a multiple of 327680 bytes (320 KiB) and at most 60 MiB");
+        }
+        Ok(())
+    }
+}
+
 /// The settings as figment reads them; secrets still raw, file variants unresolved.
 #[derive(Serialize, Deserialize)]
 struct Raw {
@@ -69,6 +115,7 @@ struct Raw {
     log: LogSettings,
     http: HttpSettings,
     export: ExportSettings,
+    onedrive: OneDriveSettings,
 }
 
 impl Default for Raw {
@@ -92,6 +139,7 @@ impl Default for Raw {
                 request_timeout_secs: 60,
             },
             export: ExportSettings::default(),
+            onedrive: OneDriveSettings::default(),
         }
     }
 }
@@ -111,6 +159,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub http: HttpSettings,
     pub export: ExportSettings,
+    pub onedrive: OneDriveSettings,
 }
 
 /// Picks the value of a secret from the setting itself or its `_file` variant (not both).
@@ -141,6 +190,7 @@ impl Settings {
         }
         fig = fig.merge(Env::prefixed("OFFICEBRIDGE_").split("__"));
         let raw: Raw = fig.extract().context("invalid configuration")?;
+        raw.onedrive.check()?;
         let public_url = url::Url::parse(&raw.public_url).context("public_url is not an absolute URL")?;
         let database_url = secret_from("database_url", raw.database_url, raw.database_url_file)?
             .unwrap_or_else(|| Secret::new(format!("sqlite://{}", raw.data_dir.join("officebridge.db").display())));
@@ -156,6 +206,7 @@ impl Settings {
             log: raw.log,
             http: raw.http,
             export: raw.export,
+            onedrive: raw.onedrive,
         })
     }
 }

@@ -33,13 +33,24 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     NotImplemented(String),
+    /// The operator's Microsoft account is not linked (or no longer): 401 with the link that
+    /// fixes it.
+    #[error("operator '{operator}' must sign in to Microsoft 365: open {signin_url}")]
+    SigninRequired { operator: String, signin_url: String },
+    /// The identity platform wants more from the user (MFA, consent): 401 with the claims
+    /// challenge for the add-in to pass to MSAL.
+    #[error("{message}")]
+    ClaimsChallenge { claims: String, message: String },
+    /// Microsoft Graph refused or failed; `status` is ours (502, 503 or 403).
+    #[error("{message}")]
+    Upstream { status: StatusCode, message: String },
     /// Anything unexpected: logged with its cause chain, shown to the caller as an opaque 500.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
 
 /// The problem document. `type` is a stable relative URI per kind of problem.
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,
@@ -48,6 +59,9 @@ pub struct Problem {
     pub detail: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// With `signin-required`: where the operator signs in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signin_url: Option<String>,
 }
 
 impl ApiError {
@@ -67,6 +81,8 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::SigninRequired { .. } | Self::ClaimsChallenge { .. } => StatusCode::UNAUTHORIZED,
+            Self::Upstream { status, .. } => *status,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -83,6 +99,9 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::Unavailable(_) => "unavailable",
             Self::NotImplemented(_) => "not-implemented",
+            Self::SigninRequired { .. } => "signin-required",
+            Self::ClaimsChallenge { .. } => "interaction-required",
+            Self::Upstream { .. } => "microsoft-graph",
             Self::Internal(_) => "internal",
         }
     }
@@ -104,6 +123,10 @@ impl ApiError {
             status: status.as_u16(),
             detail,
             errors,
+            signin_url: match self {
+                Self::SigninRequired { signin_url, .. } => Some(signin_url.clone()),
+                _ => None,
+            },
         }
     }
 }
@@ -136,10 +159,18 @@ impl IntoResponse for ApiError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if matches!(self, Self::Unauthorized(_)) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"officebridge\""));
+        let challenge = match &self {
+            Self::Unauthorized(_) => Some("Bearer realm=\"officebridge\"".to_string()),
+            // The format Microsoft's resources use (claims-challenge.md): the claims base64-encoded.
+            Self::ClaimsChallenge { claims, .. } => {
+                use base64::Engine;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(claims);
+                Some(format!("Bearer realm=\"officebridge\", error=\"insufficient_claims\", claims=\"{encoded}\""))
+            }
+            _ => None,
+        };
+        if let Some(v) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
         response
     }

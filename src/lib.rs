@@ -15,8 +15,12 @@ pub mod emulator;
 pub mod error;
 /// Grid model, readers, XLSX writer and importer.
 pub mod export;
+/// The Microsoft Graph client (retries, throttling, paging) and OneDrive uploads.
+pub mod graph;
 /// One file per HTTP resource, and the shared extractors.
 pub mod http;
+/// OAuth flows, the token store, and single sign-on token validation.
+pub mod identity;
 /// Storage over SQLite or PostgreSQL, and encryption of secrets at rest.
 pub mod store;
 /// Logs and metrics.

@@ -60,3 +60,12 @@ impl Validator {
         if self.errors.is_empty() { Ok(build()) } else { Err(self.errors) }
     }
 }
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}

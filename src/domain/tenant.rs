@@ -41,6 +41,11 @@ impl DirectoryId {
         Self(value)
     }
 
+    /// A directory id (GUID) rather than a verified domain.
+    pub fn is_guid(&self) -> bool {
+        uuid::Uuid::parse_str(&self.0).is_ok()
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -5,6 +5,7 @@
 //! shape), `docs/identity-platform/reference-error-codes.md` (the AADSTS codes).
 
 use super::seed::{SeedApp, SeedTenant};
+use crate::domain::escape_html as escape;
 use super::{AuthCode, Emulator, PendingSignin, RefreshGrant, opaque};
 use axum::Form;
 use axum::Json;
@@ -179,12 +180,6 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     r
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
 
 /// Sends the user back to the app with an error, as the identity platform does once the
 /// redirect URI is known to be registered.

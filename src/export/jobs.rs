@@ -23,13 +23,25 @@ pub enum JobState {
         report: Report,
         file: PathBuf,
         size: u64,
+        /// What the delivery answered, when there was one.
+        delivered: Option<serde_json::Value>,
     },
-    /// `grid` is set when the grid was at fault (a 422), unset for our own failures.
+    /// `grid` is set when the grid was at fault (a 422), unset for our own failures;
+    /// `delivery` holds the problem document of a failed delivery (e.g. to OneDrive).
     Failed {
         grid: Option<GridError>,
         message: String,
+        delivery: Option<serde_json::Value>,
     },
 }
+
+/// What happens to a finished workbook besides being kept for download (the OneDrive upload):
+/// given the file, its size and the export's report, it answers the JSON to show in the job's status, or the
+/// problem document saying why it failed. The export engine knows nothing of where it goes.
+pub type Deliver = Box<
+    dyn FnOnce(std::fs::File, u64, Report) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<serde_json::Value, serde_json::Value>> + Send>>
+        + Send,
+>;
 
 #[derive(Debug)]
 pub struct Job {
@@ -132,7 +144,14 @@ impl ExportJobs {
     }
 
     /// Starts a background export of the spooled body in `input` (deleted when done).
-    pub fn submit(self: &Arc<Self>, owner: &str, format: InputFormat, input: tempfile::TempPath, opts: ExportOptions) -> Arc<Job> {
+    pub fn submit(
+        self: &Arc<Self>,
+        owner: &str,
+        format: InputFormat,
+        input: tempfile::TempPath,
+        opts: ExportOptions,
+        deliver: Option<Deliver>,
+    ) -> Arc<Job> {
         let job = Arc::new(Job {
             id: Uuid::new_v4(),
             owner: owner.to_string(),
@@ -158,10 +177,33 @@ impl ExportJobs {
             })
             .await;
             let state = match outcome {
-                Ok(Ok((report, size))) => JobState::Done {
-                    report,
-                    file: target,
-                    size,
+                Ok(Ok((report, size))) => match deliver {
+                    None => JobState::Done {
+                        report,
+                        file: target,
+                        size,
+                        delivered: None,
+                    },
+                    Some(deliver) => match std::fs::File::open(&target) {
+                        Ok(file) => match deliver(file, size, report.clone()).await {
+                            Ok(v) => JobState::Done {
+                                report,
+                                file: target,
+                                size,
+                                delivered: Some(v),
+                            },
+                            Err(problem) => JobState::Failed {
+                                grid: None,
+                                message: problem["detail"].as_str().unwrap_or("the delivery failed").to_string(),
+                                delivery: Some(problem),
+                            },
+                        },
+                        Err(e) => JobState::Failed {
+                            grid: None,
+                            message: format!("the finished export could not be reopened: {e}"),
+                            delivery: None,
+                        },
+                    },
                 },
                 Ok(Err(e)) => {
                     let _ = std::fs::remove_file(&target);
@@ -169,12 +211,14 @@ impl ExportJobs {
                         ExportError::Grid(g) => JobState::Failed {
                             message: g.to_string(),
                             grid: Some(g),
+                            delivery: None,
                         },
                         other => {
                             tracing::error!(job = %running.id, error = %other, "export job failed");
                             JobState::Failed {
                                 grid: None,
                                 message: "the export failed; it has been logged".into(),
+                                delivery: None,
                             }
                         }
                     }
@@ -184,6 +228,7 @@ impl ExportJobs {
                     JobState::Failed {
                         grid: None,
                         message: "the export failed; it has been logged".into(),
+                        delivery: None,
                     }
                 }
             };

@@ -3,7 +3,11 @@
 
 use super::Client;
 use crate::app::AppState;
+use super::auth::{graph_failure, token_failure};
+use crate::domain::OperatorCode;
 use crate::error::{ApiError, Problem};
+use crate::graph::Principal;
+use crate::graph::drive::{self, DriveFile, UploadSettings};
 use crate::export::jobs::{ExportJobs, Job, JobState};
 use crate::export::read::{ExportOptions, InputFormat};
 use crate::export::writer::{ExportError, Report};
@@ -53,8 +57,17 @@ pub struct JobStatus {
     /// Where the workbook is, once done.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// With `destination=onedrive`, once uploaded: `{id, name, size, webUrl}`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<Problem>,
+    #[schema(value_type = Option<DriveFile>)]
+    pub onedrive: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Problem>)]
+    pub error: Option<serde_json::Value>,
+}
+
+fn problem_json(e: ApiError) -> serde_json::Value {
+    serde_json::to_value(e.to_problem()).expect("a problem serializes")
 }
 
 fn status_of(jobs: &ExportJobs, job: &Job) -> JobStatus {
@@ -63,13 +76,18 @@ fn status_of(jobs: &ExportJobs, job: &Job) -> JobStatus {
         JobState::Queued => ("queued", None, None, None),
         JobState::Running => ("running", None, None, None),
         JobState::Done { report, .. } => ("done", Some(report), Some(format!("/api/v1/exports/{}/content", job.id)), None),
-        JobState::Failed { grid, message } => {
-            let err = match grid {
-                Some(g) => ApiError::validation(g.field, g.message),
-                None => ApiError::Unavailable(message),
+        JobState::Failed { grid, message, delivery } => {
+            let problem = match (grid, delivery) {
+                (_, Some(d)) => d,
+                (Some(g), None) => problem_json(ApiError::validation(g.field, g.message)),
+                (None, None) => problem_json(ApiError::Unavailable(message)),
             };
-            ("failed", None, None, Some(err.to_problem()))
+            ("failed", None, None, Some(problem))
         }
+    };
+    let onedrive = match job.state() {
+        JobState::Done { delivered, .. } => delivered,
+        _ => None,
     };
     JobStatus {
         id: job.id,
@@ -79,13 +97,14 @@ fn status_of(jobs: &ExportJobs, job: &Job) -> JobStatus {
         expires_at: jobs.expires_at(job),
         report,
         content,
+        onedrive,
         error,
     }
 }
 
-/// A `Content-Disposition` whose file name cannot break the header or a file system:
-/// an ASCII fallback plus the UTF-8 name (RFC 6266, RFC 8187).
-pub fn content_disposition(title: &str) -> String {
+/// A file name stem from a title that is valid in a header, on a file system and in OneDrive
+/// (which refuses `" * : < > ? / \ |`): at most 120 characters, `export` when nothing is left.
+pub fn file_stem(title: &str) -> String {
     let base: String = title
         .chars()
         .filter(|c| !c.is_control() && !"/\\:*?\"<>|".contains(*c))
@@ -94,7 +113,13 @@ pub fn content_disposition(title: &str) -> String {
         .chars()
         .take(120)
         .collect();
-    let base = if base.is_empty() { "export".to_string() } else { base };
+    if base.is_empty() { "export".to_string() } else { base }
+}
+
+/// A `Content-Disposition` whose file name cannot break the header or a file system:
+/// an ASCII fallback plus the UTF-8 name (RFC 6266, RFC 8187).
+pub fn content_disposition(title: &str) -> String {
+    let base = file_stem(title);
     let ascii: String = base
         .chars()
         .map(|c| {
@@ -166,12 +191,13 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    match q.destination.as_deref() {
-        None | Some("download") => {}
+    let operator = match q.destination.as_deref() {
+        None | Some("download") => None,
         Some("onedrive") => {
-            return Err(ApiError::NotImplemented(
-                "destination=onedrive needs operator sign-in, which this installation does not have yet".into(),
-            ));
+            let op = operator_header(&headers)?;
+            // Before any work: an operator who must sign in hears so now, not after the export.
+            state.tokens.operator_token(&op).await.map_err(|e| token_failure(&state, e))?;
+            Some(op)
         }
         Some(other) => {
             return Err(ApiError::validation(
@@ -179,7 +205,7 @@ pub async fn create(
                 format!("'{other}' is not download or onedrive"),
             ));
         }
-    }
+    };
     let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let Some(format) = InputFormat::from_media_type(media) else {
         return Err(ApiError::UnsupportedMediaType(
@@ -227,7 +253,18 @@ pub async fn create(
             });
         }
         file.flush().await.map_err(anyhow::Error::from)?;
-        let job = state.exports.submit(&caller.0.id, format, spool, opts);
+        let deliver = operator.map(|op| -> crate::export::jobs::Deliver {
+            let state = state.clone();
+            Box::new(move |file: std::fs::File, size: u64, report: Report| {
+                Box::pin(async move {
+                    match to_onedrive(&state, &op, file, size, &report).await {
+                        Ok(item) => Ok(serde_json::to_value(item).expect("a driveItem serializes")),
+                        Err(e) => Err(problem_json(e)),
+                    }
+                })
+            })
+        });
+        let job = state.exports.submit(&caller.0.id, format, spool, opts, deliver);
         let location = format!("/api/v1/exports/{}", job.id);
         return Ok((
             StatusCode::ACCEPTED,
@@ -242,6 +279,10 @@ pub async fn create(
         .run(format, reader, opts)
         .await
         .map_err(|e| export_failure(e, &exceeded, limit))?;
+    if let Some(op) = operator {
+        let item = to_onedrive(&state, &op, finished.file, finished.size, &finished.report).await?;
+        return Ok((StatusCode::CREATED, Json(item)).into_response());
+    }
     Ok(workbook_response(
         &finished.report,
         tokio::fs::File::from_std(finished.file),
@@ -249,12 +290,44 @@ pub async fn create(
     ))
 }
 
-fn workbook_response(report: &Report, file: tokio::fs::File, size: u64) -> Response {
-    let name = report
+/// The workbook's name: its title, else its first sheet's.
+fn workbook_name(report: &Report) -> String {
+    report
         .title
         .clone()
         .or_else(|| report.sheets.first().cloned())
-        .unwrap_or_else(|| "export".into());
+        .unwrap_or_else(|| "export".into())
+}
+
+/// The operator a OneDrive export is for (`X-Operator`).
+fn operator_header(headers: &HeaderMap) -> Result<OperatorCode, ApiError> {
+    let raw = headers
+        .get("x-operator")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::validation("X-Operator", "is required with destination=onedrive"))?;
+    OperatorCode::parse(raw).map_err(|m| ApiError::validation("X-Operator", m))
+}
+
+/// Uploads a finished workbook to the operator's OneDrive folder.
+async fn to_onedrive(state: &AppState, op: &OperatorCode, file: std::fs::File, size: u64, report: &Report) -> Result<DriveFile, ApiError> {
+    let (_, access) = state.tokens.operator_access(op).await.map_err(|e| token_failure(state, e))?;
+    let cfg = &state.settings.onedrive;
+    let folder = cfg.folder_for(access.tenant.code.as_str(), op.as_str());
+    let name = format!("{}.xlsx", file_stem(&workbook_name(report)));
+    let settings = UploadSettings {
+        simple_limit: cfg.simple_upload_limit,
+        fragment: cfg.fragment_size,
+    };
+    let who = Principal::Operator(op.clone());
+    let item = drive::upload(&state.graph, &who, file, size, folder, &name, &settings)
+        .await
+        .map_err(|e| graph_failure(state, e))?;
+    tracing::info!(operator = %op, item = %item.id, size = item.size, "export uploaded to OneDrive");
+    Ok(item)
+}
+
+fn workbook_response(report: &Report, file: tokio::fs::File, size: u64) -> Response {
+    let name = workbook_name(report);
     let mut response = Body::from_stream(ReaderStream::with_capacity(file, 1 << 16)).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(XLSX));
@@ -290,7 +363,7 @@ pub async fn status(State(state): State<AppState>, Client(caller): Client, Path(
 pub async fn content(State(state): State<AppState>, Client(caller): Client, Path(id): Path<String>) -> Result<Response, ApiError> {
     let job = find(&state, &caller, &id)?;
     match job.state() {
-        JobState::Done { report, file, size } => {
+        JobState::Done { report, file, size, .. } => {
             let file = tokio::fs::File::open(&file)
                 .await
                 .map_err(|_| ApiError::NotFound(format!("export '{id}' has expired")))?;

@@ -3,6 +3,7 @@
 
 pub mod apikeys;
 pub mod audit;
+pub mod auth;
 pub mod exports;
 pub mod health;
 pub mod imports;

@@ -17,6 +17,16 @@ impl Modify for ApiKeyAuth {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "sso",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("The Office add-in's single sign-on token for officebridge's API (scope access_as_user)"))
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -32,8 +42,9 @@ impl Modify for ApiKeyAuth {
         super::audit::list,
         super::exports::create, super::exports::status, super::exports::content, super::exports::events,
         super::imports::create,
+        super::auth::signin, super::auth::callback, super::auth::device, super::auth::me,
     ),
-    components(schemas(crate::error::Problem, crate::domain::FieldError))
+    components(schemas(crate::error::Problem, crate::domain::FieldError, crate::graph::drive::DriveFile))
 )]
 pub struct ApiDoc;
 

@@ -215,6 +215,14 @@ fn tenant_secret_aad(code: &TenantCode) -> String {
     format!("tenant/{code}/client_secret")
 }
 
+fn signin_verifier_aad(state: &str) -> String {
+    format!("signin/{}/verifier", state_hash(state))
+}
+
+fn state_hash(state: &str) -> String {
+    hex::encode(Sha256::digest(state.as_bytes()))
+}
+
 fn operator_token_aad(code: &str) -> String {
     format!("operator/{code}/refresh_token")
 }
@@ -571,6 +579,82 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// The operator's refresh token, decrypted, when one is stored.
+    pub async fn operator_refresh_token(&self, code: &str) -> Result<Option<Secret>> {
+        let sealed: Option<Option<String>> = on_pool!(self, |p| sqlx::query_scalar("SELECT refresh_token FROM operators WHERE code = $1")
+            .bind(code)
+            .fetch_optional(p)
+            .await)?;
+        match sealed.flatten() {
+            None => Ok(None),
+            Some(s) => Ok(Some(self.keyring.open(&s, &operator_token_aad(code))?)),
+        }
+    }
+
+    /// The identity platform refused the operator's grant: it is forgotten, and the operator
+    /// must sign in again.
+    pub async fn require_signin(&self, code: &str) -> Result<()> {
+        on_pool!(self, |p| sqlx::query(
+            "UPDATE operators SET refresh_token = NULL, signin = 'signin_required', updated_at = $2 WHERE code = $1"
+        )
+        .bind(code)
+        .bind(Utc::now())
+        .execute(p)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Keeps an authorization request's state for its callback (and drops expired ones).
+    pub async fn put_pending_signin(&self, state: &str, pending: &PendingSignin) -> Result<()> {
+        let now = Utc::now();
+        let verifier = self.keyring.seal(&pending.verifier, &signin_verifier_aad(state));
+        in_tx!(self, |tx| {
+            sqlx::query("DELETE FROM signin_states WHERE expires_at < $1")
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO signin_states (state_hash, operator_code, verifier, nonce, redirect_uri, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(state_hash(state))
+            .bind(pending.operator.as_str())
+            .bind(&verifier)
+            .bind(&pending.nonce)
+            .bind(&pending.redirect_uri)
+            .bind(now)
+            .bind(pending.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Takes (and so spends) a sign-in state: `None` when it is unknown, already used or expired.
+    pub async fn take_pending_signin(&self, state: &str) -> Result<Option<PendingSignin>> {
+        type Row = (String, String, String, String, DateTime<Utc>);
+        let row: Option<Row> = on_pool!(self, |p| sqlx::query_as(
+            "DELETE FROM signin_states WHERE state_hash = $1 RETURNING operator_code, verifier, nonce, redirect_uri, expires_at"
+        )
+        .bind(state_hash(state))
+        .fetch_optional(p)
+        .await)?;
+        let Some((operator, verifier, nonce, redirect_uri, expires_at)) = row else {
+            return Ok(None);
+        };
+        if expires_at <= Utc::now() {
+            return Ok(None);
+        }
+        Ok(Some(PendingSignin {
+            operator: OperatorCode::parse(&operator).map_err(|e| StoreError::Other(anyhow::anyhow!("stored operator code: {e}")))?,
+            verifier: self.keyring.open(&verifier, &signin_verifier_aad(state))?,
+            nonce,
+            redirect_uri,
+            expires_at,
+        }))
     }
 
     // ----- companies -----------------------------------------------------------------------

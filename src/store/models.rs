@@ -134,3 +134,13 @@ pub struct AuditEntry {
     pub target: String,
     pub detail: serde_json::Value,
 }
+
+/// An operator sign-in waiting for its callback (kept 10 minutes, used once).
+#[derive(Debug, Clone)]
+pub struct PendingSignin {
+    pub operator: OperatorCode,
+    pub verifier: crate::domain::Secret,
+    pub nonce: String,
+    pub redirect_uri: String,
+    pub expires_at: DateTime<Utc>,
+}

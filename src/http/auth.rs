@@ -1,0 +1,409 @@
+//! Operator sign-in: `GET /auth/signin` (authorization code + PKCE), `GET /auth/callback`, and
+//! the device-code flow for desktop clients (`POST /api/v1/operators/{code}/signin/device`).
+//! entra-docs `docs/identity-platform/v2-oauth2-auth-code-flow.md`, `v2-oauth2-device-code.md`.
+
+use super::Caller;
+use crate::app::AppState;
+use crate::domain::{OperatorCode, escape_html};
+use crate::error::ApiError;
+use crate::graph::GraphError;
+use crate::identity::oauth::{self, OAuthError, TokenSet};
+use crate::identity::tokens::{DELEGATED_SCOPES, TenantAccess, TokenError};
+use crate::store::models::{Operator, PendingSignin};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+/// How long a sign-in may take between the redirect and the callback.
+const STATE_LIFETIME_MINUTES: i64 = 10;
+
+/// Where an operator signs in.
+pub fn signin_url(state: &AppState, operator: &str) -> String {
+    let mut url = state.settings.public_url.join("/auth/signin").expect("a path joins");
+    url.query_pairs_mut().append_pair("operator", operator);
+    url.to_string()
+}
+
+fn callback_url(state: &AppState) -> String {
+    state.settings.public_url.join("/auth/callback").expect("a path joins").to_string()
+}
+
+/// Maps a failure of the Graph/identity parts to the answer a client understands: a missing
+/// sign-in is a 401 with its link (never a 500), throttling that outlasted our retries a 503.
+pub fn graph_failure(state: &AppState, e: GraphError) -> ApiError {
+    match e {
+        GraphError::Token(t) => token_failure(state, t),
+        GraphError::Api {
+            status,
+            code,
+            message,
+            request_id,
+            ..
+        } => {
+            let ours = match status {
+                429 | 503 | 504 => StatusCode::SERVICE_UNAVAILABLE,
+                403 => StatusCode::FORBIDDEN,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            let id = request_id.map(|r| format!(" (request-id {r})")).unwrap_or_default();
+            ApiError::Upstream {
+                status: ours,
+                message: format!("Microsoft Graph answered {status} {code}: {message}{id}"),
+            }
+        }
+        GraphError::Transport(m) => ApiError::Upstream {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!("Microsoft Graph could not be reached: {m}"),
+        },
+        GraphError::Local(m) => ApiError::Internal(anyhow::anyhow!(m)),
+    }
+}
+
+pub fn token_failure(state: &AppState, e: TokenError) -> ApiError {
+    match e {
+        TokenError::SigninRequired(op) => ApiError::SigninRequired {
+            signin_url: signin_url(state, op.as_str()),
+            operator: op.to_string(),
+        },
+        TokenError::NotConfigured { field, message } => ApiError::validation(field, message),
+        TokenError::Store(s) => s.into(),
+        TokenError::OAuth(o) => oauth_failure(o),
+    }
+}
+
+fn oauth_failure(e: OAuthError) -> ApiError {
+    if let Some(claims) = e.claims() {
+        return ApiError::ClaimsChallenge {
+            claims: claims.to_string(),
+            message: e.to_string(),
+        };
+    }
+    ApiError::Upstream {
+        status: StatusCode::BAD_GATEWAY,
+        message: e.to_string(),
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct SigninQuery {
+    /// The operator (ERP user) code.
+    pub operator: Option<String>,
+}
+
+/// The operator, when they may sign in at all, and their tenant.
+async fn signin_target(state: &AppState, raw: Option<&str>) -> Result<(Operator, TenantAccess), ApiError> {
+    let raw = raw.ok_or_else(|| ApiError::validation("operator", "is required"))?;
+    let code = OperatorCode::parse(raw).map_err(|m| ApiError::validation("operator", m))?;
+    state.tokens.operator_access(&code).await.map_err(|e| token_failure(state, e))
+}
+
+#[utoipa::path(get, path = "/auth/signin", tag = "auth", params(SigninQuery),
+    responses((status = 302, description = "To the tenant's sign-in page"), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn signin(State(state): State<AppState>, Query(q): Query<SigninQuery>) -> Result<Response, ApiError> {
+    let (operator, access) = signin_target(&state, q.operator.as_deref()).await?;
+    let pkce = oauth::pkce();
+    let csrf = oauth::random_token();
+    let nonce = oauth::random_token();
+    let redirect_uri = callback_url(&state);
+    state
+        .store
+        .put_pending_signin(
+            &csrf,
+            &PendingSignin {
+                operator: operator.code.clone(),
+                verifier: pkce.verifier,
+                nonce: nonce.clone(),
+                redirect_uri: redirect_uri.clone(),
+                expires_at: chrono::Utc::now() + chrono::Duration::minutes(STATE_LIFETIME_MINUTES),
+            },
+        )
+        .await?;
+    let mut url = url::Url::parse(&access.endpoints.authorize).map_err(anyhow::Error::from)?;
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("client_id", &access.app.client_id)
+            .append_pair("response_type", "code")
+            .append_pair("redirect_uri", &redirect_uri)
+            .append_pair("response_mode", "query")
+            .append_pair("scope", DELEGATED_SCOPES)
+            .append_pair("state", &csrf)
+            .append_pair("nonce", &nonce)
+            .append_pair("code_challenge", &pkce.challenge)
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("prompt", "select_account");
+        if let Some(email) = &operator.email {
+            q.append_pair("login_hint", email.as_str());
+        }
+    }
+    Ok((StatusCode::FOUND, [(header::LOCATION, url.to_string()), (header::CACHE_CONTROL, "no-store".into())]).into_response())
+}
+
+fn page(status: StatusCode, title: &str, message: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t} — officebridge</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto}}</style></head>\
+         <body><h1>{t}</h1><p>{m}</p></body></html>",
+        t = escape_html(title),
+        m = escape_html(message)
+    );
+    (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct CallbackQuery {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+#[utoipa::path(get, path = "/auth/callback", tag = "auth", params(CallbackQuery),
+    responses((status = 200, description = "Signed in (an HTML page)"), (status = 400, description = "Unknown, used or expired state, or the sign-in failed (an HTML page)")))]
+pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQuery>) -> Response {
+    let failed = |status, message: &str| page(status, "Sign-in failed", message);
+    let Some(csrf) = q.state.as_deref().filter(|s| !s.is_empty()) else {
+        return failed(StatusCode::BAD_REQUEST, "The sign-in answer has no state. Start the sign-in again.");
+    };
+    // Taking the state spends it: a second callback with it finds nothing.
+    let pending = match state.store.take_pending_signin(csrf).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return failed(
+                StatusCode::BAD_REQUEST,
+                "This sign-in link is unknown, was already used or has expired. Start the sign-in again.",
+            );
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    if let Some(error) = &q.error {
+        let why = q.error_description.as_deref().unwrap_or("");
+        return failed(StatusCode::BAD_REQUEST, &format!("Microsoft answered {error}: {why}"));
+    }
+    let Some(code) = q.code.as_deref() else {
+        return failed(StatusCode::BAD_REQUEST, "The sign-in answer has no code. Start the sign-in again.");
+    };
+    let access = match state.tokens.operator_access(&pending.operator).await {
+        Ok((_, access)) => access,
+        Err(e) => return token_failure(&state, e).into_response(),
+    };
+    let set = match oauth::redeem_code(
+        state.tokens.http(),
+        &access.endpoints,
+        &access.app,
+        code,
+        &pending.verifier,
+        &pending.redirect_uri,
+        DELEGATED_SCOPES,
+    )
+    .await
+    {
+        Ok(set) => set,
+        Err(e) => {
+            tracing::warn!(operator = %pending.operator, error = %e, "code redemption failed");
+            return failed(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+    };
+    match link(&state, &pending.operator, &set, Some(&pending.nonce)).await {
+        Ok(who) => page(
+            StatusCode::OK,
+            "Signed in",
+            &format!("Operator {} is now linked to {who}. You can close this window.", pending.operator),
+        ),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Checks the ID token against the sign-in and the operator, then stores the grant. The ID
+/// token came straight from the token endpoint, so its claims are read, not re-verified
+/// (OpenID Connect Core §3.1.3.7). Returns who signed in.
+async fn link(state: &AppState, code: &OperatorCode, set: &TokenSet, nonce: Option<&str>) -> Result<String, ApiError> {
+    let claims = set
+        .id_token
+        .as_ref()
+        .and_then(|t| oauth::unverified_claims(t.expose()))
+        .ok_or_else(|| ApiError::Upstream {
+            status: StatusCode::BAD_GATEWAY,
+            message: "the identity platform issued no ID token (is the openid scope granted?)".into(),
+        })?;
+    if let Some(nonce) = nonce
+        && claims["nonce"].as_str() != Some(nonce)
+    {
+        return Err(ApiError::Forbidden("the ID token's nonce does not match this sign-in".into()));
+    }
+    let (operator, access) = state.tokens.operator_access(code).await.map_err(|e| token_failure(state, e))?;
+    let tid = claims["tid"].as_str().unwrap_or("");
+    if access.tenant.tenant_id.is_guid() && !tid.eq_ignore_ascii_case(access.tenant.tenant_id.as_str()) {
+        return Err(ApiError::Forbidden(format!(
+            "the account belongs to another directory than tenant {}",
+            access.tenant.code
+        )));
+    }
+    let who = claims["preferred_username"]
+        .as_str()
+        .or_else(|| claims["email"].as_str())
+        .unwrap_or("")
+        .to_string();
+    // An operator with an address can only be linked to that account: a sign-in link that
+    // leaks cannot redirect someone's exports into another OneDrive.
+    if let Some(email) = &operator.email
+        && !who.eq_ignore_ascii_case(email.as_str())
+    {
+        return Err(ApiError::Forbidden(format!(
+            "operator {code} is {email}, but the sign-in was as {}",
+            if who.is_empty() { "an unknown account" } else { &who }
+        )));
+    }
+    state.tokens.signed_in(code, set).await.map_err(|e| token_failure(state, e))?;
+    tracing::info!(operator = %code, "operator signed in to Microsoft 365");
+    Ok(who)
+}
+
+/// What a desktop client shows the operator.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeviceSignin {
+    pub user_code: String,
+    pub verification_uri: String,
+    pub expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/operators/{code}/signin/device", tag = "auth", security(("api_key" = [])),
+    responses((status = 200, body = DeviceSignin), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn device(State(state): State<AppState>, _caller: Caller, Path(code): Path<String>) -> Result<Json<DeviceSignin>, ApiError> {
+    let (operator, access) = signin_target(&state, Some(&code)).await?;
+    let grant = oauth::start_device_code(state.tokens.http(), &access.endpoints, &access.app, DELEGATED_SCOPES)
+        .await
+        .map_err(oauth_failure)?;
+    let answer = DeviceSignin {
+        user_code: grant.user_code.clone(),
+        verification_uri: grant.verification_uri.clone(),
+        expires_in: grant.expires_in,
+        message: grant.message.clone(),
+    };
+    // The server polls; the operator's state (GET /api/v1/operators/{code}) shows the result.
+    let op = operator.code.clone();
+    tokio::spawn(async move {
+        match oauth::poll_device_code(state.tokens.http(), &access.endpoints, &access.app, &grant).await {
+            Ok(set) => {
+                if let Err(e) = link(&state, &op, &set, None).await {
+                    tracing::warn!(operator = %op, error = %e, "device sign-in refused");
+                }
+            }
+            Err(e) => tracing::warn!(operator = %op, error = %e, "device sign-in did not complete"),
+        }
+    });
+    Ok(Json(answer))
+}
+
+/// Who the add-in acts for (`GET /api/v1/me`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Me {
+    #[schema(value_type = String)]
+    pub operator: OperatorCode,
+    pub tenant: String,
+    /// The Microsoft 365 user, as Graph's `/me` describes them.
+    #[serde(rename = "displayName")]
+    pub display_name: Option<String>,
+    pub mail: Option<String>,
+}
+
+/// The add-in's single sign-on token, validated (SPEC §3.5), with the operator it belongs to
+/// and that operator's tenant. A token of one tenant never reaches another tenant's operator.
+async fn sso_caller(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(String, Operator, TenantAccess), ApiError> {
+    use crate::identity::sso::{Expected, peek_tid};
+    let unauthorized = |m: String| ApiError::Unauthorized(m);
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("the add-in's single sign-on token is required: Authorization: Bearer <token>".into()))?
+        .trim()
+        .to_string();
+    let tid = peek_tid(&token).ok_or_else(|| unauthorized("the token is not a Microsoft identity platform token".into()))?;
+    let tenants = state.store.list_tenants().await?;
+    let tenant = tenants
+        .into_iter()
+        .find(|t| t.tenant_id.as_str().eq_ignore_ascii_case(&tid))
+        .ok_or_else(|| unauthorized(format!("directory {tid} is not a configured tenant")))?;
+    let access = state
+        .tokens
+        .tenant_access(&tenant.code)
+        .await
+        .map_err(|e| token_failure(state, e))?;
+    let authority = tenant.authority.as_str().trim_end_matches('/');
+    let client_id = tenant.client_id.as_str();
+    let host = state.settings.public_url.host_str().unwrap_or("localhost");
+    let expected = Expected {
+        jwks_url: crate::identity::oauth::Endpoints::microsoft(authority, &tid).jwks,
+        issuer: format!("{authority}/{tid}/v2.0"),
+        audiences: vec![client_id.to_string(), format!("api://{host}/{client_id}")],
+        scope: Some("access_as_user".into()),
+    };
+    let claims = state
+        .sso
+        .validate(&token, &expected)
+        .await
+        .map_err(|e| unauthorized(e.to_string()))?;
+    let user = claims.preferred_username.clone().unwrap_or_default();
+    let operator = match headers.get("x-operator").and_then(|v| v.to_str().ok()) {
+        Some(raw) => {
+            let code = OperatorCode::parse(raw).map_err(|m| ApiError::validation("X-Operator", m))?;
+            let op = state.store.get_operator(&code).await?;
+            if op.tenant.as_ref() != Some(&tenant.code) {
+                return Err(ApiError::Forbidden(format!(
+                    "operator {code} does not belong to tenant {}, which issued this token",
+                    tenant.code
+                )));
+            }
+            op
+        }
+        None => state
+            .store
+            .list_operators()
+            .await?
+            .into_iter()
+            .find(|o| o.tenant.as_ref() == Some(&tenant.code) && o.email.as_ref().is_some_and(|e| e.as_str().eq_ignore_ascii_case(&user)))
+            .ok_or_else(|| ApiError::Forbidden(format!("no operator of tenant {} is {user}", tenant.code)))?,
+    };
+    if let Some(email) = &operator.email
+        && !email.as_str().eq_ignore_ascii_case(&user)
+    {
+        return Err(ApiError::Forbidden(format!("operator {} is not {user}", operator.code)));
+    }
+    Ok((token, operator, access))
+}
+
+#[utoipa::path(get, path = "/api/v1/me", tag = "auth", security(("sso" = [])),
+    responses((status = 200, body = Me), (status = 401, body = crate::error::Problem, description = "Invalid token, or a claims challenge"), (status = 403, body = crate::error::Problem)))]
+pub async fn me(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Result<Json<Me>, ApiError> {
+    let (token, operator, access) = sso_caller(&state, &headers).await?;
+    // The add-in's token is for us; Graph needs its own, obtained on the user's behalf.
+    let graph_token = oauth::on_behalf_of(state.tokens.http(), &access.endpoints, &access.app, &token, "User.Read")
+        .await
+        .map_err(oauth_failure)?;
+    let url = format!("{}/v1.0/me", access.tenant.graph_endpoint.as_str().trim_end_matches('/'));
+    let resp = state
+        .tokens
+        .http()
+        .get(&url)
+        .bearer_auth(graph_token.access_token.expose())
+        .send()
+        .await
+        .map_err(|e| graph_failure(&state, GraphError::Transport(e.without_url().to_string())))?;
+    if !resp.status().is_success() {
+        return Err(graph_failure(&state, crate::graph::api_error(resp).await));
+    }
+    let user: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| graph_failure(&state, GraphError::Local(e.to_string())))?;
+    Ok(Json(Me {
+        operator: operator.code,
+        tenant: access.tenant.code.to_string(),
+        display_name: user["displayName"].as_str().map(String::from),
+        mail: user["mail"].as_str().map(String::from),
+    }))
+}

@@ -1,0 +1,207 @@
+//! The token store: Graph access tokens cached in memory per operator (delegated) and per
+//! tenant (application), refreshed 5 minutes before they expire, one refresh at a time per
+//! key — concurrent callers wait for the refresh in flight instead of starting their own,
+//! because every refresh spends the stored refresh token and returns a new one.
+
+use super::oauth::{self, ClientApp, Endpoints, OAuthError};
+use crate::domain::{OperatorCode, Secret, TenantCode};
+use crate::store::models::{Operator, SigninState, Tenant};
+use crate::store::{Store, StoreError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What officebridge asks for when an operator signs in (SPEC §2, delegated permissions).
+/// Graph scopes are named without a resource: the v2 endpoint reads them as Graph's.
+pub const DELEGATED_SCOPES: &str =
+    "offline_access openid profile User.Read Files.ReadWrite Contacts.Read People.Read User.ReadBasic.All Mail.Send Mail.ReadWrite";
+
+/// Application permissions: `.default` of Graph, named by its application id so the same
+/// scope holds in every national cloud (v2-oauth2-client-creds-grant-flow.md).
+pub const APP_SCOPE: &str = "00000003-0000-0000-c000-000000000000/.default";
+
+/// How long before expiry a cached token is replaced.
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("operator '{0}' must sign in to Microsoft 365")]
+    SigninRequired(OperatorCode),
+    /// The operator or tenant cannot use Microsoft 365 as configured.
+    #[error("{message}")]
+    NotConfigured { field: &'static str, message: String },
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Cached {
+    token: Secret,
+    expires: Instant,
+}
+
+impl Cached {
+    fn of(set: &oauth::TokenSet) -> Self {
+        Self {
+            token: set.access_token.clone(),
+            expires: Instant::now() + Duration::from_secs(set.expires_in.unwrap_or(3600)),
+        }
+    }
+
+    /// Still good for at least the refresh margin.
+    fn fresh(cached: &Option<Cached>) -> Option<Secret> {
+        cached
+            .as_ref()
+            .filter(|c| c.expires > Instant::now() + REFRESH_MARGIN)
+            .map(|c| c.token.clone())
+    }
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
+
+/// A tenant as the identity code needs it.
+#[derive(Debug, Clone)]
+pub struct TenantAccess {
+    pub tenant: Tenant,
+    pub app: ClientApp,
+    pub endpoints: Endpoints,
+}
+
+pub struct Tokens {
+    http: reqwest::Client,
+    store: Store,
+    delegated: Mutex<HashMap<String, Slot>>,
+    application: Mutex<HashMap<String, Slot>>,
+}
+
+impl Tokens {
+    pub fn new(http: reqwest::Client, store: Store) -> Self {
+        Self {
+            http,
+            store,
+            delegated: Mutex::default(),
+            application: Mutex::default(),
+        }
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn slot(map: &Mutex<HashMap<String, Slot>>, key: &str) -> Slot {
+        map.lock().expect("token map lock").entry(key.to_string()).or_default().clone()
+    }
+
+    /// The tenant record with its decrypted client secret and identity endpoints.
+    pub async fn tenant_access(&self, code: &TenantCode) -> Result<TenantAccess, TokenError> {
+        let tenant = self.store.get_tenant(code).await?;
+        let secret = self.store.tenant_client_secret(code).await?;
+        let endpoints = Endpoints::microsoft(tenant.authority.as_str(), tenant.tenant_id.as_str());
+        Ok(TenantAccess {
+            app: ClientApp {
+                client_id: tenant.client_id.as_str().to_string(),
+                secret,
+            },
+            endpoints,
+            tenant,
+        })
+    }
+
+    /// The operator and their tenant, when the operator may use Microsoft 365 at all.
+    pub async fn operator_access(&self, code: &OperatorCode) -> Result<(Operator, TenantAccess), TokenError> {
+        let operator = self.store.get_operator(code).await?;
+        if !operator.enabled {
+            return Err(TokenError::NotConfigured {
+                field: "X-Operator",
+                message: format!("operator '{code}' does not have Microsoft 365 integration enabled"),
+            });
+        }
+        let Some(tenant) = operator.tenant.clone() else {
+            return Err(TokenError::NotConfigured {
+                field: "X-Operator",
+                message: format!("operator '{code}' has no tenant"),
+            });
+        };
+        let access = self.tenant_access(&tenant).await?;
+        Ok((operator, access))
+    }
+
+    /// A Graph token for the operator, from the cache or by spending their refresh token.
+    pub async fn operator_token(&self, code: &OperatorCode) -> Result<Secret, TokenError> {
+        let slot = Self::slot(&self.delegated, code.as_str());
+        let mut cached = slot.lock().await;
+        if let Some(token) = Cached::fresh(&cached) {
+            return Ok(token);
+        }
+        let (operator, access) = self.operator_access(code).await?;
+        if operator.signin != SigninState::Linked {
+            return Err(TokenError::SigninRequired(code.clone()));
+        }
+        let Some(refresh_token) = self.store.operator_refresh_token(code.as_str()).await? else {
+            return Err(TokenError::SigninRequired(code.clone()));
+        };
+        match oauth::refresh(&self.http, &access.endpoints, &access.app, &refresh_token, DELEGATED_SCOPES).await {
+            Ok(set) => {
+                if let Some(rt) = &set.refresh_token {
+                    self.store.store_refresh_token(code.as_str(), rt).await?;
+                }
+                *cached = Some(Cached::of(&set));
+                Ok(set.access_token)
+            }
+            Err(e) if e.needs_signin() => {
+                tracing::warn!(operator = %code, error = %e, "refresh token refused; the operator must sign in again");
+                self.store.require_signin(code.as_str()).await?;
+                *cached = None;
+                Err(TokenError::SigninRequired(code.clone()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records tokens just obtained by a sign-in (the refresh token is stored sealed).
+    pub async fn signed_in(&self, code: &OperatorCode, set: &oauth::TokenSet) -> Result<(), TokenError> {
+        let Some(rt) = &set.refresh_token else {
+            return Err(OAuthError::Malformed("no refresh token was issued; is offline_access granted?".into()).into());
+        };
+        self.store.store_refresh_token(code.as_str(), rt).await?;
+        *Self::slot(&self.delegated, code.as_str()).lock().await = Some(Cached::of(set));
+        Ok(())
+    }
+
+    /// Graph refused `used` (401): it is dropped unless another caller already replaced it.
+    pub async fn operator_token_rejected(&self, code: &OperatorCode, used: &Secret) {
+        Self::forget(&self.delegated, code.as_str(), used).await;
+    }
+
+    async fn forget(map: &Mutex<HashMap<String, Slot>>, key: &str, used: &Secret) {
+        let slot = Self::slot(map, key);
+        let mut cached = slot.lock().await;
+        if cached.as_ref().is_some_and(|c| c.token.expose() == used.expose()) {
+            *cached = None;
+        }
+    }
+
+    /// An application token for the tenant (client credentials), cached.
+    pub async fn app_token(&self, code: &TenantCode) -> Result<Secret, TokenError> {
+        let slot = Self::slot(&self.application, code.as_str());
+        let mut cached = slot.lock().await;
+        if let Some(token) = Cached::fresh(&cached) {
+            return Ok(token);
+        }
+        let access = self.tenant_access(code).await?;
+        if access.app.secret.is_none() {
+            return Err(TokenError::NotConfigured {
+                field: "client_secret",
+                message: format!("tenant '{code}' has no client secret, which application permissions need"),
+            });
+        }
+        let set = oauth::client_credentials(&self.http, &access.endpoints, &access.app, APP_SCOPE).await?;
+        *cached = Some(Cached::of(&set));
+        Ok(set.access_token)
+    }
+
+    pub async fn app_token_rejected(&self, code: &TenantCode, used: &Secret) {
+        Self::forget(&self.application, code.as_str(), used).await;
+    }
+}
