@@ -30,6 +30,10 @@ pub struct Fault {
     /// Milliseconds to wait before answering.
     #[serde(default)]
     pub delay_ms: u64,
+    /// Drop the connection after the first part of the request body, answering nothing (a
+    /// network failure in the middle of an upload).
+    #[serde(default)]
+    pub drop_connection: bool,
     /// How many matching requests it applies to (then it is spent).
     #[serde(default = "one")]
     pub times: u32,
@@ -74,6 +78,8 @@ pub fn glob(pattern: &str, path: &str) -> bool {
 fn graph_code(status: StatusCode) -> &'static str {
     match status.as_u16() {
         429 => "TooManyRequests",
+        401 => "InvalidAuthenticationToken",
+        404 => "itemNotFound",
         503 => "serviceNotAvailable",
         504 => "gatewayTimeout",
         500 => "generalException",
@@ -111,13 +117,30 @@ pub async fn middleware(State(emu): State<Emulator>, req: Request, next: Next) -
     {
         tokio::time::sleep(Duration::from_millis(f.delay_ms)).await;
     }
+    if fault.as_ref().is_some_and(|f| f.drop_connection) {
+        emu.log_request(Logged {
+            method,
+            path,
+            status: 0,
+            authorization,
+            content_range,
+            faulted: true,
+        });
+        let mut body = req.into_body().into_data_stream();
+        let _ = futures_util::StreamExt::next(&mut body).await;
+        // Unwinding out of the connection's task closes its socket with no answer; unlike
+        // `panic!`, `resume_unwind` skips the panic hook, so nothing is printed.
+        std::panic::resume_unwind(Box::new("emulated connection drop"));
+    }
     let response = match fault.as_ref().and_then(|f| f.status.map(|s| (f, s))) {
         Some((f, status)) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let message = if status == StatusCode::TOO_MANY_REQUESTS {
-                "Please retry after"
-            } else {
-                "The service is temporarily unavailable (emulated fault)."
+            let message = match status.as_u16() {
+                429 => "Please retry after",
+                // The message Graph sends for an expired token (concepts/errors.md, resolve-auth-errors.md).
+                401 => "Lifetime validation failed, the token is expired.",
+                404 => "The upload session was not found or has expired.",
+                _ => "The service is temporarily unavailable (emulated fault).",
             };
             let mut r = graph_error(&headers, status, graph_code(status), message);
             if let Some(v) = f.retry_after.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {

@@ -172,6 +172,11 @@ impl Seed {
                             uri: "http://localhost".into(),
                             platform: "public_client".into(),
                         },
+                        // officebridge's own sign-in callback when it runs locally (any port).
+                        SeedRedirect {
+                            uri: "http://localhost/auth/callback".into(),
+                            platform: "public_client".into(),
+                        },
                     ],
                     delegated_scopes: [
                         "User.Read",

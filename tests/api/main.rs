@@ -7,6 +7,7 @@ mod binary;
 mod emulator;
 mod export_engine;
 mod exports;
+mod onedrive;
 mod operations;
 mod operators;
 mod store_story;

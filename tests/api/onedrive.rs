@@ -1,0 +1,556 @@
+//! Operator sign-in, the token store, the Graph client and OneDrive uploads, against the
+//! emulator and its fault scripting. Graph behaviour cited from microsoftgraph/
+//! microsoft-graph-docs-contrib: `api-reference/v1.0/api/driveitem-put-content.md`,
+//! `driveitem-createuploadsession.md`, `concepts/throttling.md`, `concepts/errors.md`;
+//! identity from MicrosoftDocs/entra-docs `docs/identity-platform/v2-oauth2-auth-code-flow.md`.
+
+use crate::helpers::{Answer, Backend, TestApp, spawn_app_with};
+use officebridge::config::Settings;
+use officebridge::emulator::seed::{DEMO_CLIENT_ID, DEMO_TENANT_ID, DEMO_USER, Seed};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+pub const OPERATOR: &str = "JDOE";
+
+pub struct Linked {
+    pub app: TestApp,
+    pub emu: String,
+    /// Does not follow redirects: the tests read them.
+    pub browser: reqwest::Client,
+}
+
+pub async fn emulator() -> String {
+    officebridge::emulator::spawn("127.0.0.1:0".parse().unwrap(), Seed::demo())
+        .await
+        .unwrap()
+        .0
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The app with the emulator as tenant `DEMO` and operator `JDOE` (= the demo user), not yet signed in.
+pub async fn with_tenant(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> Option<Linked> {
+    let emu = emulator().await;
+    let app = spawn_app_with(backend, |s| {
+        s.allow_emulator = true;
+        s.public_url = url::Url::parse("http://localhost:0").unwrap();
+        tweak(s);
+    })
+    .await?;
+    let created = app
+        .admin_post(
+            "/api/v1/tenants",
+            &json!({
+                "code": "DEMO", "description": "the emulator",
+                "tenant_id": DEMO_TENANT_ID, "client_id": DEMO_CLIENT_ID,
+                "platform": "public_client", "redirect_url": "http://localhost",
+                "client_secret": "demo-client-secret",
+                "authority": emu, "graph_endpoint": emu,
+            }),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let op = app
+        .admin_put(
+            &format!("/api/v1/operators/{OPERATOR}"),
+            &json!({"enabled": true, "tenant": "DEMO", "email": DEMO_USER}),
+        )
+        .await;
+    assert!(op.status == 201 || op.status == 200, "{}", op.text);
+    Some(Linked { app, emu, browser: browser() })
+}
+
+/// ... and signed in through `/auth/signin` and `/auth/callback`, as a browser would.
+pub async fn linked(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> Option<Linked> {
+    let l = with_tenant(backend, tweak).await?;
+    let page = l.sign_in(OPERATOR, DEMO_USER).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("Signed in"), "{}", page.text);
+    Some(l)
+}
+
+impl Linked {
+    /// Runs the browser's part of a sign-in and answers the callback page.
+    pub async fn sign_in(&self, operator: &str, user: &str) -> Answer {
+        let callback = self.authorize(operator, user).await;
+        Answer::from(self.browser.get(callback).send().await.unwrap()).await
+    }
+
+    /// `/auth/signin` → the emulator's sign-in page → the account picked → the callback URL.
+    pub async fn authorize(&self, operator: &str, user: &str) -> String {
+        let start = self
+            .browser
+            .get(self.app.url(&format!("/auth/signin?operator={operator}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(start.status(), 302, "{:?}", start.text().await);
+        let authorize = start.headers()["location"].to_str().unwrap().to_string();
+        let url = url::Url::parse(&authorize).unwrap();
+        let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+        assert_eq!(q["code_challenge_method"], "S256");
+        assert!(q["code_challenge"].len() >= 43 && q["state"].len() >= 32 && q["nonce"].len() >= 32);
+        let page = self.browser.get(&authorize).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let request = page.headers()["x-emulator-signin-request"].to_str().unwrap().to_string();
+        let back = self
+            .browser
+            .post(authorize.split('?').next().unwrap())
+            .form(&[("request", request.as_str()), ("user", user)])
+            .send()
+            .await
+            .unwrap();
+        let back = if back.headers().get("x-emulator-mfa").is_some() {
+            self.browser
+                .post(authorize.split('?').next().unwrap())
+                .form(&[("request", request.as_str()), ("user", user), ("mfa", "approved")])
+                .send()
+                .await
+                .unwrap()
+        } else {
+            back
+        };
+        assert_eq!(back.status(), 302);
+        back.headers()["location"].to_str().unwrap().to_string()
+    }
+
+    pub async fn fault(&self, faults: Value) {
+        let r = self
+            .browser
+            .post(format!("{}/_emulator/faults", self.emu))
+            .json(&faults)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+
+    pub async fn requests(&self) -> Vec<Value> {
+        let r = self.browser.get(format!("{}/_emulator/requests", self.emu)).send().await.unwrap();
+        r.json::<Vec<Value>>().await.unwrap()
+    }
+
+    /// The bytes of a file in the demo user's OneDrive, by name.
+    pub async fn drive_file(&self, name: &str) -> Option<Vec<u8>> {
+        use base64::Engine;
+        let files: Value = self
+            .browser
+            .get(format!("{}/_emulator/drive/{DEMO_USER}", self.emu))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let file = files["files"]
+            .as_array()?
+            .iter()
+            .find(|f| f["path"].as_str().unwrap().rsplit('/').next() == Some(name))?
+            .clone();
+        Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(file["content"].as_str().unwrap())
+                .unwrap(),
+        )
+    }
+
+    /// `POST /api/v1/exports?destination=onedrive` for the operator.
+    pub async fn export(&self, csv: &str, title: &str, extra: &[(&str, &str)]) -> Answer {
+        let mut headers = vec![("x-operator", OPERATOR)];
+        headers.extend_from_slice(extra);
+        Answer::from(
+            self.app
+                .client_post(
+                    &format!("/api/v1/exports?destination=onedrive&title={title}"),
+                    "text/csv",
+                    csv.to_string(),
+                    &headers,
+                )
+                .await,
+        )
+        .await
+    }
+
+    /// The same export as a download, to compare bytes with what landed in OneDrive.
+    pub async fn download(&self, csv: &str, title: &str) -> Vec<u8> {
+        let r = self
+            .app
+            .client_post(&format!("/api/v1/exports?title={title}"), "text/csv", csv.to_string(), &[])
+            .await;
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap().to_vec()
+    }
+}
+
+/// A CSV whose workbook is about `rows` × 60 bytes compressed (random text does not compress).
+pub fn csv(rows: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let mut out = String::from("Id,Text\n");
+    for i in 0..rows {
+        let text: String = (0..40).map(|_| rng.sample(rand::distributions::Alphanumeric) as char).collect();
+        out.push_str(&format!("{i},{text}\n"));
+    }
+    out
+}
+
+/// Checks that what landed in OneDrive is a real workbook with the export's rows — xlsx
+/// files are zips with timestamps, so two exports of one grid are compared by content.
+fn same_workbook(landed: &[u8], rows: usize) {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(landed)).expect("OneDrive holds a valid xlsx");
+    let mut sheet = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("xl/worksheets/sheet1.xml").unwrap(), &mut sheet).unwrap();
+    assert_eq!(sheet.matches("<row ").count(), rows + 1, "header + {rows} rows");
+}
+
+fn upload_puts(log: &[Value]) -> Vec<&Value> {
+    log.iter()
+        .filter(|r| r["method"] == "PUT" && r["path"].as_str().unwrap().starts_with("/_upload/"))
+        .collect()
+}
+
+macro_rules! on_both {
+    ($($name:ident($setup:ident)),* $(,)?) => {
+        $(
+            mod $name {
+                use $crate::helpers::Backend;
+
+                #[tokio::test]
+                async fn sqlite() {
+                    let l = (super::$setup)(Backend::Sqlite).await.expect("sqlite always runs");
+                    super::$name(l).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    match (super::$setup)(Backend::Postgres).await {
+                        Some(l) => super::$name(l).await,
+                        None => eprintln!("skipped: OFFICEBRIDGE_TEST_POSTGRES_URL is not set"),
+                    }
+                }
+            }
+        )*
+    };
+}
+
+async fn small(b: Backend) -> Option<Linked> {
+    linked(b, |_| {}).await
+}
+
+/// Simple uploads up to 64 KiB, upload sessions in 320 KiB fragments above.
+async fn fragmented(b: Backend) -> Option<Linked> {
+    linked(b, |s| {
+        s.onedrive.simple_upload_limit = 64 * 1024;
+        s.onedrive.fragment_size = 320 * 1024;
+    })
+    .await
+}
+
+async fn unlinked(b: Backend) -> Option<Linked> {
+    with_tenant(b, |_| {}).await
+}
+
+on_both!(
+    signed_in_export_lands_in_onedrive(small),
+    large_export_goes_in_fragments_without_authorization(fragmented),
+    throttled_requests_wait_for_retry_after(small),
+    a_storm_of_503s_then_success(small),
+    a_dropped_fragment_resumes_where_the_session_says(fragmented),
+    an_expired_session_restarts(fragmented),
+    an_expired_token_is_refreshed_once_mid_upload(fragmented),
+    a_revoked_refresh_token_means_signin_required(small),
+    never_signed_in_means_signin_required(unlinked),
+    callback_states_are_single_use_and_expire(unlinked),
+    async_export_to_onedrive(small),
+    onedrive_export_input_errors(small),
+);
+
+/// SPEC §6: `{id, name, size, webUrl}`; the bytes in OneDrive are the workbook.
+async fn signed_in_export_lands_in_onedrive(l: Linked) {
+    let op = l.app.admin_get(&format!("/api/v1/operators/{OPERATOR}")).await;
+    assert_eq!(op.json["signin"], "linked");
+    // The refresh token is sealed at rest.
+    let stored = l.app.raw_text("SELECT refresh_token FROM operators").await;
+    assert!(stored[0].as_deref().unwrap().starts_with("v1."));
+
+    let data = csv(50);
+    let first = l.export(&data, "Orders", &[]).await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    assert_eq!(first.json["name"], "Orders.xlsx");
+    assert!(first.json["id"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(first.json["webUrl"].as_str().unwrap().starts_with("http"), "{}", first.text);
+    let landed = l.drive_file("Orders.xlsx").await.expect("the file is in OneDrive");
+    assert_eq!(first.json["size"], landed.len());
+    same_workbook(&landed, 50);
+    assert!(l.download(&data, "Orders").await.len().abs_diff(landed.len()) < 64);
+
+    // Conflict behaviour rename: a second export of the same name does not replace the first.
+    let second = l.export(&data, "Orders", &[]).await;
+    assert_eq!(second.status, 201, "{}", second.text);
+    assert_ne!(second.json["name"], "Orders.xlsx");
+    assert!(l.drive_file("Orders.xlsx").await.is_some());
+    // One token redemption at sign-in; the cached token served both exports.
+    let log = l.requests().await;
+    assert_eq!(log.iter().filter(|r| r["path"].as_str().unwrap().ends_with("/oauth2/v2.0/token")).count(), 1);
+    let puts: Vec<_> = log.iter().filter(|r| r["method"] == "PUT").collect();
+    assert!(puts.iter().all(|r| r["path"].as_str().unwrap().contains("/officebridge/exports/")));
+}
+
+/// driveitem-createuploadsession.md: fragments of 320 KiB multiples with Content-Range; the
+/// upload URL is pre-authenticated and must not get an Authorization header.
+async fn large_export_goes_in_fragments_without_authorization(l: Linked) {
+    let rows = 30_000;
+    let a = l.export(&csv(rows), "Big", &[]).await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let landed = l.drive_file("Big.xlsx").await.unwrap();
+    assert!(landed.len() > 3 * 320 * 1024, "big enough for several fragments: {}", landed.len());
+    assert_eq!(a.json["size"], landed.len());
+    same_workbook(&landed, rows);
+    let log = l.requests().await;
+    let puts = upload_puts(&log);
+    assert!(puts.len() >= 3, "{puts:?}");
+    assert!(puts.iter().all(|r| r["authorization"] == false), "{puts:?}");
+    assert!(puts.iter().all(|r| r["content_range"].as_str().unwrap().starts_with("bytes ")));
+    // The upload URL is a credential: the answer never shows it.
+    assert!(!a.text.contains("_upload"));
+}
+
+/// throttling.md: wait for `Retry-After` (whole or fractional seconds), then retry.
+async fn throttled_requests_wait_for_retry_after(l: Linked) {
+    l.fault(json!([
+        {"method": "PUT", "path": "/v1.0/me/drive/*", "status": 429, "retry_after": "1", "times": 1},
+    ]))
+    .await;
+    let started = Instant::now();
+    let a = l.export(&csv(10), "Throttled", &[]).await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After: 1 was honoured");
+    l.fault(json!([
+        {"method": "PUT", "path": "/v1.0/me/drive/*", "status": 429, "retry_after": "0.5", "times": 2},
+    ]))
+    .await;
+    let started = Instant::now();
+    let b = l.export(&csv(10), "Throttled", &[]).await;
+    assert_eq!(b.status, 201, "{}", b.text);
+    assert!(started.elapsed() >= Duration::from_millis(1000), "two waits of 0.5 s");
+    let log = l.requests().await;
+    let throttled = log.iter().filter(|r| r["status"] == 429).count();
+    assert_eq!(throttled, 3);
+    assert_eq!(l.drive_file("Throttled.xlsx").await.map(|b| b.is_empty()), Some(false));
+}
+
+async fn a_storm_of_503s_then_success(l: Linked) {
+    l.fault(json!([{"method": "PUT", "path": "/v1.0/me/drive/*", "status": 503, "retry_after": "0.1", "times": 4}]))
+        .await;
+    let a = l.export(&csv(10), "Storm", &[]).await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    same_workbook(&l.drive_file("Storm.xlsx").await.unwrap(), 10);
+    // A storm longer than the retry budget ends as 503 problem+json, not a hang or a 500.
+    l.fault(json!([{"method": "PUT", "path": "/v1.0/me/drive/*", "status": 503, "retry_after": "0", "times": 50}]))
+        .await;
+    let b = l.export(&csv(10), "Storm", &[]).await;
+    b.assert_problem(503, None);
+    assert!(b.json["detail"].as_str().unwrap().contains("serviceNotAvailable"), "{}", b.text);
+}
+
+/// A connection dropped in the middle of a fragment: the client asks the session where it
+/// stands (`GET` the upload URL → `nextExpectedRanges`) and resumes from there.
+async fn a_dropped_fragment_resumes_where_the_session_says(l: Linked) {
+    l.fault(json!([{"method": "PUT", "path": "/_upload/*", "drop_connection": true, "times": 1}]))
+        .await;
+    let rows = 20_000;
+    let a = l.export(&csv(rows), "Dropped", &[]).await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let landed = l.drive_file("Dropped.xlsx").await.unwrap();
+    assert_eq!(a.json["size"], landed.len());
+    same_workbook(&landed, rows);
+    let log = l.requests().await;
+    assert!(log.iter().any(|r| r["status"] == 0 && r["faulted"] == true), "the drop happened");
+    assert!(
+        log.iter().any(|r| r["method"] == "GET" && r["path"].as_str().unwrap().starts_with("/_upload/")),
+        "the session status was read before resuming"
+    );
+}
+
+/// driveitem-createuploadsession.md: a 404 on the upload URL means the session is gone;
+/// the upload starts again with a new session.
+async fn an_expired_session_restarts(l: Linked) {
+    l.fault(json!([{"method": "PUT", "path": "/_upload/*", "status": 404, "times": 1}]))
+        .await;
+    let rows = 20_000;
+    let a = l.export(&csv(rows), "Restarted", &[]).await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    same_workbook(&l.drive_file("Restarted.xlsx").await.unwrap(), rows);
+    let log = l.requests().await;
+    let sessions = log
+        .iter()
+        .filter(|r| r["path"].as_str().unwrap().ends_with(":/createUploadSession"))
+        .count();
+    assert_eq!(sessions, 2, "a new session after the 404");
+}
+
+/// An access token that expires mid-upload: Graph answers 401, the client refreshes once
+/// (spending and replacing the refresh token) and continues.
+async fn an_expired_token_is_refreshed_once_mid_upload(l: Linked) {
+    let before = l.app.raw_text("SELECT refresh_token FROM operators").await;
+    l.fault(json!([{"method": "POST", "path": "*/createUploadSession", "status": 401, "times": 1}]))
+        .await;
+    let rows = 20_000;
+    let a = l.export(&csv(rows), "Refreshed", &[]).await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    same_workbook(&l.drive_file("Refreshed.xlsx").await.unwrap(), rows);
+    let log = l.requests().await;
+    let token_calls = log
+        .iter()
+        .filter(|r| r["path"].as_str().unwrap().ends_with("/oauth2/v2.0/token"))
+        .count();
+    assert_eq!(token_calls, 2, "the sign-in, then exactly one refresh");
+    let after = l.app.raw_text("SELECT refresh_token FROM operators").await;
+    assert_ne!(before, after, "the refresh token was replaced");
+}
+
+/// v2-oauth2-auth-code-flow.md: a revoked refresh token answers `invalid_grant`; the operator
+/// is marked `signin_required` and the API says so with the sign-in link — never a 500.
+async fn a_revoked_refresh_token_means_signin_required(l: Linked) {
+    let r = l
+        .browser
+        .post(format!("{}/_emulator/refresh-tokens/revoke", l.emu))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    // The cached access token is still good until Graph refuses it.
+    l.fault(json!([{"method": "PUT", "path": "/v1.0/me/drive/*", "status": 401, "times": 1}]))
+        .await;
+    let a = l.export(&csv(5), "Revoked", &[]).await;
+    a.assert_problem(401, None);
+    assert_eq!(a.json["type"], "/problems/signin-required");
+    assert!(a.json["signin_url"].as_str().unwrap().ends_with(&format!("/auth/signin?operator={OPERATOR}")));
+    let op = l.app.admin_get(&format!("/api/v1/operators/{OPERATOR}")).await;
+    assert_eq!(op.json["signin"], "signin_required");
+    assert_eq!(l.app.raw_text("SELECT refresh_token FROM operators").await, vec![None]);
+    // Signing in again fixes it.
+    assert_eq!(l.sign_in(OPERATOR, DEMO_USER).await.status, 200);
+    assert_eq!(l.export(&csv(5), "Revoked", &[]).await.status, 201);
+}
+
+async fn never_signed_in_means_signin_required(l: Linked) {
+    let a = l.export(&csv(5), "Never", &[]).await;
+    a.assert_problem(401, None);
+    assert_eq!(a.json["type"], "/problems/signin-required");
+    assert!(a.json["signin_url"].as_str().unwrap().contains("/auth/signin?operator=JDOE"));
+    assert!(l.requests().await.iter().all(|r| !r["path"].as_str().unwrap().starts_with("/v1.0/")));
+}
+
+/// A callback with an unknown, reused or expired state is a 400 and stores nothing.
+async fn callback_states_are_single_use_and_expire(l: Linked) {
+    let callback = l.authorize(OPERATOR, DEMO_USER).await;
+    let forged = callback.replace("state=", "state=x");
+    let a = Answer::from(l.browser.get(&forged).send().await.unwrap()).await;
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(a.text.contains("unknown"));
+    let no_state = Answer::from(l.browser.get(l.app.url("/auth/callback?code=abc")).send().await.unwrap()).await;
+    assert_eq!(no_state.status, 400);
+    assert_eq!(l.app.raw_text("SELECT refresh_token FROM operators").await, vec![None]);
+
+    let ok = Answer::from(l.browser.get(&callback).send().await.unwrap()).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    let stored = l.app.raw_text("SELECT refresh_token FROM operators").await;
+    let reused = Answer::from(l.browser.get(&callback).send().await.unwrap()).await;
+    assert_eq!(reused.status, 400, "a state is used once");
+    assert_eq!(l.app.raw_text("SELECT refresh_token FROM operators").await, stored);
+
+    // An expired state (older than 10 minutes) is refused like an unknown one.
+    let code = officebridge::domain::OperatorCode::parse(OPERATOR).unwrap();
+    l.app
+        .store
+        .put_pending_signin(
+            "expired-state-0123456789",
+            &officebridge::store::models::PendingSignin {
+                operator: code,
+                verifier: officebridge::domain::Secret::new("v".repeat(43)),
+                nonce: "n".into(),
+                redirect_uri: l.app.url("/auth/callback"),
+                expires_at: chrono::Utc::now() - chrono::Duration::seconds(1),
+            },
+        )
+        .await
+        .unwrap();
+    let expired = Answer::from(
+        l.browser
+            .get(l.app.url("/auth/callback?code=abc&state=expired-state-0123456789"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(expired.status, 400);
+    // The state is kept only as a hash, and the verifier sealed.
+    let states = l.app.raw_text("SELECT verifier FROM signin_states").await;
+    assert!(states.iter().all(|v| v.as_deref().unwrap().starts_with("v1.")));
+}
+
+async fn async_export_to_onedrive(l: Linked) {
+    let r = l.export(&csv(100), "Later", &[("prefer", "respond-async")]).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_string();
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        let s = Answer::from(l.app.client_get(&format!("/api/v1/exports/{id}")).await).await;
+        status = s.json;
+        if status["state"] == "done" || status["state"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(status["onedrive"]["name"], "Later.xlsx");
+    let landed = l.drive_file("Later.xlsx").await.unwrap();
+    assert_eq!(status["onedrive"]["size"], landed.len());
+    same_workbook(&landed, 100);
+}
+
+async fn onedrive_export_input_errors(l: Linked) {
+    // No X-Operator.
+    let a = Answer::from(
+        l.app
+            .client_post("/api/v1/exports?destination=onedrive", "text/csv", "A\n1\n", &[])
+            .await,
+    )
+    .await;
+    a.assert_problem(422, Some("X-Operator"));
+    // An operator that does not exist.
+    let b = Answer::from(
+        l.app
+            .client_post("/api/v1/exports?destination=onedrive", "text/csv", "A\n1\n", &[("x-operator", "NOBODY")])
+            .await,
+    )
+    .await;
+    b.assert_problem(404, None);
+    // An operator without Microsoft 365 enabled.
+    l.app
+        .admin_put("/api/v1/operators/OFF", &json!({"enabled": false, "tenant": "DEMO"}))
+        .await;
+    let c = Answer::from(
+        l.app
+            .client_post("/api/v1/exports?destination=onedrive", "text/csv", "A\n1\n", &[("x-operator", "OFF")])
+            .await,
+    )
+    .await;
+    c.assert_problem(422, Some("X-Operator"));
+    // Sign-in for an unknown operator.
+    let d = Answer::from(l.browser.get(l.app.url("/auth/signin?operator=NOBODY")).send().await.unwrap()).await;
+    d.assert_problem(404, None);
+    let e = Answer::from(l.browser.get(l.app.url("/auth/signin")).send().await.unwrap()).await;
+    e.assert_problem(422, Some("operator"));
+    // Signing in as someone else than the operator's address replaces nothing.
+    let before = l.app.raw_text("SELECT refresh_token FROM operators WHERE code = 'JDOE'").await;
+    let other = l.sign_in(OPERATOR, "mfa.user@demo.onmicrosoft.com").await;
+    other.assert_problem(403, None);
+    assert_eq!(l.app.raw_text("SELECT refresh_token FROM operators WHERE code = 'JDOE'").await, before);
+}
