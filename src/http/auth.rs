@@ -383,7 +383,13 @@ pub async fn me(State(state): State<AppState>, headers: axum::http::HeaderMap) -
     // The add-in's token is for us; Graph needs its own, obtained on the user's behalf.
     let graph_token = oauth::on_behalf_of(state.tokens.http(), &access.endpoints, &access.app, &token, "User.Read")
         .await
-        .map_err(oauth_failure)?;
+        .map_err(|e| match e {
+            // The assertion itself was refused (expired, revoked): the add-in needs a new token.
+            OAuthError::Refused { ref error, .. } if error == "invalid_grant" && e.claims().is_none() => {
+                ApiError::Unauthorized(format!("the identity platform refused the add-in's token: {e}"))
+            }
+            other => oauth_failure(other),
+        })?;
     let url = format!("{}/v1.0/me", access.tenant.graph_endpoint.as_str().trim_end_matches('/'));
     let resp = state
         .tokens

@@ -10,5 +10,6 @@ mod exports;
 mod onedrive;
 mod operations;
 mod operators;
+mod sso;
 mod store_story;
 mod tenants;
