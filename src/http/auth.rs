@@ -120,24 +120,20 @@ pub async fn signin(State(state): State<AppState>, Query(q): Query<SigninQuery>)
             },
         )
         .await?;
-    let mut url = url::Url::parse(&access.endpoints.authorize).map_err(anyhow::Error::from)?;
-    {
-        let mut q = url.query_pairs_mut();
-        q.append_pair("client_id", &access.app.client_id)
-            .append_pair("response_type", "code")
-            .append_pair("redirect_uri", &redirect_uri)
-            .append_pair("response_mode", "query")
-            .append_pair("scope", DELEGATED_SCOPES)
-            .append_pair("state", &csrf)
-            .append_pair("nonce", &nonce)
-            .append_pair("code_challenge", &pkce.challenge)
-            .append_pair("code_challenge_method", "S256")
-            .append_pair("prompt", "select_account");
-        if let Some(email) = &operator.email {
-            q.append_pair("login_hint", email.as_str());
-        }
-    }
-    Ok((StatusCode::FOUND, [(header::LOCATION, url.to_string()), (header::CACHE_CONTROL, "no-store".into())]).into_response())
+    let url = oauth::authorize_url(
+        &access.endpoints,
+        &access.app,
+        &oauth::AuthorizeRequest {
+            redirect_uri: &redirect_uri,
+            scope: DELEGATED_SCOPES,
+            state: &csrf,
+            nonce: &nonce,
+            challenge: &pkce.challenge,
+            login_hint: operator.email.as_ref().map(|e| e.as_str()),
+        },
+    )
+    .map_err(anyhow::Error::from)?;
+    Ok((StatusCode::FOUND, [(header::LOCATION, url), (header::CACHE_CONTROL, "no-store".into())]).into_response())
 }
 
 fn page(status: StatusCode, title: &str, message: &str) -> Response {

@@ -96,6 +96,38 @@ pub fn pkce() -> Pkce {
     }
 }
 
+/// One authorization request (authorization code flow with PKCE S256).
+pub struct AuthorizeRequest<'a> {
+    pub redirect_uri: &'a str,
+    pub scope: &'a str,
+    pub state: &'a str,
+    pub nonce: &'a str,
+    pub challenge: &'a str,
+    pub login_hint: Option<&'a str>,
+}
+
+/// The URL the browser is sent to (v2-oauth2-auth-code-flow.md, "Request an authorization code").
+pub fn authorize_url(ep: &Endpoints, app: &ClientApp, r: &AuthorizeRequest) -> Result<String, url::ParseError> {
+    let mut url = url::Url::parse(&ep.authorize)?;
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("client_id", &app.client_id)
+            .append_pair("response_type", "code")
+            .append_pair("redirect_uri", r.redirect_uri)
+            .append_pair("response_mode", "query")
+            .append_pair("scope", r.scope)
+            .append_pair("state", r.state)
+            .append_pair("nonce", r.nonce)
+            .append_pair("code_challenge", r.challenge)
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("prompt", "select_account");
+        if let Some(hint) = r.login_hint {
+            q.append_pair("login_hint", hint);
+        }
+    }
+    Ok(url.to_string())
+}
+
 /// What a token endpoint answers on success.
 #[derive(Deserialize)]
 pub struct TokenSet {

@@ -268,6 +268,7 @@ on_both!(
     callback_states_are_single_use_and_expire(unlinked),
     async_export_to_onedrive(small),
     onedrive_export_input_errors(small),
+    concurrent_callers_share_one_refresh(small),
 );
 
 /// SPEC §6: `{id, name, size, webUrl}`; the bytes in OneDrive are the workbook.
@@ -553,4 +554,36 @@ async fn onedrive_export_input_errors(l: Linked) {
     let other = l.sign_in(OPERATOR, "mfa.user@demo.onmicrosoft.com").await;
     other.assert_problem(403, None);
     assert_eq!(l.app.raw_text("SELECT refresh_token FROM operators WHERE code = 'JDOE'").await, before);
+}
+
+/// One refresh at a time per operator: callers that arrive while a refresh is in flight wait
+/// for it instead of spending the (single-use) refresh token again. A fresh token store over
+/// the same database has an empty cache, as after a restart.
+async fn concurrent_callers_share_one_refresh(l: Linked) {
+    use officebridge::identity::tokens::Tokens;
+    let tokens = std::sync::Arc::new(Tokens::new(officebridge::identity::oauth::http_client(), l.app.store.clone()));
+    let code = officebridge::domain::OperatorCode::parse(OPERATOR).unwrap();
+    let before = token_calls(&l).await;
+    let calls = (0..8).map(|_| {
+        let (tokens, code) = (tokens.clone(), code.clone());
+        tokio::spawn(async move { tokens.operator_token(&code).await.map(|t| t.expose().to_string()) })
+    });
+    let got: Vec<String> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().expect("a token"))
+        .collect();
+    assert!(got.iter().all(|t| t == &got[0]), "every caller got the one new token");
+    assert_eq!(token_calls(&l).await - before, 1, "exactly one refresh");
+    // Cached from now on.
+    tokens.operator_token(&code).await.unwrap();
+    assert_eq!(token_calls(&l).await - before, 1);
+}
+
+async fn token_calls(l: &Linked) -> usize {
+    l.requests()
+        .await
+        .iter()
+        .filter(|r| r["path"].as_str().unwrap().ends_with("/oauth2/v2.0/token"))
+        .count()
 }
