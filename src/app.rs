@@ -6,9 +6,9 @@ use crate::domain::Secret;
 use crate::error::ApiError;
 use crate::export::jobs::ExportJobs;
 use crate::graph::{Graph, RetryPolicy};
+use crate::http::{apikeys, audit, auth, exports, health, imports, openapi, operators, tenants};
 use crate::identity::sso::SsoValidator;
 use crate::identity::tokens::Tokens;
-use crate::http::{apikeys, auth, audit, exports, health, imports, openapi, operators, tenants};
 use crate::store::Store;
 use crate::store::models::Role;
 use crate::store::secrets::{HOW_TO_MAKE_A_KEY, Keyring, MasterKey};
@@ -264,4 +264,101 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// The tenant and operator `serve --dev` provides.
+pub const DEV_TENANT: &str = "DEMO";
+pub const DEV_OPERATOR: &str = "DEMO";
+
+/// Points tenant `DEMO` at the in-process emulator (its port changes on every start) and
+/// links operator `DEMO` to the emulator's demo user, so a OneDrive export works at once.
+/// The sign-in is the real authorization-code + PKCE exchange; only the account picker is
+/// answered by code, through the emulator's sign-in request header.
+pub async fn seed_dev_tenant(store: &Store, emulator: &str) -> anyhow::Result<()> {
+    use crate::domain::{OperatorCode, TenantCode};
+    use crate::emulator::seed::{DEMO_CLIENT_ID, DEMO_TENANT_ID, DEMO_USER};
+    use crate::identity::oauth;
+    use crate::store::models::NewOperator;
+    let actor = "serve --dev";
+    let input: crate::domain::TenantInput = serde_json::from_value(serde_json::json!({
+        "code": DEV_TENANT,
+        "description": "The built-in Microsoft 365 emulator (serve --dev)",
+        "tenant_id": DEMO_TENANT_ID,
+        "client_id": DEMO_CLIENT_ID,
+        "platform": "public_client",
+        "redirect_url": "http://localhost",
+        "client_secret": "demo-client-secret",
+        "authority": emulator,
+        "graph_endpoint": emulator,
+    }))?;
+    let tenant = input
+        .parse(None, true)
+        .map_err(|e| anyhow::anyhow!("the dev tenant does not parse: {e:?}"))?;
+    let code = TenantCode::parse(DEV_TENANT).map_err(anyhow::Error::msg)?;
+    match store.get_tenant(&code).await {
+        Ok(_) => store.replace_tenant(actor, &tenant).await?,
+        Err(_) => store.create_tenant(actor, &tenant).await?,
+    };
+    let operator = OperatorCode::parse(DEV_OPERATOR).map_err(anyhow::Error::msg)?;
+    store
+        .put_operator(
+            actor,
+            &NewOperator {
+                code: operator.clone(),
+                enabled: true,
+                tenant: Some(code),
+                email: Some(crate::domain::EmailAddress::parse(DEMO_USER).map_err(anyhow::Error::msg)?),
+            },
+        )
+        .await?;
+
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let endpoints = oauth::Endpoints::microsoft(emulator, DEMO_TENANT_ID);
+    let app = oauth::ClientApp {
+        client_id: DEMO_CLIENT_ID.into(),
+        secret: None,
+    };
+    let pkce = oauth::pkce();
+    let redirect_uri = "http://localhost/auth/callback";
+    let scope = crate::identity::tokens::DELEGATED_SCOPES;
+    let state = oauth::random_token();
+    let url = oauth::authorize_url(
+        &endpoints,
+        &app,
+        &oauth::AuthorizeRequest {
+            redirect_uri,
+            scope,
+            state: &state,
+            nonce: &oauth::random_token(),
+            challenge: &pkce.challenge,
+            login_hint: Some(DEMO_USER),
+        },
+    )?;
+    let page = http.get(&url).send().await?;
+    let request = page
+        .headers()
+        .get("x-emulator-signin-request")
+        .and_then(|v| v.to_str().ok())
+        .context("the emulator did not show its sign-in page")?
+        .to_string();
+    let back = http
+        .post(&endpoints.authorize)
+        .form(&[("request", request.as_str()), ("user", DEMO_USER)])
+        .send()
+        .await?;
+    let location = back
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .context("the emulator did not redirect back")?;
+    let location = url::Url::parse(location)?;
+    let code = location
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .context("the emulator sent no code")?;
+    let tokens = oauth::redeem_code(&http, &endpoints, &app, &code, &pkce.verifier, redirect_uri, scope).await?;
+    let refresh = tokens.refresh_token.context("the emulator issued no refresh token")?;
+    store.store_refresh_token(DEV_OPERATOR, &refresh).await?;
+    Ok(())
 }

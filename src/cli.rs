@@ -92,6 +92,13 @@ pub struct ExportArgs {
     /// The sheet name for CSV input (default: the file name).
     #[arg(long)]
     pub sheet: Option<String>,
+    /// Upload the workbook to the operator's OneDrive (configured folder, conflicts renamed)
+    /// and print `{id, name, size, webUrl}`; with -o a local copy is kept too.
+    #[arg(long, requires = "operator")]
+    pub onedrive: bool,
+    /// The operator whose OneDrive receives the workbook (with --onedrive).
+    #[arg(long, requires = "onedrive")]
+    pub operator: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -417,9 +424,15 @@ async fn serve(cli: &Cli, mut settings: Settings, listen: Option<SocketAddr>) ->
     let data_dir = settings.data_dir.clone();
     let application = Application::build(settings).await?;
     if cli.dev {
-        // The emulator runs in-process on a port of its own; issue 5 points the dev tenant at it.
+        // The emulator runs in-process on a port of its own; tenant DEMO points at it.
         let (base, _emulator) = crate::emulator::spawn("127.0.0.1:0".parse().expect("valid"), crate::emulator::seed::Seed::demo()).await?;
         announce_emulator(&base);
+        app::seed_dev_tenant(application.store(), &base).await?;
+        println!(
+            "dev mode: tenant {} is the emulator; operator {} is signed in as its demo user",
+            app::DEV_TENANT,
+            app::DEV_OPERATOR
+        );
         match app::ensure_dev_keys(application.store(), &data_dir).await? {
             Some(keys) => {
                 println!("dev mode: API keys created (also in {}):", data_dir.join("dev-keys.json").display());
@@ -434,14 +447,60 @@ async fn serve(cli: &Cli, mut settings: Settings, listen: Option<SocketAddr>) ->
     application.run(app::shutdown_signal()).await
 }
 
+/// `officebridge export INPUT --onedrive --operator CODE`: the export as usual, then the same
+/// upload (and the same token store) as `POST /api/v1/exports?destination=onedrive`.
+async fn export_to_onedrive(settings: &Settings, mut args: ExportArgs) -> anyhow::Result<()> {
+    use crate::domain::OperatorCode;
+    let code = OperatorCode::parse(args.operator.as_deref().unwrap_or_default()).map_err(|m| anyhow::anyhow!("--operator: {m}"))?;
+    let scratch = tempfile::tempdir()?;
+    let keep = args.output.is_some();
+    if !keep {
+        let stem = args
+            .input
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "export".into());
+        args.output = Some(scratch.path().join(format!("{stem}.xlsx")));
+    }
+    let output = args.output.clone().expect("set above");
+    let report = tokio::task::spawn_blocking(move || crate::export::cli::export(args)).await??;
+    let store = open_store(settings).await?;
+    let tokens = std::sync::Arc::new(crate::identity::tokens::Tokens::new(crate::identity::oauth::http_client(), store));
+    let graph = crate::graph::Graph::new(tokens, crate::graph::RetryPolicy::default());
+    let file = std::fs::File::open(&output)?;
+    let size = file.metadata()?.len();
+    match crate::graph::drive::upload_export(&graph, &settings.onedrive, &code, file, size, &report.file_name()).await {
+        Ok(item) => print_json(&item),
+        Err(crate::graph::GraphError::Token(crate::identity::tokens::TokenError::SigninRequired(op))) => {
+            let mut url = settings.public_url.join("/auth/signin")?;
+            url.query_pairs_mut().append_pair("operator", op.as_str());
+            anyhow::bail!("operator {op} must sign in to Microsoft 365 first: open {url} (or use the device-code sign-in)")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Export(args) = &cli.command
+        && args.onedrive
+    {
+        let settings = load_settings(&cli)?;
+        let Command::Export(args) = cli.command else {
+            unreachable!("matched above")
+        };
+        return export_to_onedrive(&settings, args).await;
+    }
     // These need neither configuration nor database.
     match cli.command {
         Command::DefaultConfig => {
             print!("{EXAMPLE_TOML}");
             return Ok(());
         }
-        Command::Export(args) => return tokio::task::spawn_blocking(move || crate::export::cli::export(args)).await?,
+        Command::Export(args) => {
+            return tokio::task::spawn_blocking(move || crate::export::cli::export(args))
+                .await?
+                .map(drop);
+        }
         Command::Import(args) => return tokio::task::spawn_blocking(move || crate::export::cli::import(args)).await?,
         Command::Emulator { listen, seed } => return run_emulator(listen, seed).await,
         _ => {}

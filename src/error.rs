@@ -165,7 +165,9 @@ impl IntoResponse for ApiError {
             Self::ClaimsChallenge { claims, .. } => {
                 use base64::Engine;
                 let encoded = base64::engine::general_purpose::STANDARD.encode(claims);
-                Some(format!("Bearer realm=\"officebridge\", error=\"insufficient_claims\", claims=\"{encoded}\""))
+                Some(format!(
+                    "Bearer realm=\"officebridge\", error=\"insufficient_claims\", claims=\"{encoded}\""
+                ))
             }
             _ => None,
         };

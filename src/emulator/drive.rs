@@ -436,35 +436,45 @@ fn content_range(headers: &HeaderMap) -> Option<(u64, u64, u64)> {
     (start <= end && end < total).then_some((start, end, total))
 }
 
-fn session_status(s: &Session) -> Value {
+/// What the upload URL needs to know about a session, without its bytes.
+struct SessionView {
+    total: Option<u64>,
+    received: u64,
+    defer_commit: bool,
+    expires: DateTime<Utc>,
+}
+
+impl SessionView {
+    fn of(s: &Session) -> Self {
+        Self {
+            total: s.total,
+            received: s.received.len() as u64,
+            defer_commit: s.defer_commit,
+            expires: s.expires,
+        }
+    }
+}
+
+fn session_status(s: &SessionView) -> Value {
     json!({
         "expirationDateTime": s.expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "nextExpectedRanges": [format!("{}-", s.received.len())],
+        "nextExpectedRanges": [format!("{}-", s.received)],
     })
 }
 
 /// Finishes a session into a file; the session is gone afterwards (unless the name conflicts,
 /// when it stays for an explicit commit, as Graph keeps it).
 fn complete(emu: &Emulator, headers: &HeaderMap, token: &str) -> Response {
-    let Some(session) = emu.drive().sessions.get(token).cloned() else {
+    let Some(mut session) = emu.drive().sessions.remove(token) else {
         return graph_error(headers, StatusCode::NOT_FOUND, "itemNotFound", "The upload session was not found.");
     };
-    match store(
-        emu,
-        &session.user_id,
-        &session.folder,
-        &session.name,
-        session.conflict,
-        session.received,
-    ) {
-        Ok((item, created)) => {
-            emu.drive().sessions.remove(token);
-            (
-                if created { StatusCode::CREATED } else { StatusCode::OK },
-                Json(item_json(emu, &item)),
-            )
-                .into_response()
-        }
+    let content = std::mem::take(&mut session.received);
+    match store(emu, &session.user_id, &session.folder, &session.name, session.conflict, content) {
+        Ok((item, created)) => (
+            if created { StatusCode::CREATED } else { StatusCode::OK },
+            Json(item_json(emu, &item)),
+        )
+            .into_response(),
         Err(()) => graph_error(
             headers,
             StatusCode::CONFLICT,
@@ -498,7 +508,8 @@ pub async fn upload_url(
             drive.sessions.remove(&token);
         }
     }
-    let Some(session) = emu.drive().sessions.get(&token).cloned() else {
+    // A view of the session, not a clone: the received bytes can be a gigabyte.
+    let Some(session) = emu.drive().sessions.get(&token).map(SessionView::of) else {
         return graph_error(
             &headers,
             StatusCode::NOT_FOUND,
@@ -512,7 +523,7 @@ pub async fn upload_url(
             emu.drive().sessions.remove(&token);
             StatusCode::NO_CONTENT.into_response()
         }
-        Method::POST if session.defer_commit && session.total == Some(session.received.len() as u64) => complete(&emu, &headers, &token),
+        Method::POST if session.defer_commit && session.total == Some(session.received) => complete(&emu, &headers, &token),
         Method::POST => graph_error(
             &headers,
             StatusCode::BAD_REQUEST,
@@ -553,7 +564,7 @@ pub async fn upload_url(
                     "The total size in Content-Range differs from the upload session's.",
                 );
             }
-            let next = session.received.len() as u64;
+            let next = session.received;
             if start != next {
                 // A fragment already received, or one that skips ahead.
                 return graph_error(
@@ -582,7 +593,7 @@ pub async fn upload_url(
             if last && !session.defer_commit {
                 complete(&emu, &headers, &token)
             } else {
-                let s = emu.drive().sessions.get(&token).cloned().expect("still there");
+                let s = emu.drive().sessions.get(&token).map(SessionView::of).expect("still there");
                 (StatusCode::ACCEPTED, Json(session_status(&s))).into_response()
             }
         }

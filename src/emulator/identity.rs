@@ -5,8 +5,8 @@
 //! shape), `docs/identity-platform/reference-error-codes.md` (the AADSTS codes).
 
 use super::seed::{SeedApp, SeedTenant};
-use crate::domain::escape_html as escape;
 use super::{AuthCode, Emulator, PendingSignin, RefreshGrant, opaque};
+use crate::domain::escape_html as escape;
 use axum::Form;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -179,7 +179,6 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     no_store(r.headers_mut());
     r
 }
-
 
 /// Sends the user back to the app with an error, as the identity platform does once the
 /// redirect URI is known to be registered.

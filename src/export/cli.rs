@@ -56,7 +56,8 @@ fn open_input(path: &Path) -> anyhow::Result<Box<dyn Read + Send>> {
     }
 }
 
-pub fn export(args: ExportArgs) -> anyhow::Result<()> {
+/// Writes the workbook and answers what was written.
+pub fn export(args: ExportArgs) -> anyhow::Result<super::writer::Report> {
     let stdin = args.input.as_os_str() == "-";
     let format = match (args.format, InputFormat::from_path(&args.input)) {
         (Some(f), _) | (None, Some(f)) => f,
@@ -107,7 +108,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     if report.notes_omitted > 0 {
         eprintln!("note: {} more notes omitted", report.notes_omitted);
     }
-    Ok(())
+    Ok(report)
 }
 
 pub fn import(args: ImportArgs) -> anyhow::Result<()> {

@@ -39,7 +39,11 @@ pub enum JobState {
 /// given the file, its size and the export's report, it answers the JSON to show in the job's status, or the
 /// problem document saying why it failed. The export engine knows nothing of where it goes.
 pub type Deliver = Box<
-    dyn FnOnce(std::fs::File, u64, Report) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<serde_json::Value, serde_json::Value>> + Send>>
+    dyn FnOnce(
+            std::fs::File,
+            u64,
+            Report,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<serde_json::Value, serde_json::Value>> + Send>>
         + Send,
 >;
 

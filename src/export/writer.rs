@@ -31,6 +31,20 @@ pub struct Note {
     pub message: String,
 }
 
+/// A file name stem from a title that is valid in a header, on a file system and in OneDrive
+/// (which refuses `" * : < > ? / \ |`): at most 120 characters, `export` when nothing is left.
+pub fn file_stem(title: &str) -> String {
+    let base: String = title
+        .chars()
+        .filter(|c| !c.is_control() && !"/\\:*?\"<>|".contains(*c))
+        .collect::<String>()
+        .trim()
+        .chars()
+        .take(120)
+        .collect();
+    if base.is_empty() { "export".to_string() } else { base }
+}
+
 /// What was written.
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct Report {
@@ -47,6 +61,16 @@ pub struct Report {
 }
 
 impl Report {
+    /// The workbook's file name: its title, else its first sheet's, made safe by [`file_stem`].
+    pub fn file_name(&self) -> String {
+        let name = self
+            .title
+            .as_deref()
+            .or(self.sheets.first().map(String::as_str))
+            .unwrap_or("export");
+        format!("{}.xlsx", file_stem(name))
+    }
+
     fn note(&mut self, sheet: &str, row: u64, column: &str, message: impl Into<String>) {
         if self.notes.len() < 1000 {
             self.notes.push(Note {

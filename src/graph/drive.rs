@@ -40,7 +40,11 @@ fn encode_path(folder: &str, name: &str) -> String {
     segments.push(name);
     segments
         .iter()
-        .map(|s| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20"))
+        .map(|s| {
+            url::form_urlencoded::byte_serialize(s.as_bytes())
+                .collect::<String>()
+                .replace('+', "%20")
+        })
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -127,6 +131,27 @@ pub async fn upload(
     }
 }
 
+/// Uploads a finished export to the operator's OneDrive, in the folder configured for them
+/// (operator, else tenant, else the default).
+pub async fn upload_export(
+    graph: &Graph,
+    cfg: &crate::config::OneDriveSettings,
+    op: &crate::domain::OperatorCode,
+    file: std::fs::File,
+    size: u64,
+    name: &str,
+) -> Result<DriveFile, GraphError> {
+    let (_, access) = graph.tokens().operator_access(op).await?;
+    let folder = cfg.folder_for(access.tenant.code.as_str(), op.as_str());
+    let settings = UploadSettings {
+        simple_limit: cfg.simple_upload_limit,
+        fragment: cfg.fragment_size,
+    };
+    let item = upload(graph, &Principal::Operator(op.clone()), file, size, folder, name, &settings).await?;
+    tracing::info!(operator = %op, item = %item.id, size = item.size, "export uploaded to OneDrive");
+    Ok(item)
+}
+
 /// Sends the file from the first byte the session wants to the end.
 async fn send_fragments(
     graph: &Graph,
@@ -174,11 +199,10 @@ async fn send_fragments(
             retry.after(outcome, true).await?;
         }
         // A failed fragment may have been partly received: the session says where to resume.
-        let status = graph
-            .send_anonymous(true, |http| http.get(upload_url.expose()))
-            .await?;
+        let status = graph.send_anonymous(true, |http| http.get(upload_url.expose())).await?;
         let status: SessionStatus = status.json().await.map_err(GraphError::transport)?;
-        offset = next_offset(&status).ok_or_else(|| GraphError::Local("the upload session expects no more bytes but did not finish".into()))?;
+        offset =
+            next_offset(&status).ok_or_else(|| GraphError::Local("the upload session expects no more bytes but did not finish".into()))?;
     }
 }
 
@@ -195,7 +219,10 @@ mod tests {
 
     #[test]
     fn paths_are_encoded_by_segment() {
-        assert_eq!(encode_path("/officebridge/exports", "Q1 Orders #2.xlsx"), "officebridge/exports/Q1%20Orders%20%232.xlsx");
+        assert_eq!(
+            encode_path("/officebridge/exports", "Q1 Orders #2.xlsx"),
+            "officebridge/exports/Q1%20Orders%20%232.xlsx"
+        );
         assert_eq!(encode_path("", "a.xlsx"), "a.xlsx");
         assert_eq!(encode_path("/ü/", "100%.xlsx"), "%C3%BC/100%25.xlsx");
     }

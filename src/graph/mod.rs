@@ -110,7 +110,11 @@ pub fn parse_retry_after(raw: &str) -> Option<Duration> {
         return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)));
     }
     let when = chrono::DateTime::parse_from_rfc2822(raw).ok()?;
-    Some((when.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO))
+    Some(
+        (when.with_timezone(&chrono::Utc) - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 fn retryable(status: u16) -> bool {

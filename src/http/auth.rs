@@ -133,7 +133,11 @@ pub async fn signin(State(state): State<AppState>, Query(q): Query<SigninQuery>)
         },
     )
     .map_err(anyhow::Error::from)?;
-    Ok((StatusCode::FOUND, [(header::LOCATION, url), (header::CACHE_CONTROL, "no-store".into())]).into_response())
+    Ok((
+        StatusCode::FOUND,
+        [(header::LOCATION, url), (header::CACHE_CONTROL, "no-store".into())],
+    )
+        .into_response())
 }
 
 fn page(status: StatusCode, title: &str, message: &str) -> Response {

@@ -2,15 +2,14 @@
 //! waits, or as a background job with `Prefer: respond-async`.
 
 use super::Client;
-use crate::app::AppState;
 use super::auth::{graph_failure, token_failure};
+use crate::app::AppState;
 use crate::domain::OperatorCode;
 use crate::error::{ApiError, Problem};
-use crate::graph::Principal;
-use crate::graph::drive::{self, DriveFile, UploadSettings};
 use crate::export::jobs::{ExportJobs, Job, JobState};
 use crate::export::read::{ExportOptions, InputFormat};
-use crate::export::writer::{ExportError, Report};
+use crate::export::writer::{ExportError, Report, file_stem};
+use crate::graph::drive::{self, DriveFile};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -100,20 +99,6 @@ fn status_of(jobs: &ExportJobs, job: &Job) -> JobStatus {
         onedrive,
         error,
     }
-}
-
-/// A file name stem from a title that is valid in a header, on a file system and in OneDrive
-/// (which refuses `" * : < > ? / \ |`): at most 120 characters, `export` when nothing is left.
-pub fn file_stem(title: &str) -> String {
-    let base: String = title
-        .chars()
-        .filter(|c| !c.is_control() && !"/\\:*?\"<>|".contains(*c))
-        .collect::<String>()
-        .trim()
-        .chars()
-        .take(120)
-        .collect();
-    if base.is_empty() { "export".to_string() } else { base }
 }
 
 /// A `Content-Disposition` whose file name cannot break the header or a file system:
@@ -290,15 +275,6 @@ pub async fn create(
     ))
 }
 
-/// The workbook's name: its title, else its first sheet's.
-fn workbook_name(report: &Report) -> String {
-    report
-        .title
-        .clone()
-        .or_else(|| report.sheets.first().cloned())
-        .unwrap_or_else(|| "export".into())
-}
-
 /// The operator a OneDrive export is for (`X-Operator`).
 fn operator_header(headers: &HeaderMap) -> Result<OperatorCode, ApiError> {
     let raw = headers
@@ -310,29 +286,19 @@ fn operator_header(headers: &HeaderMap) -> Result<OperatorCode, ApiError> {
 
 /// Uploads a finished workbook to the operator's OneDrive folder.
 async fn to_onedrive(state: &AppState, op: &OperatorCode, file: std::fs::File, size: u64, report: &Report) -> Result<DriveFile, ApiError> {
-    let (_, access) = state.tokens.operator_access(op).await.map_err(|e| token_failure(state, e))?;
-    let cfg = &state.settings.onedrive;
-    let folder = cfg.folder_for(access.tenant.code.as_str(), op.as_str());
-    let name = format!("{}.xlsx", file_stem(&workbook_name(report)));
-    let settings = UploadSettings {
-        simple_limit: cfg.simple_upload_limit,
-        fragment: cfg.fragment_size,
-    };
-    let who = Principal::Operator(op.clone());
-    let item = drive::upload(&state.graph, &who, file, size, folder, &name, &settings)
+    drive::upload_export(&state.graph, &state.settings.onedrive, op, file, size, &report.file_name())
         .await
-        .map_err(|e| graph_failure(state, e))?;
-    tracing::info!(operator = %op, item = %item.id, size = item.size, "export uploaded to OneDrive");
-    Ok(item)
+        .map_err(|e| graph_failure(state, e))
 }
 
 fn workbook_response(report: &Report, file: tokio::fs::File, size: u64) -> Response {
-    let name = workbook_name(report);
+    let name = report.file_name();
+    let name = name.strip_suffix(".xlsx").unwrap_or(&name);
     let mut response = Body::from_stream(ReaderStream::with_capacity(file, 1 << 16)).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(XLSX));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-    if let Ok(v) = HeaderValue::from_str(&content_disposition(&name)) {
+    if let Ok(v) = HeaderValue::from_str(&content_disposition(name)) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     h.insert("x-export-rows", HeaderValue::from(report.rows));

@@ -23,7 +23,9 @@ impl Modify for ApiKeyAuth {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
-                    .description(Some("The Office add-in's single sign-on token for officebridge's API (scope access_as_user)"))
+                    .description(Some(
+                        "The Office add-in's single sign-on token for officebridge's API (scope access_as_user)",
+                    ))
                     .build(),
             ),
         );

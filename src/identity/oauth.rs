@@ -256,7 +256,13 @@ pub async fn redeem_code(
     token_request(http, &ep.token, app, form).await
 }
 
-pub async fn refresh(http: &reqwest::Client, ep: &Endpoints, app: &ClientApp, refresh_token: &Secret, scope: &str) -> Result<TokenSet, OAuthError> {
+pub async fn refresh(
+    http: &reqwest::Client,
+    ep: &Endpoints,
+    app: &ClientApp,
+    refresh_token: &Secret,
+    scope: &str,
+) -> Result<TokenSet, OAuthError> {
     let form = vec![
         ("grant_type", "refresh_token".to_string()),
         ("refresh_token", refresh_token.expose().to_string()),
@@ -272,7 +278,13 @@ pub async fn client_credentials(http: &reqwest::Client, ep: &Endpoints, app: &Cl
 }
 
 /// Exchanges a token for our API (from the add-in) for a Graph token, on behalf of its user.
-pub async fn on_behalf_of(http: &reqwest::Client, ep: &Endpoints, app: &ClientApp, assertion: &str, scope: &str) -> Result<TokenSet, OAuthError> {
+pub async fn on_behalf_of(
+    http: &reqwest::Client,
+    ep: &Endpoints,
+    app: &ClientApp,
+    assertion: &str,
+    scope: &str,
+) -> Result<TokenSet, OAuthError> {
     let form = vec![
         ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer".to_string()),
         ("assertion", assertion.to_string()),
@@ -325,7 +337,12 @@ pub async fn start_device_code(http: &reqwest::Client, ep: &Endpoints, app: &Cli
 
 /// Polls the token endpoint until the user finishes (or declines, or the code expires),
 /// waiting `interval` between polls and 5 s more after each `slow_down`.
-pub async fn poll_device_code(http: &reqwest::Client, ep: &Endpoints, app: &ClientApp, device: &DeviceCode) -> Result<TokenSet, OAuthError> {
+pub async fn poll_device_code(
+    http: &reqwest::Client,
+    ep: &Endpoints,
+    app: &ClientApp,
+    device: &DeviceCode,
+) -> Result<TokenSet, OAuthError> {
     let mut interval = Duration::from_secs(device.interval.max(1));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(device.expires_in);
     loop {
@@ -393,6 +410,9 @@ mod tests {
             ep.token,
             "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/oauth2/v2.0/token"
         );
-        assert_eq!(ep.issuer, "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0");
+        assert_eq!(
+            ep.issuer,
+            "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0"
+        );
     }
 }

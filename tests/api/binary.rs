@@ -160,6 +160,11 @@ async fn serve_dev_answers_healthz_within_two_seconds_and_writes_dev_keys() {
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
+    // Tenant DEMO is the in-process emulator and operator DEMO is signed in: an export lands
+    // in OneDrive right after start.
+    let exported = onedrive_export(&http, &server.base, client).await;
+    assert_eq!(exported["name"], "Dev.xlsx");
+    assert!(exported["webUrl"].as_str().unwrap().starts_with("http"));
     server.stop();
 
     // A second start keeps the same keys and does not print them again.
@@ -175,7 +180,25 @@ async fn serve_dev_answers_healthz_within_two_seconds_and_writes_dev_keys() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // The emulator moved to a new port and forgot its tokens; the seeding followed it.
+    assert_eq!(onedrive_export(&http, &again.base, client).await["name"], "Dev.xlsx");
     assert!(!again.stop().contains(admin));
+}
+
+async fn onedrive_export(http: &reqwest::Client, base: &str, client_key: &str) -> Value {
+    let r = http
+        .post(format!("{base}/api/v1/exports?destination=onedrive&title=Dev"))
+        .bearer_auth(client_key)
+        .header("x-operator", "DEMO")
+        .header("content-type", "text/csv")
+        .body("Item,Qty\nBolt,3\n")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    body
 }
 
 #[test]

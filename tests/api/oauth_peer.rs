@@ -15,7 +15,8 @@ struct Peer {
 
 /// Starts the server on a free port; `None` (skipped) outside CI when it is not installed.
 async fn peer() -> Option<Peer> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oauth/node_modules/oauth2-mock-server/dist/oauth2-mock-server.mjs");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oauth/node_modules/oauth2-mock-server/dist/oauth2-mock-server.mjs");
     if !script.exists() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("CI must test against oauth2-mock-server: the README's test command installs it into tests/oauth");
@@ -127,7 +128,10 @@ async fn auth_code_pkce_refresh_client_credentials_and_jwks_against_a_third_part
         audiences: vec![app.client_id.clone()],
         scope: None,
     };
-    validator.validate(id_token.expose(), &expected).await.expect("a genuine token validates");
+    validator
+        .validate(id_token.expose(), &expected)
+        .await
+        .expect("a genuine token validates");
     let wrong_aud = Expected {
         audiences: vec!["someone-else".into()],
         ..expected.clone()

@@ -62,7 +62,11 @@ pub async fn with_tenant(backend: Backend, tweak: impl FnOnce(&mut Settings)) ->
         )
         .await;
     assert!(op.status == 201 || op.status == 200, "{}", op.text);
-    Some(Linked { app, emu, browser: browser() })
+    Some(Linked {
+        app,
+        emu,
+        browser: browser(),
+    })
 }
 
 /// ... and signed in through `/auth/signin` and `/auth/callback`, as a browser would.
@@ -269,6 +273,7 @@ on_both!(
     async_export_to_onedrive(small),
     onedrive_export_input_errors(small),
     concurrent_callers_share_one_refresh(small),
+    device_code_signin_links_the_operator(unlinked),
 );
 
 /// SPEC §6: `{id, name, size, webUrl}`; the bytes in OneDrive are the workbook.
@@ -297,7 +302,12 @@ async fn signed_in_export_lands_in_onedrive(l: Linked) {
     assert!(l.drive_file("Orders.xlsx").await.is_some());
     // One token redemption at sign-in; the cached token served both exports.
     let log = l.requests().await;
-    assert_eq!(log.iter().filter(|r| r["path"].as_str().unwrap().ends_with("/oauth2/v2.0/token")).count(), 1);
+    assert_eq!(
+        log.iter()
+            .filter(|r| r["path"].as_str().unwrap().ends_with("/oauth2/v2.0/token"))
+            .count(),
+        1
+    );
     let puts: Vec<_> = log.iter().filter(|r| r["method"] == "PUT").collect();
     assert!(puts.iter().all(|r| r["path"].as_str().unwrap().contains("/officebridge/exports/")));
 }
@@ -373,7 +383,8 @@ async fn a_dropped_fragment_resumes_where_the_session_says(l: Linked) {
     let log = l.requests().await;
     assert!(log.iter().any(|r| r["status"] == 0 && r["faulted"] == true), "the drop happened");
     assert!(
-        log.iter().any(|r| r["method"] == "GET" && r["path"].as_str().unwrap().starts_with("/_upload/")),
+        log.iter()
+            .any(|r| r["method"] == "GET" && r["path"].as_str().unwrap().starts_with("/_upload/")),
         "the session status was read before resuming"
     );
 }
@@ -431,7 +442,12 @@ async fn a_revoked_refresh_token_means_signin_required(l: Linked) {
     let a = l.export(&csv(5), "Revoked", &[]).await;
     a.assert_problem(401, None);
     assert_eq!(a.json["type"], "/problems/signin-required");
-    assert!(a.json["signin_url"].as_str().unwrap().ends_with(&format!("/auth/signin?operator={OPERATOR}")));
+    assert!(
+        a.json["signin_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/auth/signin?operator={OPERATOR}"))
+    );
     let op = l.app.admin_get(&format!("/api/v1/operators/{OPERATOR}")).await;
     assert_eq!(op.json["signin"], "signin_required");
     assert_eq!(l.app.raw_text("SELECT refresh_token FROM operators").await, vec![None]);
@@ -445,7 +461,12 @@ async fn never_signed_in_means_signin_required(l: Linked) {
     a.assert_problem(401, None);
     assert_eq!(a.json["type"], "/problems/signin-required");
     assert!(a.json["signin_url"].as_str().unwrap().contains("/auth/signin?operator=JDOE"));
-    assert!(l.requests().await.iter().all(|r| !r["path"].as_str().unwrap().starts_with("/v1.0/")));
+    assert!(
+        l.requests()
+            .await
+            .iter()
+            .all(|r| !r["path"].as_str().unwrap().starts_with("/v1.0/"))
+    );
 }
 
 /// A callback with an unknown, reused or expired state is a 400 and stores nothing.
@@ -528,7 +549,12 @@ async fn onedrive_export_input_errors(l: Linked) {
     // An operator that does not exist.
     let b = Answer::from(
         l.app
-            .client_post("/api/v1/exports?destination=onedrive", "text/csv", "A\n1\n", &[("x-operator", "NOBODY")])
+            .client_post(
+                "/api/v1/exports?destination=onedrive",
+                "text/csv",
+                "A\n1\n",
+                &[("x-operator", "NOBODY")],
+            )
             .await,
     )
     .await;
@@ -539,7 +565,12 @@ async fn onedrive_export_input_errors(l: Linked) {
         .await;
     let c = Answer::from(
         l.app
-            .client_post("/api/v1/exports?destination=onedrive", "text/csv", "A\n1\n", &[("x-operator", "OFF")])
+            .client_post(
+                "/api/v1/exports?destination=onedrive",
+                "text/csv",
+                "A\n1\n",
+                &[("x-operator", "OFF")],
+            )
             .await,
     )
     .await;
@@ -553,7 +584,10 @@ async fn onedrive_export_input_errors(l: Linked) {
     let before = l.app.raw_text("SELECT refresh_token FROM operators WHERE code = 'JDOE'").await;
     let other = l.sign_in(OPERATOR, "mfa.user@demo.onmicrosoft.com").await;
     other.assert_problem(403, None);
-    assert_eq!(l.app.raw_text("SELECT refresh_token FROM operators WHERE code = 'JDOE'").await, before);
+    assert_eq!(
+        l.app.raw_text("SELECT refresh_token FROM operators WHERE code = 'JDOE'").await,
+        before
+    );
 }
 
 /// One refresh at a time per operator: callers that arrive while a refresh is in flight wait
@@ -586,4 +620,107 @@ async fn token_calls(l: &Linked) -> usize {
         .iter()
         .filter(|r| r["path"].as_str().unwrap().ends_with("/oauth2/v2.0/token"))
         .count()
+}
+
+/// v2-oauth2-device-code.md: the desktop client shows the user code; the server polls (at the
+/// interval, through `authorization_pending`) until the user signs in.
+async fn device_code_signin_links_the_operator(l: Linked) {
+    let started = Answer::from(
+        l.app
+            .http
+            .post(l.app.url(&format!("/api/v1/operators/{OPERATOR}/signin/device")))
+            .bearer_auth(&l.app.client_key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(started.status, 200, "{}", started.text);
+    let user_code = started.json["user_code"].as_str().unwrap().to_string();
+    assert!(started.json["verification_uri"].as_str().unwrap().ends_with("/devicelogin"));
+    assert!(started.json.get("device_code").is_none(), "the device code stays on the server");
+    // The user opens the verification page and signs in.
+    let done = l
+        .browser
+        .post(format!("{}/devicelogin", l.emu))
+        .form(&[("user_code", user_code.as_str()), ("user", DEMO_USER)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    let mut signin = Value::Null;
+    for _ in 0..80 {
+        signin = l.app.admin_get(&format!("/api/v1/operators/{OPERATOR}")).await.json["signin"].clone();
+        if signin == "linked" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(signin, "linked");
+    assert_eq!(l.export(&csv(3), "Device", &[]).await.status, 201);
+    // An unknown operator cannot start one.
+    let unknown = Answer::from(
+        l.app
+            .http
+            .post(l.app.url("/api/v1/operators/NOBODY/signin/device"))
+            .bearer_auth(&l.app.client_key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    unknown.assert_problem(404, None);
+}
+
+/// SPEC §6: `officebridge export INPUT --onedrive --operator CODE` uploads like the API and
+/// prints `{id, name, size, webUrl}`.
+#[tokio::test]
+async fn cli_export_to_onedrive() {
+    let l = small(Backend::Sqlite).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("Stock.csv");
+    std::fs::write(&input, csv(25)).unwrap();
+    let run = |args: Vec<String>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_officebridge"));
+        cmd.current_dir(dir.path())
+            .env("OFFICEBRIDGE_DATABASE_URL", &l.app.database_url)
+            .env("OFFICEBRIDGE_MASTER_KEY", l.app.master_key.expose())
+            .env("OFFICEBRIDGE_ALLOW_EMULATOR", "true")
+            .env("OFFICEBRIDGE_LOG__LEVEL", "warn")
+            .args(args);
+        async move { tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap() }
+    };
+    let out = run(vec![
+        "export".into(),
+        input.display().to_string(),
+        "--onedrive".into(),
+        "--operator".into(),
+        OPERATOR.into(),
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let item: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(item["name"], "Stock.xlsx");
+    let landed = l.drive_file("Stock.xlsx").await.unwrap();
+    assert_eq!(item["size"], landed.len());
+    same_workbook(&landed, 25);
+    assert!(!dir.path().join("Stock.xlsx").exists(), "without -o nothing is left here");
+
+    // --onedrive needs --operator; an operator who must sign in is told where.
+    let out = run(vec!["export".into(), input.display().to_string(), "--onedrive".into()]).await;
+    assert!(!out.status.success());
+    l.app
+        .admin_put("/api/v1/operators/NEWBIE", &json!({"enabled": true, "tenant": "DEMO"}))
+        .await;
+    let out = run(vec![
+        "export".into(),
+        input.display().to_string(),
+        "--onedrive".into(),
+        "--operator".into(),
+        "NEWBIE".into(),
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("/auth/signin?operator=NEWBIE"), "{stderr}");
 }

@@ -25,7 +25,10 @@ async fn setup(backend: Backend) -> Option<Sso> {
     let router = emu.router();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     let app = spawn_app_with(backend, |s| s.allow_emulator = true).await?;
-    for (code, tid, authority) in [("DEMO", DEMO_TENANT_ID, base.as_str()), ("OTHER", "0c9e8f7a-1b2c-4d3e-8f4a-5b6c7d8e9f0a", base.as_str())] {
+    for (code, tid, authority) in [
+        ("DEMO", DEMO_TENANT_ID, base.as_str()),
+        ("OTHER", "0c9e8f7a-1b2c-4d3e-8f4a-5b6c7d8e9f0a", base.as_str()),
+    ] {
         let t = app
             .admin_post(
                 "/api/v1/tenants",
@@ -38,10 +41,16 @@ async fn setup(backend: Backend) -> Option<Sso> {
             .await;
         assert_eq!(t.status, 201, "{}", t.text);
     }
-    app.admin_put("/api/v1/operators/JDOE", &json!({"enabled": true, "tenant": "DEMO", "email": DEMO_USER}))
-        .await;
-    app.admin_put("/api/v1/operators/BOB", &json!({"enabled": true, "tenant": "OTHER", "email": "bob@other.example"}))
-        .await;
+    app.admin_put(
+        "/api/v1/operators/JDOE",
+        &json!({"enabled": true, "tenant": "DEMO", "email": DEMO_USER}),
+    )
+    .await;
+    app.admin_put(
+        "/api/v1/operators/BOB",
+        &json!({"enabled": true, "tenant": "OTHER", "email": "bob@other.example"}),
+    )
+    .await;
     Some(Sso {
         app,
         emu,
@@ -94,16 +103,14 @@ impl Sso {
             .json()
             .await
             .unwrap();
-        log.iter().filter(|r| r["path"].as_str().unwrap().ends_with("/discovery/v2.0/keys")).count()
+        log.iter()
+            .filter(|r| r["path"].as_str().unwrap().ends_with("/discovery/v2.0/keys"))
+            .count()
     }
 }
 
 fn unsigned(header: Value, claims: &Value) -> String {
-    format!(
-        "{}.{}.",
-        B64.encode(header.to_string()),
-        B64.encode(claims.to_string())
-    )
+    format!("{}.{}.", B64.encode(header.to_string()), B64.encode(claims.to_string()))
 }
 
 async fn run(f: impl AsyncFn(Sso)) {
@@ -152,11 +159,17 @@ async fn forged_tokens_are_refused() {
                 jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_secret(&n)).unwrap()
             }),
             ("wrong aud", s.with(|c| c["aud"] = json!("https://graph.microsoft.com"))),
-            ("wrong iss", s.with(|c| c["iss"] = json!(format!("https://sts.windows.net/{DEMO_TENANT_ID}/")))),
-            ("tid not configured", s.with(|c| {
-                c["tid"] = json!("11111111-2222-4333-8444-555555555555");
-                c["iss"] = json!(format!("{}/11111111-2222-4333-8444-555555555555/v2.0", s.emu.base_url));
-            })),
+            (
+                "wrong iss",
+                s.with(|c| c["iss"] = json!(format!("https://sts.windows.net/{DEMO_TENANT_ID}/"))),
+            ),
+            (
+                "tid not configured",
+                s.with(|c| {
+                    c["tid"] = json!("11111111-2222-4333-8444-555555555555");
+                    c["iss"] = json!(format!("{}/11111111-2222-4333-8444-555555555555/v2.0", s.emu.base_url));
+                }),
+            ),
             ("expired", s.with(|c| c["exp"] = json!(chrono::Utc::now().timestamp() - 120))),
             ("not yet valid", s.with(|c| c["nbf"] = json!(chrono::Utc::now().timestamp() + 600))),
             ("no access_as_user", s.with(|c| c["scp"] = json!("User.Read"))),
@@ -206,7 +219,10 @@ async fn a_token_of_one_tenant_cannot_reach_another_tenants_operator() {
         a.assert_problem(403, None);
         // Nor an operator of the same tenant who is someone else.
         s.app
-            .admin_put("/api/v1/operators/EVE", &json!({"enabled": true, "tenant": "DEMO", "email": "eve@demo.onmicrosoft.com"}))
+            .admin_put(
+                "/api/v1/operators/EVE",
+                &json!({"enabled": true, "tenant": "DEMO", "email": "eve@demo.onmicrosoft.com"}),
+            )
             .await;
         s.me(&s.sign(&s.claims()), Some("EVE")).await.assert_problem(403, None);
     })
