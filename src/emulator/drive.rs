@@ -77,6 +77,8 @@ impl Conflict {
 pub struct DriveState {
     pub items: HashMap<String, Item>,
     pub sessions: HashMap<String, Session>,
+    /// Sharing links by (item, type, scope, app): createLink answers an existing one again.
+    pub links: HashMap<(String, String, String, String), Value>,
 }
 
 fn mime_type(name: &str) -> &'static str {
@@ -138,6 +140,8 @@ enum Target {
     Item(String),
     /// `items/{id}/content`.
     ItemContent(String),
+    /// `items/{id}/createLink`.
+    CreateLink(String),
 }
 
 /// Splits `a/b/c.xlsx` into (`a/b`, `c.xlsx`).
@@ -180,6 +184,7 @@ fn parse_target(emu: &Emulator, user_id: &str, rest: &str) -> Option<Target> {
     }
     match items.split_once('/') {
         Some((id, "content")) => Some(Target::ItemContent(id.to_string())),
+        Some((id, "createLink")) => Some(Target::CreateLink(id.to_string())),
         None => Some(Target::Item(items.to_string())),
         _ => None,
     }
@@ -396,6 +401,7 @@ async fn drive_request(
                 None => graph_error(&headers, StatusCode::NOT_FOUND, "itemNotFound", "The resource could not be found."),
             }
         }
+        (Method::POST, Target::CreateLink(id)) => create_link(&emu, &claims, &user_id, &id, &body, &headers),
         _ => graph_error(
             &headers,
             StatusCode::METHOD_NOT_ALLOWED,
@@ -403,6 +409,50 @@ async fn drive_request(
             "The HTTP method is not supported for this resource.",
         ),
     }
+}
+
+/// `POST …/items/{id}/createLink` (api-reference/v1.0/api/driveitem-createlink.md): a
+/// sharing link of a type and scope, `201` when new, `200` with the same permission when the
+/// calling app already has one. `embed` exists only in OneDrive personal, which this is not.
+fn create_link(emu: &Emulator, claims: &Value, user_id: &str, id: &str, body: &[u8], headers: &HeaderMap) -> Response {
+    let bad = |m: &str| graph_error(headers, StatusCode::BAD_REQUEST, "invalidRequest", m);
+    let Some(item) = emu.drive().items.get(id).filter(|i| i.user_id == user_id).cloned() else {
+        return graph_error(headers, StatusCode::NOT_FOUND, "itemNotFound", "The resource could not be found.");
+    };
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return bad("The request body is not valid JSON.");
+    };
+    let kind = request["type"].as_str().unwrap_or_default().to_string();
+    let roles = match kind.as_str() {
+        "view" => "read",
+        "edit" => "write",
+        "embed" => return bad("Embed links are only available for files in OneDrive personal."),
+        "" => return bad("The 'type' property is required: view or edit."),
+        other => return bad(&format!("Invalid value '{other}' for type.")),
+    };
+    let scope = request["scope"].as_str().unwrap_or("organization").to_string();
+    if !["anonymous", "organization", "users"].contains(&scope.as_str()) {
+        return bad(&format!("Invalid value '{scope}' for scope."));
+    }
+    let app = claims["azp"].as_str().or(claims["appid"].as_str()).unwrap_or_default().to_string();
+    let key = (item.id.clone(), kind.clone(), scope.clone(), app.clone());
+    if let Some(existing) = emu.drive().links.get(&key) {
+        return (StatusCode::OK, Json(existing.clone())).into_response();
+    }
+    let token = super::opaque();
+    let permission = json!({
+        "id": uuid::Uuid::new_v4().to_string(),
+        "roles": [roles],
+        "link": {
+            "type": kind,
+            "scope": scope,
+            "webUrl": format!("{}/:x:/g/personal/{}/{}", emu.base_url, user_id.replace('-', ""), &token[..22]),
+            "application": {"id": app, "displayName": emu.app(&app).map(|(_, a)| a.display_name).unwrap_or_default()},
+            "preventsDownload": false,
+        },
+    });
+    emu.drive().links.insert(key, permission.clone());
+    (StatusCode::CREATED, Json(permission)).into_response()
 }
 
 pub async fn me_drive(

@@ -544,6 +544,58 @@ impl Emu {
     }
 }
 
+/// microsoft-graph-docs-contrib: api-reference/v1.0/api/driveitem-createlink.md — 201 with a
+/// permission for a new link, 200 with the same one when the app asks again, roles by type,
+/// `embed` refused outside OneDrive personal, Files.ReadWrite needed.
+#[tokio::test]
+async fn onedrive_create_link() {
+    let emu = emulator().await;
+    let token = emu.user_token("Files.ReadWrite").await;
+    let item: Value = emu.put_content(&token, "Shared.xlsx", b"PK".to_vec()).await.json().await.unwrap();
+    let id = item["id"].as_str().unwrap();
+    let link = |body: Value, token: String| {
+        let req = emu
+            .http
+            .post(format!("{}/v1.0/me/drive/items/{id}/createLink", emu.base))
+            .bearer_auth(token)
+            .json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, first) = link(json!({"type": "view", "scope": "organization"}), token.clone()).await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["roles"], json!(["read"]));
+    assert_eq!(first["link"]["type"], "view");
+    assert_eq!(first["link"]["scope"], "organization");
+    assert!(first["link"]["webUrl"].as_str().unwrap().starts_with("http"));
+    assert_eq!(first["link"]["application"]["id"], DEMO_CLIENT_ID);
+    let (status, again) = link(json!({"type": "view", "scope": "organization"}), token.clone()).await;
+    assert_eq!((status, &again["id"]), (200, &first["id"]), "an existing link is returned");
+    let (status, edit) = link(json!({"type": "edit"}), token.clone()).await;
+    assert_eq!(
+        (status, &edit["roles"], &edit["link"]["scope"]),
+        (201, &json!(["write"]), &json!("organization"))
+    );
+    for bad in [json!({"type": "embed"}), json!({}), json!({"type": "view", "scope": "world"})] {
+        let (status, body) = link(bad, token.clone()).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalidRequest")), "{body}");
+    }
+    let missing = emu
+        .http
+        .post(format!("{}/v1.0/me/drive/items/nope/createLink", emu.base))
+        .bearer_auth(&token)
+        .json(&json!({"type": "view"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let read_only = emu.user_token("User.Read").await;
+    let (status, body) = link(json!({"type": "view"}), read_only).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("accessDenied")));
+}
+
 /// microsoft-graph-docs-contrib: api-reference/v1.0/api/driveitem-put-content.md (simple upload,
 /// `replace` by default, conflict behaviour), driveitem-get.md, resources/driveitem.md.
 #[tokio::test]
