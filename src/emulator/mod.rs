@@ -14,6 +14,7 @@ pub mod identity;
 pub mod keys;
 pub mod mail;
 pub mod seed;
+pub mod throttle;
 
 use axum::Router;
 use axum::routing::{any, get, post};
@@ -76,6 +77,7 @@ struct Inner {
     devices: Mutex<HashMap<String, device::DeviceGrant>>,
     mail: Mutex<mail::MailState>,
     requests: Mutex<Vec<faults::Logged>>,
+    throttle: Mutex<throttle::ThrottleState>,
 }
 
 /// A running emulator's state; cheap to clone.
@@ -174,6 +176,10 @@ impl Emulator {
         self.inner.requests.lock().expect("requests lock").clone()
     }
 
+    pub fn throttle(&self) -> std::sync::MutexGuard<'_, throttle::ThrottleState> {
+        self.inner.throttle.lock().expect("throttle lock")
+    }
+
     pub fn drive(&self) -> std::sync::MutexGuard<'_, drive::DriveState> {
         self.inner.drive.lock().expect("drive lock")
     }
@@ -209,6 +215,7 @@ impl Emulator {
         self.devices().clear();
         *self.mail() = mail::MailState::default();
         self.inner.requests.lock().expect("requests lock").clear();
+        *self.throttle() = throttle::ThrottleState::default();
     }
 
     pub fn router(&self) -> Router {
@@ -249,7 +256,10 @@ impl Emulator {
             .route("/_emulator/reset", post(hooks::reset))
             .route("/_emulator/refresh-tokens/revoke", post(hooks::revoke_refresh_tokens))
             .route("/_emulator/users/{user}/mfa", post(hooks::require_mfa))
+            .route("/_emulator/limits", post(throttle::set_limits))
             .layer(axum::middleware::from_fn_with_state(self.clone(), faults::middleware))
+            // Outside the faults: a scripted delay holds a concurrency slot, as a slow answer would.
+            .layer(axum::middleware::from_fn_with_state(self.clone(), throttle::middleware))
             // Simple uploads take up to 250 MB; axum's default limit is 2 MB.
             .layer(axum::extract::DefaultBodyLimit::max(drive::SIMPLE_UPLOAD_LIMIT + 1))
             .with_state(self.clone())

@@ -1589,3 +1589,84 @@ async fn contacts_people_and_directory_search() {
         "application permission reads a mailbox's contacts"
     );
 }
+
+/// microsoft-graph-docs-contrib: concepts/throttling-limits.md ("Outlook service limits": 4
+/// concurrent requests and 10,000 requests per 10 minutes per app and mailbox) and
+/// concepts/throttling.md (429, Retry-After, TooManyRequests).
+#[tokio::test]
+async fn outlook_throttling_per_app_and_mailbox() {
+    let emu = emulator().await;
+    let token = emu.user_token("Contacts.Read Files.ReadWrite").await;
+    let post = |path: &str, body: Value| {
+        let req = emu.http.post(format!("{}{path}", emu.base)).json(&body);
+        async move { assert_eq!(req.send().await.unwrap().status(), 204) }
+    };
+    // Five slow requests at once: the fifth is over the concurrency limit.
+    post(
+        "/_emulator/faults",
+        json!([{"method": "GET", "path": "/v1.0/me/contacts", "delay_ms": 600, "times": 5}]),
+    )
+    .await;
+    let calls = (0..5).map(|_| {
+        let req = emu.http.get(format!("{}/v1.0/me/contacts", emu.base)).bearer_auth(&token);
+        async move {
+            let r = req.send().await.unwrap();
+            let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            (r.status().as_u16(), retry, r.json::<Value>().await.unwrap())
+        }
+    });
+    let drive_meanwhile = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // OneDrive is not an Outlook resource: not counted.
+        emu.put_content(&token, "t.txt", b"x".to_vec()).await.status().as_u16()
+    };
+    let (answers, drive) = tokio::join!(futures_util::future::join_all(calls), drive_meanwhile);
+    assert!(drive == 201 || drive == 200);
+    let throttled: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+    assert_eq!(throttled.len(), 1, "{answers:?}");
+    assert_eq!(answers.iter().filter(|a| a.0 == 200).count(), 4);
+    assert_eq!(throttled[0].2["error"]["code"], "TooManyRequests");
+    assert!(throttled[0].1.as_deref().is_some_and(|s| s.parse::<u64>().unwrap() >= 1));
+    // Slots are released: the next request goes through.
+    let next = emu
+        .http
+        .get(format!("{}/v1.0/me/contacts", emu.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next.status(), 200);
+
+    // The request-rate window (lowered here from 10,000 per 600 s to 3 per 600 s).
+    post("/_emulator/limits", json!({"requests_per_window": 3, "window_secs": 600})).await;
+    for _ in 0..3 {
+        let r = emu
+            .http
+            .get(format!("{}/v1.0/me/people", emu.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(r.status(), 429);
+    }
+    let over = emu
+        .http
+        .get(format!("{}/v1.0/me/contacts", emu.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(over.status(), 429);
+    let wait: u64 = over.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((590..=600).contains(&wait), "Retry-After {wait}");
+    // Another mailbox of the same app has its own budget.
+    let app = emu.app_token().await;
+    let other = emu
+        .http
+        .get(format!("{}/v1.0/users/mfa.user@{DEMO_DOMAIN}/contacts", emu.base))
+        .bearer_auth(&app)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+}
