@@ -138,6 +138,16 @@ pub async fn middleware(State(emu): State<Emulator>, req: Request, next: Next) -
     next.run(req).await
 }
 
+/// `POST /_emulator/limits`: replaces the limits (and forgets what was counted).
+pub async fn set_limits(State(emu): State<Emulator>, axum::Json(limits): axum::Json<Limits>) -> StatusCode {
+    let mut t = emu.throttle();
+    *t = ThrottleState {
+        limits,
+        ..Default::default()
+    };
+    StatusCode::NO_CONTENT
+}
+
 #[cfg(test)]
 mod tests {
     use super::outlook_mailbox;
@@ -152,14 +162,4 @@ mod tests {
         assert!(outlook_mailbox("/v1.0/users").is_none());
         assert!(outlook_mailbox("/v1.0/me").is_none());
     }
-}
-
-/// `POST /_emulator/limits`: replaces the limits (and forgets what was counted).
-pub async fn set_limits(State(emu): State<Emulator>, axum::Json(limits): axum::Json<Limits>) -> StatusCode {
-    let mut t = emu.throttle();
-    *t = ThrottleState {
-        limits,
-        ..Default::default()
-    };
-    StatusCode::NO_CONTENT
 }
