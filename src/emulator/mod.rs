@@ -5,6 +5,7 @@
 //!
 //! State lives in memory, seeded from [`seed::Seed`]. Test hooks live under `/_emulator/`.
 
+pub mod batch;
 pub mod device;
 pub mod directory;
 pub mod drive;
@@ -231,6 +232,7 @@ impl Emulator {
             .route("/devicelogin", get(device::login_page).post(device::login_submit))
             .route("/_emulator/devicecode/{user_code}/expire", post(device::expire))
             .route("/v1.0/me", get(graph::me))
+            .route("/v1.0/$batch", post(batch::batch))
             .route("/v1.0/me/drive/{*rest}", any(drive::me_drive))
             .route("/v1.0/users/{user}/drive/{*rest}", any(drive::user_drive))
             .route("/v1.0/me/contacts", get(directory::me_contacts))

@@ -1670,3 +1670,81 @@ async fn outlook_throttling_per_app_and_mailbox() {
         .unwrap();
     assert_eq!(other.status(), 200);
 }
+
+/// microsoft-graph-docs-contrib: concepts/json-batching.md — at most 20 requests, ids unique,
+/// Content-Type required with a body, `dependsOn` ordering, 424 for dependents of a failed
+/// request, a malformed batch is a 400 and a parseable one a 200.
+#[tokio::test]
+async fn json_batching() {
+    let emu = emulator().await;
+    let token = emu.user_token("Files.ReadWrite Contacts.Read User.Read").await;
+    let batch = |body: Value| {
+        let req = emu.http.post(format!("{}/v1.0/$batch", emu.base)).bearer_auth(&token).json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = batch(json!({"requests": [
+        {"id": "1", "method": "GET", "url": "/me"},
+        {"id": "2", "method": "GET", "url": "me/contacts?$top=1"},
+        {"id": "3", "method": "GET", "url": "/me/drive/items/does-not-exist"},
+        {"id": "4", "method": "GET", "url": "/me", "dependsOn": ["3"]},
+        {"id": "5", "method": "GET", "url": "/me", "dependsOn": ["4"]},
+        {"id": "6", "method": "POST", "url": "/me/drive/items/nope/createLink", "headers": {"Content-Type": "application/json"}, "body": {"type": "view"}},
+    ]}))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let by_id: std::collections::HashMap<&str, &Value> = body["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap(), r))
+        .collect();
+    assert_eq!(by_id["1"]["status"], 200);
+    assert_eq!(by_id["1"]["body"]["userPrincipalName"], DEMO_USER);
+    assert_eq!(by_id["2"]["status"], 200);
+    assert!(by_id["2"]["body"]["value"].is_array());
+    assert_eq!(by_id["3"]["status"], 404);
+    assert_eq!(by_id["3"]["body"]["error"]["code"], "itemNotFound");
+    assert_eq!(by_id["4"]["status"], 424, "depends on a failed request");
+    assert_eq!(by_id["5"]["status"], 424, "depends on a request that failed by dependency");
+    assert_eq!(by_id["6"]["status"], 404);
+    assert!(
+        by_id["1"]["headers"]["content-type"]
+            .as_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+
+    // The batch's own token is each request's: without one every request is a 401.
+    let anonymous = emu
+        .http
+        .post(format!("{}/v1.0/$batch", emu.base))
+        .json(&json!({"requests": [{"id": "1", "method": "GET", "url": "/me"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 200);
+    assert_eq!(anonymous.json::<Value>().await.unwrap()["responses"][0]["status"], 401);
+
+    let many: Vec<Value> = (0..21)
+        .map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/me"}))
+        .collect();
+    for bad in [
+        json!({"requests": many}),
+        json!({"requests": [{"id": "1", "method": "GET", "url": "/me"}, {"id": "1", "method": "GET", "url": "/me"}]}),
+        json!({"requests": [{"id": "1", "method": "POST", "url": "/me/messages", "body": {}}]}),
+        json!({"requests": [{"id": "1", "method": "GET", "url": "/me", "dependsOn": ["9"]}]}),
+        json!({"requests": [{"id": "1", "method": "GET", "url": "/me", "dependsOn": ["2"]}, {"id": "2", "method": "GET", "url": "/me", "dependsOn": ["1"]}]}),
+        json!({"nothing": []}),
+    ] {
+        let (status, body) = batch(bad.clone()).await;
+        assert_eq!(status, 400, "{bad} -> {body}");
+        assert_eq!(body["error"]["code"], "BadRequest");
+    }
+    let twenty: Vec<Value> = (0..20)
+        .map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/me"}))
+        .collect();
+    assert_eq!(batch(json!({"requests": twenty})).await.0, 200);
+}
