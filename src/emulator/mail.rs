@@ -31,6 +31,61 @@ pub struct Mailbox {
 #[derive(Debug, Default)]
 pub struct MailState {
     pub mailboxes: HashMap<String, Mailbox>,
+    /// Large-attachment upload sessions by the token in their upload URL.
+    pub sessions: HashMap<String, AttachmentSession>,
+}
+
+/// Attachments of 3 MB or more go through an upload session (message-post-attachments.md,
+/// attachment-createuploadsession.md); at most 150 MB; fragments of at most 4 MB
+/// (outlook-large-attachments.md).
+pub const SMALL_ATTACHMENT_LIMIT: usize = 3 * 1024 * 1024;
+pub const LARGE_ATTACHMENT_LIMIT: u64 = 150 * 1024 * 1024;
+pub const ATTACHMENT_FRAGMENT_LIMIT: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct AttachmentSession {
+    pub user_id: String,
+    pub message_id: String,
+    pub name: String,
+    pub size: u64,
+    pub content_type: String,
+    pub is_inline: bool,
+    pub received: Vec<u8>,
+    pub expires: chrono::DateTime<Utc>,
+}
+
+fn not_found() -> GraphFailure {
+    GraphFailure::new(
+        StatusCode::NOT_FOUND,
+        "ErrorItemNotFound",
+        "The specified object was not found in the store.",
+    )
+}
+
+/// A file attachment as Graph returns it (resources/fileattachment.md).
+fn file_attachment(name: &str, content_type: &str, is_inline: bool, content: &[u8]) -> Value {
+    json!({
+        "@odata.type": "#microsoft.graph.fileAttachment",
+        "id": format!("AAMkAtt{}", uuid::Uuid::new_v4().simple()),
+        "name": name,
+        "contentType": content_type,
+        "size": content.len(),
+        "isInline": is_inline,
+        "lastModifiedDateTime": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "contentBytes": base64::engine::general_purpose::STANDARD.encode(content),
+    })
+}
+
+/// Adds an attachment to a draft; `None` when the draft does not exist.
+fn attach(emu: &Emulator, user_id: &str, message_id: &str, attachment: Value) -> Option<Value> {
+    let mut mail = emu.mail();
+    let draft = mail.mailboxes.get_mut(user_id)?.drafts.iter_mut().find(|d| d["id"] == message_id)?;
+    if !draft["attachments"].is_array() {
+        draft["attachments"] = json!([]);
+    }
+    draft["attachments"].as_array_mut().expect("set above").push(attachment.clone());
+    draft["hasAttachments"] = json!(true);
+    Some(attachment)
 }
 
 /// Checks a message as Outlook would and returns it normalised (id, folder, timestamps added).
@@ -240,6 +295,142 @@ async fn mail_request(emu: Emulator, user: Option<String>, method: Method, rest:
             mailbox.sent.push(message);
             StatusCode::ACCEPTED.into_response()
         }
+        (Method::POST, ["messages", id, "attachments"]) => {
+            let request = match parse() {
+                Ok(v) => v,
+                Err(e) => return e.into_response(&headers),
+            };
+            if request["@odata.type"] != "#microsoft.graph.fileAttachment" {
+                return graph_error(
+                    &headers,
+                    StatusCode::BAD_REQUEST,
+                    "ErrorInvalidRequest",
+                    "This emulator accepts #microsoft.graph.fileAttachment attachments.",
+                );
+            }
+            let Some(content) = request["contentBytes"]
+                .as_str()
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            else {
+                return graph_error(
+                    &headers,
+                    StatusCode::BAD_REQUEST,
+                    "ErrorInvalidRequest",
+                    "The attachment's contentBytes is missing or not valid base64.",
+                );
+            };
+            if content.len() >= SMALL_ATTACHMENT_LIMIT {
+                return graph_error(
+                    &headers,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "ErrorAttachmentSizeLimitExceeded",
+                    "Attachments of 3 MB or more must be added through an upload session (attachments/createUploadSession).",
+                );
+            }
+            let name = request["name"].as_str().unwrap_or("attachment");
+            let content_type = request["contentType"].as_str().unwrap_or("application/octet-stream");
+            let attachment = file_attachment(name, content_type, request["isInline"].as_bool().unwrap_or(false), &content);
+            match attach(&emu, &user_id, id, attachment) {
+                Some(a) => (StatusCode::CREATED, Json(a)).into_response(),
+                None => not_found().into_response(&headers),
+            }
+        }
+        (Method::GET, ["messages", id, "attachments"]) => {
+            let mail = emu.mail();
+            let message = mail
+                .mailboxes
+                .get(&user_id)
+                .and_then(|m| m.drafts.iter().chain(m.sent.iter()).find(|x| x["id"] == *id));
+            match message {
+                Some(m) => Json(json!({"value": m["attachments"].as_array().cloned().unwrap_or_default()})).into_response(),
+                None => not_found().into_response(&headers),
+            }
+        }
+        (Method::POST, ["messages", id, "attachments", "createUploadSession"]) => {
+            let request = match parse() {
+                Ok(v) => v,
+                Err(e) => return e.into_response(&headers),
+            };
+            let item = &request["AttachmentItem"];
+            let (Some(name), Some(size)) = (item["name"].as_str(), item["size"].as_u64()) else {
+                return graph_error(
+                    &headers,
+                    StatusCode::BAD_REQUEST,
+                    "ErrorInvalidRequest",
+                    "AttachmentItem needs attachmentType 'file', a name and a size.",
+                );
+            };
+            if item["attachmentType"] != "file" {
+                return graph_error(
+                    &headers,
+                    StatusCode::BAD_REQUEST,
+                    "ErrorInvalidRequest",
+                    "attachmentType must be 'file'.",
+                );
+            }
+            if size < SMALL_ATTACHMENT_LIMIT as u64 {
+                return graph_error(
+                    &headers,
+                    StatusCode::BAD_REQUEST,
+                    "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize",
+                    "Attachment size must be greater than the minimum size of 3 MB: post smaller attachments to the message's attachments.",
+                );
+            }
+            if size > LARGE_ATTACHMENT_LIMIT {
+                return graph_error(
+                    &headers,
+                    StatusCode::BAD_REQUEST,
+                    "ErrorAttachmentSizeLimitExceeded",
+                    "The attachment is larger than the 150 MB limit.",
+                );
+            }
+            let exists = emu
+                .mail()
+                .mailboxes
+                .get(&user_id)
+                .is_some_and(|m| m.drafts.iter().any(|d| d["id"] == *id));
+            if !exists {
+                return not_found().into_response(&headers);
+            }
+            let token = super::opaque();
+            let expires = Utc::now() + chrono::Duration::hours(2);
+            emu.mail().sessions.insert(
+                token.clone(),
+                AttachmentSession {
+                    user_id,
+                    message_id: id.to_string(),
+                    name: name.to_string(),
+                    size,
+                    content_type: item["contentType"].as_str().unwrap_or("application/octet-stream").to_string(),
+                    is_inline: item["isInline"].as_bool().unwrap_or(false),
+                    received: Vec::new(),
+                    expires,
+                },
+            );
+            (
+                StatusCode::CREATED,
+                Json(json!({
+                    "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#microsoft.graph.uploadSession",
+                    "uploadUrl": format!("{}/_attachments/{token}", emu.base_url),
+                    "expirationDateTime": expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    "nextExpectedRanges": ["0-"],
+                })),
+            )
+                .into_response()
+        }
+        (Method::GET, ["mailFolders", folder, "messages"]) => {
+            let mail = emu.mail();
+            let mailbox = mail.mailboxes.get(&user_id);
+            let messages: Vec<Value> = match folder.to_ascii_lowercase().as_str() {
+                "drafts" => mailbox.map(|m| m.drafts.clone()).unwrap_or_default(),
+                // Messages sent with saveToSentItems=false never reach Sent Items.
+                "sentitems" => mailbox
+                    .map(|m| m.sent.iter().filter(|x| x["savedToSentItems"] != false).cloned().collect())
+                    .unwrap_or_default(),
+                _ => return not_found().into_response(&headers),
+            };
+            Json(json!({"value": messages})).into_response()
+        }
         _ => graph_error(
             &headers,
             StatusCode::BAD_REQUEST,
@@ -247,6 +438,121 @@ async fn mail_request(emu: Emulator, user: Option<String>, method: Method, rest:
             &format!("Resource not found for the segment '{rest}'."),
         ),
     }
+}
+
+/// The pre-authenticated upload URL of a large attachment: `PUT` byte ranges in order (at most
+/// 4 MB each; `200` with `nextExpectedRanges`, then `201` with a `Location` and no body),
+/// `DELETE` to cancel; expired or unknown sessions are `404` (outlook-large-attachments.md).
+pub async fn attachment_upload(
+    State(emu): State<Emulator>,
+    method: Method,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    use axum::http::header;
+    if headers.contains_key(header::AUTHORIZATION) {
+        return graph_error(
+            &headers,
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "The upload URL is pre-authenticated: do not send an Authorization header.",
+        );
+    }
+    let now = Utc::now();
+    let session = {
+        let mut mail = emu.mail();
+        mail.sessions.retain(|_, s| s.expires > now);
+        mail.sessions.get(&token).map(|s| (s.size, s.received.len() as u64, s.expires))
+    };
+    let Some((size, received, expires)) = session else {
+        return not_found().into_response(&headers);
+    };
+    let status = |next: u64| {
+        json!({
+            "expirationDateTime": expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "nextExpectedRanges": [next.to_string()],
+        })
+    };
+    let bad = |m: &str| graph_error(&headers, StatusCode::BAD_REQUEST, "ErrorInvalidRequest", m);
+    match method {
+        Method::DELETE => {
+            emu.mail().sessions.remove(&token);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Method::GET => Json(status(received)).into_response(),
+        Method::PUT => {
+            let range = headers
+                .get(header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("bytes "))
+                .and_then(|v| {
+                    let (span, total) = v.split_once('/')?;
+                    let (a, b) = span.split_once('-')?;
+                    Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?, total.parse::<u64>().ok()?))
+                });
+            let Some((start, end, total)) = range else {
+                return bad("A Content-Range header (bytes start-end/total) is required.");
+            };
+            if body.len() > ATTACHMENT_FRAGMENT_LIMIT {
+                return graph_error(
+                    &headers,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "RequestEntityTooLarge",
+                    "Upload at most 4 MB per request.",
+                );
+            }
+            if total != size || end < start || end - start + 1 != body.len() as u64 || end >= size {
+                return bad("The Content-Range does not match the content or the attachment's size.");
+            }
+            if start != received {
+                return graph_error(
+                    &headers,
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "ErrorInvalidRequest",
+                    &format!("Bytes must be uploaded in order; the next expected byte is {received}."),
+                );
+            }
+            let finished = {
+                let mut mail = emu.mail();
+                let s = mail.sessions.get_mut(&token).expect("checked above");
+                s.received.extend_from_slice(&body);
+                if s.received.len() as u64 == s.size {
+                    mail.sessions.remove(&token)
+                } else {
+                    None
+                }
+            };
+            let Some(done) = finished else {
+                return Json(status(end + 1)).into_response();
+            };
+            let attachment = file_attachment(&done.name, &done.content_type, done.is_inline, &done.received);
+            let id = attachment["id"].as_str().unwrap_or_default().to_string();
+            if attach(&emu, &done.user_id, &done.message_id, attachment).is_none() {
+                return not_found().into_response(&headers);
+            }
+            let location = format!(
+                "{}/v1.0/users/{}/messages/{}/attachments/{id}",
+                emu.base_url, done.user_id, done.message_id
+            );
+            (StatusCode::CREATED, [(header::LOCATION, location)]).into_response()
+        }
+        _ => bad("The HTTP method is not supported on the upload URL."),
+    }
+}
+
+pub async fn me_folder(State(emu): State<Emulator>, method: Method, Path(rest): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    mail_request(emu, None, method, format!("mailFolders/{rest}"), headers, body).await
+}
+
+pub async fn user_folder(
+    State(emu): State<Emulator>,
+    method: Method,
+    Path((user, rest)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    mail_request(emu, Some(user), method, format!("mailFolders/{rest}"), headers, body).await
 }
 
 pub async fn me_send(State(emu): State<Emulator>, headers: HeaderMap, body: Bytes) -> Response {

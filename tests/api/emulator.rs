@@ -1748,3 +1748,156 @@ async fn json_batching() {
         .collect();
     assert_eq!(batch(json!({"requests": twenty})).await.0, 200);
 }
+
+/// microsoft-graph-docs-contrib: api-reference/v1.0/api/message-post-attachments.md (under
+/// 3 MB, 201), attachment-createuploadsession.md (3–150 MB, 201 uploadSession),
+/// concepts/outlook-large-attachments.md (PUT ranges without Authorization, at most 4 MB, 200
+/// with nextExpectedRanges, final 201 with Location and no body), mailfolder well-known names.
+#[tokio::test]
+async fn message_attachments_and_folders() {
+    use base64::engine::general_purpose::STANDARD;
+    let emu = emulator().await;
+    let token = emu.user_token("Mail.ReadWrite Mail.Send").await;
+    let url = |p: &str| format!("{}/v1.0/me/{p}", emu.base);
+    let draft: Value = emu
+        .http
+        .post(url("messages"))
+        .bearer_auth(&token)
+        .json(&json!({"subject": "Invoice", "toRecipients": [{"emailAddress": {"address": "ap@contoso.example"}}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = draft["id"].as_str().unwrap().to_string();
+
+    // A small attachment is posted whole.
+    let small = emu
+        .http
+        .post(url(&format!("messages/{id}/attachments")))
+        .bearer_auth(&token)
+        .json(&json!({"@odata.type": "#microsoft.graph.fileAttachment", "name": "a.txt", "contentType": "text/plain", "contentBytes": STANDARD.encode("hello")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(small.status(), 201);
+    let small: Value = small.json().await.unwrap();
+    assert_eq!((small["name"].as_str(), small["size"].as_u64()), (Some("a.txt"), Some(5)));
+
+    // 3 MB or more must use an upload session.
+    let big = vec![7u8; 3 * 1024 * 1024 + 10];
+    let refused = emu
+        .http
+        .post(url(&format!("messages/{id}/attachments")))
+        .bearer_auth(&token)
+        .json(&json!({"@odata.type": "#microsoft.graph.fileAttachment", "name": "big.bin", "contentBytes": STANDARD.encode(&big[..3 * 1024 * 1024])}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 413);
+    let session = |size: u64| {
+        let req = emu
+            .http
+            .post(url(&format!("messages/{id}/attachments/createUploadSession")))
+            .bearer_auth(&token)
+            .json(&json!({"AttachmentItem": {"attachmentType": "file", "name": "big.bin", "size": size}}));
+        async move { req.send().await.unwrap() }
+    };
+    assert_eq!(session(1000).await.status(), 400, "under 3 MB is refused");
+    assert_eq!(session(151 * 1024 * 1024).await.status(), 400, "over 150 MB is refused");
+    let created = session(big.len() as u64).await;
+    assert_eq!(created.status(), 201);
+    let upload: Value = created.json().await.unwrap();
+    assert_eq!(upload["nextExpectedRanges"], json!(["0-"]));
+    let upload_url = upload["uploadUrl"].as_str().unwrap().to_string();
+    let put = |from: usize, to: usize, auth: bool| {
+        let mut req = emu
+            .http
+            .put(&upload_url)
+            .header("content-type", "application/octet-stream")
+            .header("content-range", format!("bytes {from}-{}/{}", to - 1, big.len()))
+            .body(big[from..to].to_vec());
+        if auth {
+            req = req.bearer_auth(&token);
+        }
+        async move { req.send().await.unwrap() }
+    };
+    assert_eq!(put(0, 1024, true).await.status(), 401, "no Authorization on the upload URL");
+    let too_big = emu
+        .http
+        .put(&upload_url)
+        .header("content-range", format!("bytes 0-{}/{}", 4 * 1024 * 1024, big.len()))
+        .body(vec![0u8; 4 * 1024 * 1024 + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_big.status(), 413, "fragments of at most 4 MB");
+    let first = put(0, 2 * 1024 * 1024, false).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.json::<Value>().await.unwrap()["nextExpectedRanges"], json!(["2097152"]));
+    assert_eq!(put(0, 1024, false).await.status(), 416, "bytes in order");
+    let last = put(2 * 1024 * 1024, big.len(), false).await;
+    assert_eq!(last.status(), 201);
+    assert!(
+        last.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains(&format!("/messages/{id}/attachments/"))
+    );
+    assert!(last.bytes().await.unwrap().is_empty());
+    assert_eq!(put(0, 1024, false).await.status(), 404, "the finished session is gone");
+
+    let listed: Value = emu
+        .http
+        .get(url(&format!("messages/{id}/attachments")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a.txt", "big.bin"]);
+    let stored = STANDARD.decode(listed["value"][1]["contentBytes"].as_str().unwrap()).unwrap();
+    assert!(stored == big, "the attachment holds the uploaded bytes");
+
+    // Drafts and Sent Items.
+    let folder = |name: &str| {
+        let req = emu.http.get(url(&format!("mailFolders/{name}/messages"))).bearer_auth(&token);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(folder("drafts").await.1["value"].as_array().unwrap().len(), 1);
+    assert_eq!(folder("SentItems").await.1["value"].as_array().unwrap().len(), 0);
+    let sent = emu
+        .http
+        .post(url(&format!("messages/{id}/send")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+    assert_eq!(folder("drafts").await.1["value"].as_array().unwrap().len(), 0);
+    let sent_items = folder("sentitems").await.1;
+    assert_eq!(sent_items["value"][0]["attachments"].as_array().unwrap().len(), 2);
+    assert_eq!(folder("nowhere").await.0, 404);
+    // A session for a message that does not exist.
+    let orphan = emu
+        .http
+        .post(url("messages/nope/attachments/createUploadSession"))
+        .bearer_auth(&token)
+        .json(&json!({"AttachmentItem": {"attachmentType": "file", "name": "x", "size": 4_000_000}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(orphan.status(), 404);
+}
