@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -78,11 +79,35 @@ def ours(emu, path):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def user_token(emu):
+    """The demo user's Files.ReadWrite token: authorization code + PKCE (plain), the account
+    picked through the emulator's sign-in request header."""
+    verifier = "v" * 43
+    authorize = f"{emu.url}/{TENANT}/oauth2/v2.0/authorize"
+    query = urllib.parse.urlencode({
+        "client_id": CLIENT, "response_type": "code", "redirect_uri": "http://localhost",
+        "scope": "Files.ReadWrite", "code_challenge": verifier, "code_challenge_method": "plain"})
+    with urllib.request.urlopen(f"{authorize}?{query}") as page:
+        request = page.headers["x-emulator-signin-request"]
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        opener.open(authorize, urllib.parse.urlencode({"request": request, "user": USER}).encode())
+        raise SystemExit("the emulator did not redirect")
+    except urllib.error.HTTPError as e:
+        code = urllib.parse.parse_qs(urllib.parse.urlparse(e.headers["location"]).query)["code"][0]
+    return post(f"{emu.url}/{TENANT}/oauth2/v2.0/token", {
+        "client_id": CLIENT, "grant_type": "authorization_code", "code": code,
+        "redirect_uri": "http://localhost", "code_verifier": verifier}, form=True)["access_token"]
+
+
 def curl(emu, fragments, size):
-    token = post(f"{emu.url}/{TENANT}/oauth2/v2.0/token", {
-        "client_id": CLIENT, "client_secret": "demo-client-secret", "grant_type": "client_credentials",
-        "scope": "https://graph.microsoft.com/.default"}, form=True)["access_token"]
-    session = post(f"{emu.url}/v1.0/users/{USER}/drive/root:/curl.bin:/createUploadSession",
+    token = user_token(emu)
+    session = post(f"{emu.url}/v1.0/me/drive/root:/curl.bin:/createUploadSession",
                    {"item": {"@microsoft.graph.conflictBehavior": "rename"}},
                    {"authorization": f"Bearer {token}"})
     started = time.perf_counter()

@@ -543,13 +543,8 @@ pub async fn upload_url(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if headers.contains_key(header::AUTHORIZATION) {
-        return graph_error(
-            &headers,
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "The upload URL is pre-authenticated: do not send an Authorization header.",
-        );
+    if let Some(refused) = super::graph::refuse_authorization(&headers, "unauthenticated") {
+        return refused;
     }
     let now = Utc::now();
     {

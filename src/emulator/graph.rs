@@ -193,3 +193,16 @@ pub async fn me(State(emu): State<Emulator>, headers: HeaderMap) -> Response {
     }))
     .into_response()
 }
+
+/// Upload URLs carry their own credential: a request that also sends an `Authorization`
+/// header is refused with a 401 (driveitem-createuploadsession.md, outlook-large-attachments.md).
+pub fn refuse_authorization(headers: &HeaderMap, code: &str) -> Option<Response> {
+    headers.contains_key(header::AUTHORIZATION).then(|| {
+        graph_error(
+            headers,
+            StatusCode::UNAUTHORIZED,
+            code,
+            "The upload URL is pre-authenticated: do not send an Authorization header.",
+        )
+    })
+}

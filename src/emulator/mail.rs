@@ -451,13 +451,8 @@ pub async fn attachment_upload(
     body: Bytes,
 ) -> Response {
     use axum::http::header;
-    if headers.contains_key(header::AUTHORIZATION) {
-        return graph_error(
-            &headers,
-            StatusCode::UNAUTHORIZED,
-            "InvalidAuthenticationToken",
-            "The upload URL is pre-authenticated: do not send an Authorization header.",
-        );
+    if let Some(refused) = super::graph::refuse_authorization(&headers, "InvalidAuthenticationToken") {
+        return refused;
     }
     let now = Utc::now();
     let session = {
@@ -541,60 +536,29 @@ pub async fn attachment_upload(
     }
 }
 
-pub async fn me_folder(State(emu): State<Emulator>, method: Method, Path(rest): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    mail_request(emu, None, method, format!("mailFolders/{rest}"), headers, body).await
+/// Every `/v1.0/me/…` mail route: what follows `/me/` says what is asked.
+pub async fn me_mail(State(emu): State<Emulator>, method: Method, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let rest = uri.path().strip_prefix("/v1.0/me/").unwrap_or_default().to_string();
+    mail_request(emu, None, method, rest, headers, body).await
 }
 
-pub async fn user_folder(
+/// Every `/v1.0/users/{user}/…` mail route.
+pub async fn user_mail(
     State(emu): State<Emulator>,
     method: Method,
-    Path((user, rest)): Path<(String, String)>,
+    Path(params): Path<HashMap<String, String>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    mail_request(emu, Some(user), method, format!("mailFolders/{rest}"), headers, body).await
-}
-
-pub async fn me_send(State(emu): State<Emulator>, headers: HeaderMap, body: Bytes) -> Response {
-    mail_request(emu, None, Method::POST, "sendMail".into(), headers, body).await
-}
-
-pub async fn me_messages(State(emu): State<Emulator>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
-    mail_request(emu, None, method, "messages".into(), headers, body).await
-}
-
-pub async fn me_message(
-    State(emu): State<Emulator>,
-    method: Method,
-    Path(rest): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    mail_request(emu, None, method, format!("messages/{rest}"), headers, body).await
-}
-
-pub async fn user_send(State(emu): State<Emulator>, Path(user): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    mail_request(emu, Some(user), Method::POST, "sendMail".into(), headers, body).await
-}
-
-pub async fn user_messages(
-    State(emu): State<Emulator>,
-    method: Method,
-    Path(user): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    mail_request(emu, Some(user), method, "messages".into(), headers, body).await
-}
-
-pub async fn user_message(
-    State(emu): State<Emulator>,
-    method: Method,
-    Path((user, rest)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    mail_request(emu, Some(user), method, format!("messages/{rest}"), headers, body).await
+    let user = params.get("user").cloned().unwrap_or_default();
+    let rest = uri
+        .path()
+        .strip_prefix("/v1.0/users/")
+        .and_then(|p| p.split_once('/'))
+        .map(|(_, rest)| rest.to_string())
+        .unwrap_or_default();
+    mail_request(emu, Some(user), method, rest, headers, body).await
 }
 
 /// Test hook: `GET /_emulator/mail/{user}` — the messages a user sent and their drafts.

@@ -208,11 +208,16 @@ async fn token_request(http: &reqwest::Client, url: &str, app: &ClientApp, mut f
     if let Some(secret) = &app.secret {
         form.push(("client_secret", secret.expose().to_string()));
     }
-    let resp = http.post(url).form(&form).send().await.map_err(OAuthError::Transport)?;
+    post_form(http, url, &form).await
+}
+
+/// Posts a form and reads the answer: `T` on success, the OAuth error body otherwise.
+async fn post_form<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &str, form: &[(&str, String)]) -> Result<T, OAuthError> {
+    let resp = http.post(url).form(form).send().await.map_err(OAuthError::Transport)?;
     let status = resp.status();
     let body = resp.bytes().await.map_err(OAuthError::Transport)?;
     if status.is_success() {
-        return serde_json::from_slice(&body).map_err(|e| OAuthError::Malformed(format!("token response: {e}")));
+        return serde_json::from_slice(&body).map_err(|e| OAuthError::Malformed(format!("{url} answered: {e}")));
     }
     #[derive(Deserialize)]
     struct Refusal {
@@ -321,18 +326,7 @@ pub async fn start_device_code(http: &reqwest::Client, ep: &Endpoints, app: &Cli
         .device
         .as_deref()
         .ok_or_else(|| OAuthError::Malformed("this provider has no device authorization endpoint".into()))?;
-    let resp = http
-        .post(url)
-        .form(&[("client_id", app.client_id.as_str()), ("scope", scope)])
-        .send()
-        .await
-        .map_err(OAuthError::Transport)?;
-    let status = resp.status();
-    let body = resp.bytes().await.map_err(OAuthError::Transport)?;
-    if !status.is_success() {
-        return Err(OAuthError::Malformed(format!("device authorization answered {status}")));
-    }
-    serde_json::from_slice(&body).map_err(|e| OAuthError::Malformed(format!("device authorization: {e}")))
+    post_form(http, url, &[("client_id", app.client_id.clone()), ("scope", scope.to_string())]).await
 }
 
 /// Polls the token endpoint until the user finishes (or declines, or the code expires),
