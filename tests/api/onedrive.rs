@@ -299,6 +299,7 @@ on_both!(
     onedrive_export_input_errors(small),
     concurrent_callers_share_one_refresh(small),
     device_code_signin_links_the_operator(unlinked),
+    graph_client_pages_and_keeps_to_four_per_mailbox(small),
 );
 
 /// SPEC §6: `{id, name, size, webUrl}`; the bytes in OneDrive are the workbook.
@@ -750,4 +751,45 @@ async fn cli_export_to_onedrive() {
     .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("/auth/signin?operator=NEWBIE"), "{stderr}");
+}
+
+/// concepts/paging.md: `@odata.nextLink` followed as given, as one stream; and
+/// concepts/throttling-limits.md: Outlook allows 4 concurrent requests per app and mailbox —
+/// the client keeps to it, so 8 concurrent slow calls never meet the emulator's 429.
+async fn graph_client_pages_and_keeps_to_four_per_mailbox(l: Linked) {
+    use futures_util::TryStreamExt;
+    use officebridge::graph::{Graph, Principal, RetryPolicy};
+    use officebridge::identity::tokens::Tokens;
+    let tokens = std::sync::Arc::new(Tokens::new(officebridge::identity::oauth::http_client(), l.app.store.clone()));
+    let graph = std::sync::Arc::new(Graph::new(tokens, RetryPolicy::default()));
+    let who = Principal::Operator(officebridge::domain::OperatorCode::parse(OPERATOR).unwrap());
+    let all: Vec<Value> = graph
+        .pages(&who, format!("{}/v1.0/me/contacts?$top=1", l.emu))
+        .try_collect()
+        .await
+        .unwrap();
+    // /me/contacts lists the default Contacts folder (contact-list.md), not its subfolders.
+    let seeded = Seed::demo().tenants[0].users[0]
+        .contacts
+        .iter()
+        .filter(|c| c.folder.is_none())
+        .count();
+    assert!(seeded > 1, "the demo user has several contacts in the Contacts folder");
+    assert_eq!(all.len(), seeded, "every page, one contact each");
+    let pages = l.requests().await.iter().filter(|r| r["path"] == "/v1.0/me/contacts").count();
+    assert_eq!(pages, seeded, "one request per page");
+
+    l.fault(json!([{"method": "GET", "path": "/v1.0/me/people", "delay_ms": 300, "times": 8}]))
+        .await;
+    let calls = (0..8).map(|_| {
+        let (graph, who, url) = (graph.clone(), who.clone(), format!("{}/v1.0/me/people", l.emu));
+        tokio::spawn(async move { graph.get_json(&who, &url).await.map(|_| ()) })
+    });
+    for r in futures_util::future::join_all(calls).await {
+        r.unwrap().expect("every call succeeds");
+    }
+    let log = l.requests().await;
+    let people: Vec<_> = log.iter().filter(|r| r["path"] == "/v1.0/me/people").collect();
+    assert_eq!(people.len(), 8);
+    assert!(people.iter().all(|r| r["status"] == 200), "never more than 4 at once: {people:?}");
 }
