@@ -84,7 +84,7 @@ pub async fn upload(
     let mut file = tokio::fs::File::from_std(file);
     let base = graph.base_url(who).await?;
     let drive = match who {
-        Principal::Operator(_) => format!("{base}/me/drive"),
+        Principal::Operator(_) | Principal::OnBehalfOf { .. } => format!("{base}/me/drive"),
         Principal::App { mailbox, .. } => format!("{base}/users/{mailbox}/drive"),
     };
     let path = encode_path(folder, name);

@@ -21,12 +21,15 @@ use tokio::sync::Semaphore;
 const PER_MAILBOX: usize = 4;
 
 /// Whose token a call carries, and so whose mailbox it counts against.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 pub enum Principal {
     /// Delegated: the operator's own token.
     Operator(OperatorCode),
     /// Application permission in a tenant, acting on one mailbox.
     App { tenant: TenantCode, mailbox: String },
+    /// A delegated token obtained on-behalf-of the add-in's user (object id `user`); it cannot
+    /// be refreshed here — the add-in gets a new one.
+    OnBehalfOf { tenant: TenantCode, user: String, token: Secret },
 }
 
 impl Principal {
@@ -34,6 +37,7 @@ impl Principal {
         match self {
             Self::Operator(op) => format!("op:{op}"),
             Self::App { tenant, mailbox } => format!("app:{tenant}:{}", mailbox.to_ascii_lowercase()),
+            Self::OnBehalfOf { tenant, user, .. } => format!("obo:{tenant}:{}", user.to_ascii_lowercase()),
         }
     }
 }
@@ -169,6 +173,7 @@ impl Graph {
         match who {
             Principal::Operator(op) => self.tokens.operator_token(op).await,
             Principal::App { tenant, .. } => self.tokens.app_token(tenant).await,
+            Principal::OnBehalfOf { token, .. } => Ok(token.clone()),
         }
     }
 
@@ -176,6 +181,7 @@ impl Graph {
         match who {
             Principal::Operator(op) => self.tokens.operator_token_rejected(op, used).await,
             Principal::App { tenant, .. } => self.tokens.app_token_rejected(tenant, used).await,
+            Principal::OnBehalfOf { .. } => {}
         }
     }
 
@@ -183,7 +189,7 @@ impl Graph {
     pub async fn base_url(&self, who: &Principal) -> Result<String, GraphError> {
         let tenant = match who {
             Principal::Operator(op) => self.tokens.operator_access(op).await?.1.tenant,
-            Principal::App { tenant, .. } => self.tokens.tenant_access(tenant).await?.tenant,
+            Principal::App { tenant, .. } | Principal::OnBehalfOf { tenant, .. } => self.tokens.tenant_access(tenant).await?.tenant,
         };
         Ok(format!("{}/v1.0", tenant.graph_endpoint.as_str().trim_end_matches('/')))
     }

@@ -312,7 +312,8 @@ pub struct Me {
 
 /// The add-in's single sign-on token, validated (SPEC §3.5), with the operator it belongs to
 /// and that operator's tenant. A token of one tenant never reaches another tenant's operator.
-async fn sso_caller(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(String, Operator, TenantAccess), ApiError> {
+/// Answers the token, the operator, their tenant and the user's object id.
+async fn sso_caller(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(String, Operator, TenantAccess, String), ApiError> {
     use crate::identity::sso::{Expected, peek_tid};
     let unauthorized = |m: String| ApiError::Unauthorized(m);
     let token = headers
@@ -373,13 +374,13 @@ async fn sso_caller(state: &AppState, headers: &axum::http::HeaderMap) -> Result
     {
         return Err(ApiError::Forbidden(format!("operator {} is not {user}", operator.code)));
     }
-    Ok((token, operator, access))
+    Ok((token, operator, access, claims.oid.unwrap_or_default()))
 }
 
 #[utoipa::path(get, path = "/api/v1/me", tag = "auth", security(("sso" = [])),
     responses((status = 200, body = Me), (status = 401, body = crate::error::Problem, description = "Invalid token, or a claims challenge"), (status = 403, body = crate::error::Problem)))]
 pub async fn me(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Result<Json<Me>, ApiError> {
-    let (token, operator, access) = sso_caller(&state, &headers).await?;
+    let (token, operator, access, oid) = sso_caller(&state, &headers).await?;
     // The add-in's token is for us; Graph needs its own, obtained on the user's behalf.
     let graph_token = oauth::on_behalf_of(state.tokens.http(), &access.endpoints, &access.app, &token, "User.Read")
         .await
@@ -390,22 +391,13 @@ pub async fn me(State(state): State<AppState>, headers: axum::http::HeaderMap) -
             }
             other => oauth_failure(other),
         })?;
-    let url = format!("{}/v1.0/me", access.tenant.graph_endpoint.as_str().trim_end_matches('/'));
-    let resp = state
-        .tokens
-        .http()
-        .get(&url)
-        .bearer_auth(graph_token.access_token.expose())
-        .send()
-        .await
-        .map_err(|e| graph_failure(&state, GraphError::Transport(e.without_url().to_string())))?;
-    if !resp.status().is_success() {
-        return Err(graph_failure(&state, crate::graph::api_error(resp).await));
-    }
-    let user: serde_json::Value = resp
-        .json()
-        .await
-        .map_err(|e| graph_failure(&state, GraphError::Local(e.to_string())))?;
+    let who = crate::graph::Principal::OnBehalfOf {
+        tenant: access.tenant.code.clone(),
+        user: oid,
+        token: graph_token.access_token,
+    };
+    let url = format!("{}/me", state.graph.base_url(&who).await.map_err(|e| graph_failure(&state, e))?);
+    let user = state.graph.get_json(&who, &url).await.map_err(|e| graph_failure(&state, e))?;
     Ok(Json(Me {
         operator: operator.code,
         tenant: access.tenant.code.to_string(),

@@ -129,6 +129,16 @@ async fn a_valid_token_reaches_graph_on_behalf_of_its_user() {
         assert_eq!(ok.json["operator"], "JDOE");
         assert_eq!(ok.json["tenant"], "DEMO");
         assert_eq!(ok.json["mail"], DEMO_USER, "Graph's /me answered with the user's token");
+        // The Graph call on the user's behalf goes through the Graph client: a 503 is retried.
+        let fault = s
+            .http
+            .post(format!("{}/_emulator/faults", s.emu.base_url))
+            .json(&json!([{"method": "GET", "path": "/v1.0/me", "status": 503, "retry_after": "0", "times": 1}]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(fault.status(), 204);
+        assert_eq!(s.me(&s.sign(&s.claims()), None).await.status, 200);
         // The operator may be named, when it is the token's user.
         assert_eq!(s.me(&s.sign(&s.claims()), Some("JDOE")).await.status, 200);
         // The Application ID URI is an accepted audience too; nbf/exp within the 60 s leeway.
