@@ -297,7 +297,8 @@ pub async fn seed_dev_tenant(store: &Store, emulator: &str) -> anyhow::Result<()
     let code = TenantCode::parse(DEV_TENANT).map_err(anyhow::Error::msg)?;
     match store.get_tenant(&code).await {
         Ok(_) => store.replace_tenant(actor, &tenant).await?,
-        Err(_) => store.create_tenant(actor, &tenant).await?,
+        Err(crate::store::StoreError::NotFound { .. }) => store.create_tenant(actor, &tenant).await?,
+        Err(e) => return Err(e.into()),
     };
     let operator = OperatorCode::parse(DEV_OPERATOR).map_err(anyhow::Error::msg)?;
     store
@@ -312,7 +313,9 @@ pub async fn seed_dev_tenant(store: &Store, emulator: &str) -> anyhow::Result<()
         )
         .await?;
 
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    // The shared client follows no redirects, so the emulator's answer to the account picker
+    // (a redirect carrying the code) is read, not followed.
+    let http = oauth::http_client();
     let endpoints = oauth::Endpoints::microsoft(emulator, DEMO_TENANT_ID);
     let app = oauth::ClientApp {
         client_id: DEMO_CLIENT_ID.into(),

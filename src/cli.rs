@@ -472,8 +472,7 @@ async fn export_to_onedrive(settings: &Settings, mut args: ExportArgs) -> anyhow
     match crate::graph::drive::upload_export(&graph, &settings.onedrive, &code, file, size, &report.file_name()).await {
         Ok(item) => print_json(&item),
         Err(crate::graph::GraphError::Token(crate::identity::tokens::TokenError::SigninRequired(op))) => {
-            let mut url = settings.public_url.join("/auth/signin")?;
-            url.query_pairs_mut().append_pair("operator", op.as_str());
+            let url = crate::identity::signin_url(&settings.public_url, op.as_str());
             anyhow::bail!("operator {op} must sign in to Microsoft 365 first: open {url} (or use the device-code sign-in)")
         }
         Err(e) => Err(e.into()),

@@ -70,11 +70,13 @@ fn unreadable(e: std::io::Error) -> GraphError {
     GraphError::Local(format!("the export file could not be read: {e}"))
 }
 
-/// Uploads `file` (`size` bytes) as `folder/name` to the principal's drive with conflict
-/// behaviour `rename`.
+/// Uploads `file` (`size` bytes) as `folder/name` to the principal's drive at `base` (the
+/// tenant's [`super::base_url`]) with conflict behaviour `rename`.
+#[allow(clippy::too_many_arguments)] // each is a different thing the upload needs; a struct would only rename them
 pub async fn upload(
     graph: &Graph,
     who: &Principal,
+    base: &str,
     file: std::fs::File,
     size: u64,
     folder: &str,
@@ -82,7 +84,6 @@ pub async fn upload(
     settings: &UploadSettings,
 ) -> Result<DriveFile, GraphError> {
     let mut file = tokio::fs::File::from_std(file);
-    let base = graph.base_url(who).await?;
     let drive = match who {
         Principal::Operator(_) | Principal::OnBehalfOf { .. } => format!("{base}/me/drive"),
         Principal::App { mailbox, .. } => format!("{base}/users/{mailbox}/drive"),
@@ -147,7 +148,8 @@ pub async fn upload_export(
         simple_limit: cfg.simple_upload_limit,
         fragment: cfg.fragment_size,
     };
-    let item = upload(graph, &Principal::Operator(op.clone()), file, size, folder, name, &settings).await?;
+    let who = Principal::Operator(op.clone());
+    let item = upload(graph, &who, &super::base_url(&access.tenant), file, size, folder, name, &settings).await?;
     tracing::info!(operator = %op, item = %item.id, size = item.size, "export uploaded to OneDrive");
     Ok(item)
 }

@@ -9,6 +9,7 @@ pub mod drive;
 
 use crate::domain::{OperatorCode, Secret, TenantCode};
 use crate::identity::tokens::{TokenError, Tokens};
+use crate::store::models::Tenant;
 use futures_util::{Stream, TryStreamExt};
 use rand::Rng;
 use serde_json::Value;
@@ -121,6 +122,11 @@ pub fn parse_retry_after(raw: &str) -> Option<Duration> {
     )
 }
 
+/// A tenant's Graph base URL: `{graph endpoint}/v1.0`.
+pub fn base_url(tenant: &Tenant) -> String {
+    format!("{}/v1.0", tenant.graph_endpoint.as_str().trim_end_matches('/'))
+}
+
 fn retryable(status: u16) -> bool {
     matches!(status, 429 | 503 | 504)
 }
@@ -183,15 +189,6 @@ impl Graph {
             Principal::App { tenant, .. } => self.tokens.app_token_rejected(tenant, used).await,
             Principal::OnBehalfOf { .. } => {}
         }
-    }
-
-    /// The Graph base URL (`{endpoint}/v1.0`) of the principal's tenant.
-    pub async fn base_url(&self, who: &Principal) -> Result<String, GraphError> {
-        let tenant = match who {
-            Principal::Operator(op) => self.tokens.operator_access(op).await?.1.tenant,
-            Principal::App { tenant, .. } | Principal::OnBehalfOf { tenant, .. } => self.tokens.tenant_access(tenant).await?.tenant,
-        };
-        Ok(format!("{}/v1.0", tenant.graph_endpoint.as_str().trim_end_matches('/')))
     }
 
     /// Sends a request built by `build` with the principal's token, retrying as the module

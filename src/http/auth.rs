@@ -19,13 +19,6 @@ use serde::{Deserialize, Serialize};
 /// How long a sign-in may take between the redirect and the callback.
 const STATE_LIFETIME_MINUTES: i64 = 10;
 
-/// Where an operator signs in.
-pub fn signin_url(state: &AppState, operator: &str) -> String {
-    let mut url = state.settings.public_url.join("/auth/signin").expect("a path joins");
-    url.query_pairs_mut().append_pair("operator", operator);
-    url.to_string()
-}
-
 fn callback_url(state: &AppState) -> String {
     state.settings.public_url.join("/auth/callback").expect("a path joins").to_string()
 }
@@ -64,7 +57,7 @@ pub fn graph_failure(state: &AppState, e: GraphError) -> ApiError {
 pub fn token_failure(state: &AppState, e: TokenError) -> ApiError {
     match e {
         TokenError::SigninRequired(op) => ApiError::SigninRequired {
-            signin_url: signin_url(state, op.as_str()),
+            signin_url: crate::identity::signin_url(&state.settings.public_url, op.as_str()),
             operator: op.to_string(),
         },
         TokenError::NotConfigured { field, message } => ApiError::validation(field, message),
@@ -334,12 +327,13 @@ async fn sso_caller(state: &AppState, headers: &axum::http::HeaderMap) -> Result
         .tenant_access(&tenant.code)
         .await
         .map_err(|e| token_failure(state, e))?;
-    let authority = tenant.authority.as_str().trim_end_matches('/');
     let client_id = tenant.client_id.as_str();
     let host = state.settings.public_url.host_str().unwrap_or("localhost");
+    // The issuer names the directory exactly as the token's `tid` does.
+    let endpoints = crate::identity::oauth::Endpoints::microsoft(tenant.authority.as_str(), &tid);
     let expected = Expected {
-        jwks_url: crate::identity::oauth::Endpoints::microsoft(authority, &tid).jwks,
-        issuer: format!("{authority}/{tid}/v2.0"),
+        jwks_url: endpoints.jwks,
+        issuer: endpoints.issuer,
         audiences: vec![client_id.to_string(), format!("api://{host}/{client_id}")],
         scope: Some("access_as_user".into()),
     };
@@ -363,10 +357,8 @@ async fn sso_caller(state: &AppState, headers: &axum::http::HeaderMap) -> Result
         }
         None => state
             .store
-            .list_operators()
+            .operator_by_email(&tenant.code, &user)
             .await?
-            .into_iter()
-            .find(|o| o.tenant.as_ref() == Some(&tenant.code) && o.email.as_ref().is_some_and(|e| e.as_str().eq_ignore_ascii_case(&user)))
             .ok_or_else(|| ApiError::Forbidden(format!("no operator of tenant {} is {user}", tenant.code)))?,
     };
     if let Some(email) = &operator.email
@@ -396,7 +388,7 @@ pub async fn me(State(state): State<AppState>, headers: axum::http::HeaderMap) -
         user: oid,
         token: graph_token.access_token,
     };
-    let url = format!("{}/me", state.graph.base_url(&who).await.map_err(|e| graph_failure(&state, e))?);
+    let url = format!("{}/me", crate::graph::base_url(&access.tenant));
     let user = state.graph.get_json(&who, &url).await.map_err(|e| graph_failure(&state, e))?;
     Ok(Json(Me {
         operator: operator.code,

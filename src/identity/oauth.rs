@@ -237,7 +237,7 @@ async fn post_form<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: 
             codes: r.error_codes,
             claims: r.claims.filter(|c| !c.is_empty()),
         }),
-        Err(_) => Err(OAuthError::Malformed(format!("token endpoint answered {status}"))),
+        Err(_) => Err(OAuthError::Malformed(format!("{url} answered {status}"))),
     }
 }
 

@@ -484,6 +484,19 @@ impl Store {
         Ok(rows.into_iter().map(OperatorRow::into_model).collect())
     }
 
+    /// The operator of `tenant` whose address is `email` (compared without regard to case),
+    /// for the add-in, whose token names the user but not the operator.
+    pub async fn operator_by_email(&self, tenant: &TenantCode, email: &str) -> Result<Option<Operator>> {
+        let sql =
+            format!("SELECT {OPERATOR_COLUMNS} FROM operators WHERE tenant_code = $1 AND lower(email) = lower($2) ORDER BY code LIMIT 1");
+        let row: Option<OperatorRow> = on_pool!(self, |p| sqlx::query_as(&sql)
+            .bind(tenant.as_str())
+            .bind(email)
+            .fetch_optional(p)
+            .await)?;
+        Ok(row.map(OperatorRow::into_model))
+    }
+
     pub async fn get_operator(&self, code: &OperatorCode) -> Result<Operator> {
         let sql = format!("SELECT {OPERATOR_COLUMNS} FROM operators WHERE code = $1");
         let row: Option<OperatorRow> = on_pool!(self, |p| sqlx::query_as(&sql).bind(code.as_str()).fetch_optional(p).await)?;
