@@ -61,33 +61,8 @@ impl Emu {
             ("state", "st-123"),
         ];
         query.extend_from_slice(extra);
-        let page = self
-            .http
-            .get(format!("{}/{DEMO_TENANT_ID}/oauth2/v2.0/authorize", self.base))
-            .query(&query)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(page.status(), 200);
-        let request = page.headers()["x-emulator-signin-request"].to_str().unwrap().to_string();
-        let html = page.text().await.unwrap();
-        assert!(html.contains(user), "the account picker lists {user}");
-        let post = |form: Vec<(&'static str, String)>| {
-            self.http
-                .post(format!("{}/{DEMO_TENANT_ID}/oauth2/v2.0/authorize", self.base))
-                .form(&form)
-                .send()
-        };
-        let mut resp = post(vec![("request", request.clone()), ("user", user.to_string())]).await.unwrap();
-        if resp.headers().get("x-emulator-mfa").is_some() {
-            assert_eq!(resp.status(), 200);
-            assert!(resp.text().await.unwrap().contains("Approve"));
-            resp = post(vec![("request", request), ("user", user.to_string()), ("mfa", "approved".into())])
-                .await
-                .unwrap();
-        }
-        assert_eq!(resp.status(), 302);
-        url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap()
+        let authorize = url::Url::parse_with_params(&format!("{}/{DEMO_TENANT_ID}/oauth2/v2.0/authorize", self.base), &query).unwrap();
+        url::Url::parse(&crate::helpers::pick_account(&self.http, authorize.as_str(), user).await).unwrap()
     }
 }
 
@@ -901,23 +876,18 @@ async fn scripted_faults_and_the_request_log() {
     assert_eq!(slow.status(), 200);
     assert!(started.elapsed() >= std::time::Duration::from_millis(300), "the delay was applied");
 
-    let log: Value = emu
-        .http
-        .get(format!("{}/_emulator/requests", emu.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let puts: Vec<&Value> = log.as_array().unwrap().iter().filter(|r| r["method"] == "PUT").collect();
+    let log = crate::helpers::emulator_requests(&emu.http, &emu.base).await;
+    let puts: Vec<&Value> = log.iter().filter(|r| r["method"] == "PUT").collect();
     assert_eq!(puts.len(), 2);
     assert!(
         puts.iter()
             .all(|r| r["authorization"] == false && r["content_range"] == "bytes 0-3/4")
     );
     assert_eq!((puts[0]["faulted"].as_bool(), puts[1]["status"].as_u64()), (Some(true), Some(201)));
-    assert!(!log.to_string().contains(&token), "the log never holds a token");
+    assert!(
+        !Value::from(log.clone()).to_string().contains(&token),
+        "the log never holds a token"
+    );
     assert_eq!(
         emu.http
             .delete(format!("{}/_emulator/faults", emu.base))

@@ -262,6 +262,36 @@ impl TestApp {
     }
 }
 
+/// Completes the emulator's sign-in page as a browser would: opens `authorize_url` (the
+/// account picker, which must list `user`), picks `user`, approves MFA when asked, and answers
+/// the redirect's `Location` (the app's redirect URI with the code). `http` must not follow
+/// redirects.
+pub async fn pick_account(http: &reqwest::Client, authorize_url: &str, user: &str) -> String {
+    let page = http.get(authorize_url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let request = page.headers()["x-emulator-signin-request"].to_str().unwrap().to_string();
+    let html = page.text().await.unwrap();
+    assert!(html.contains(user), "the account picker lists {user}");
+    let endpoint = authorize_url.split('?').next().unwrap();
+    let post = |form: Vec<(&'static str, String)>| http.post(endpoint).form(&form).send();
+    let mut resp = post(vec![("request", request.clone()), ("user", user.to_string())]).await.unwrap();
+    if resp.headers().get("x-emulator-mfa").is_some() {
+        assert_eq!(resp.status(), 200);
+        assert!(resp.text().await.unwrap().contains("Approve"));
+        resp = post(vec![("request", request), ("user", user.to_string()), ("mfa", "approved".into())])
+            .await
+            .unwrap();
+    }
+    assert_eq!(resp.status(), 302);
+    resp.headers()["location"].to_str().unwrap().to_string()
+}
+
+/// The emulator's request log (`GET /_emulator/requests`).
+pub async fn emulator_requests(http: &reqwest::Client, emulator: &str) -> Vec<Value> {
+    let r = http.get(format!("{emulator}/_emulator/requests")).send().await.unwrap();
+    r.json::<Vec<Value>>().await.unwrap()
+}
+
 /// A valid tenant body.
 pub fn tenant_body(code: &str) -> Value {
     serde_json::json!({

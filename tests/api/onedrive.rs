@@ -99,28 +99,7 @@ impl Linked {
         let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
         assert_eq!(q["code_challenge_method"], "S256");
         assert!(q["code_challenge"].len() >= 43 && q["state"].len() >= 32 && q["nonce"].len() >= 32);
-        let page = self.browser.get(&authorize).send().await.unwrap();
-        assert_eq!(page.status(), 200);
-        let request = page.headers()["x-emulator-signin-request"].to_str().unwrap().to_string();
-        let back = self
-            .browser
-            .post(authorize.split('?').next().unwrap())
-            .form(&[("request", request.as_str()), ("user", user)])
-            .send()
-            .await
-            .unwrap();
-        let back = if back.headers().get("x-emulator-mfa").is_some() {
-            self.browser
-                .post(authorize.split('?').next().unwrap())
-                .form(&[("request", request.as_str()), ("user", user), ("mfa", "approved")])
-                .send()
-                .await
-                .unwrap()
-        } else {
-            back
-        };
-        assert_eq!(back.status(), 302);
-        back.headers()["location"].to_str().unwrap().to_string()
+        crate::helpers::pick_account(&self.browser, &authorize, user).await
     }
 
     pub async fn fault(&self, faults: Value) {
@@ -135,8 +114,7 @@ impl Linked {
     }
 
     pub async fn requests(&self) -> Vec<Value> {
-        let r = self.browser.get(format!("{}/_emulator/requests", self.emu)).send().await.unwrap();
-        r.json::<Vec<Value>>().await.unwrap()
+        crate::helpers::emulator_requests(&self.browser, &self.emu).await
     }
 
     /// The bytes of a file in the demo user's OneDrive, by name.

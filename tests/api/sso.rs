@@ -94,15 +94,7 @@ impl Sso {
     }
 
     async fn jwks_fetches(&self) -> usize {
-        let log: Vec<Value> = self
-            .http
-            .get(format!("{}/_emulator/requests", self.emu.base_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let log = crate::helpers::emulator_requests(&self.http, &self.emu.base_url).await;
         log.iter()
             .filter(|r| r["path"].as_str().unwrap().ends_with("/discovery/v2.0/keys"))
             .count()
