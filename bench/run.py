@@ -34,17 +34,18 @@ def sh(cmd, **kw):
 
 
 def timed(cmd):
-    """(wall seconds, peak RSS MiB) of one command."""
-    res = subprocess.run(["/usr/bin/time", "-f", "%e %M"] + cmd, capture_output=True, text=True)
+    """(wall seconds, peak RSS MiB, CPU seconds user + system) of one command."""
+    res = subprocess.run(["/usr/bin/time", "-f", "%e %M %U %S"] + cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{res.stderr}")
-    wall, rss_kib = res.stderr.strip().splitlines()[-1].split()
-    return float(wall), int(rss_kib) / 1024
+    wall, rss_kib, user, system = res.stderr.strip().splitlines()[-1].split()
+    return float(wall), int(rss_kib) / 1024, float(user) + float(system)
 
 
 def summary(samples):
-    walls = [w for w, _ in samples]
-    rss = [r for _, r in samples]
+    walls = [w for w, _, _ in samples]
+    rss = [r for _, r, _ in samples]
+    cpu = [c for _, _, c in samples]
     med = statistics.median(walls)
     return {
         "runs": len(samples),
@@ -53,6 +54,8 @@ def summary(samples):
         "max_s": round(max(walls), 2),
         "spread_pct": round(100 * (max(walls) - min(walls)) / med, 1),
         "peak_rss_mib": round(max(rss), 1),
+        # Above the wall time when a writer uses more than one core (ours deflates in parallel).
+        "median_cpu_s": round(statistics.median(cpu), 2),
     }
 
 
@@ -144,7 +147,8 @@ def main():
     for run in range(args.runs):
         for name in (order if run % 2 == 0 else list(reversed(order))):
             samples[name].append(timed(cmds[name]))
-            print(f"run {run + 1} {name}: {samples[name][-1][0]:.2f} s, {samples[name][-1][1]:.1f} MiB", flush=True)
+            wall, rss, cpu = samples[name][-1]
+            print(f"run {run + 1} {name}: {wall:.2f} s, {rss:.1f} MiB, {cpu:.2f} s CPU", flush=True)
     small_samples = [timed([ours_bin, "export", small_file, "-o", os.path.join(OUT, "ours-small.xlsx")]) for _ in range(args.runs)]
 
     results = {k: summary(v) for k, v in samples.items()}

@@ -11,5 +11,7 @@ pub mod jobs;
 pub mod model;
 /// The JSON, NDJSON and CSV readers, and [`read::export`], the whole pipeline.
 pub mod read;
+/// Parallel deflate of the workbook's zip, between rust_xlsxwriter and the output.
+pub mod repack;
 /// The constant-memory XLSX writer.
 pub mod writer;

@@ -2,10 +2,11 @@
 //! written with bounded memory (each row goes to a temporary file as soon as the next starts).
 
 use super::model::{Cell, Column, GridError, GridMeta, Overflow, Sheet, Total, display_width, limits};
+use super::repack::Repack;
 use rust_xlsxwriter::{DocProperties, Format, Formula, Table, TableColumn, Url, Workbook, Worksheet, XlsxError};
 use serde::Serialize;
 use std::collections::HashSet;
-use std::io::{Seek, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -174,6 +175,22 @@ impl Aggregate {
 /// enough that a million-row export does not pay for it.
 const WIDTH_SAMPLE_ROWS: u64 = 1000;
 
+/// An upper bound of a sheet's XML, kept as rows are written, decides whether the workbook
+/// needs ZIP64 records: a part of 4 GiB or more cannot be stored without them, and with them
+/// LibreOffice (7.4) refuses the whole file — so they are used only when a sheet could need them.
+mod xml_bound {
+    /// A row's own tags: `<row r="1048576" spans="1:16384" ...>` and `</row>`.
+    pub const ROW: u64 = 96;
+    /// A cell's tags, text aside: `<c r="XFD1048576" s="65535" t="inlineStr"><is><t
+    /// xml:space="preserve">` and the closing tags; a number's up-to-24 characters fit too.
+    pub const CELL: u64 = 96;
+    /// A byte of text escaped takes at most 7 bytes (`_x001F_` for a control character).
+    pub const TEXT_FACTOR: u64 = 7;
+    /// Everything in a sheet's XML but its rows: dimension, columns, pane, filter, the list of
+    /// up to 65,530 hyperlinks.
+    pub const SHEET: u64 = 16 << 20;
+}
+
 /// One open worksheet and what is known about it.
 struct OpenSheet {
     name: String,
@@ -183,6 +200,8 @@ struct OpenSheet {
     hyperlinks: u32,
     widths: Vec<usize>,
     aggregates: Vec<Aggregate>,
+    /// At least as many bytes as the sheet's XML (see [`xml_bound`]).
+    xml_bound: u64,
 }
 
 /// Writes grids into one workbook.
@@ -208,6 +227,8 @@ pub struct XlsxExport {
     report: Report,
     progress: Arc<AtomicU64>,
     max_rows: u32,
+    /// A sheet whose XML may reach this many bytes makes the workbook use ZIP64 records.
+    zip64_from: u64,
 }
 
 impl XlsxExport {
@@ -224,8 +245,9 @@ impl XlsxExport {
             props = props.set_company(c);
         }
         workbook.set_properties(&props);
-        // Zip64 records let a workbook's parts pass 4 GiB; Excel reads them either way.
-        workbook.use_zip_large_file(true);
+        // The parts are deflated again, in parallel and at the default level, by `Repack`
+        // (see `save`); the crate's own pass only has to be quick.
+        workbook.set_zip_compression_level(1);
         let report = Report {
             title: meta.title.clone(),
             ..Report::default()
@@ -237,6 +259,7 @@ impl XlsxExport {
             report,
             progress: Arc::default(),
             max_rows: limits::MAX_ROWS,
+            zip64_from: u64::from(u32::MAX),
         }
     }
 
@@ -255,6 +278,12 @@ impl XlsxExport {
     /// Lowers the rows-per-sheet limit (tests exercise continuation sheets with it).
     pub fn set_max_rows(&mut self, rows: u32) {
         self.max_rows = rows.clamp(3, limits::MAX_ROWS);
+    }
+
+    /// Lowers the sheet size from which ZIP64 records are used (tests exercise them with it;
+    /// the default is 4 GiB, where a zip without them ends).
+    pub fn set_zip64_threshold(&mut self, bytes: u64) {
+        self.zip64_from = bytes;
     }
 
     fn open_sheet(&mut self, sheet: &Sheet, part: u32, header: &Format) -> Result<OpenSheet, ExportError> {
@@ -278,10 +307,14 @@ impl XlsxExport {
             hyperlinks: 0,
             widths: sheet.columns.iter().map(|c| c.header.chars().count() + 2).collect(),
             aggregates: sheet.totals.iter().map(|(c, t)| Aggregate::new(*c, *t)).collect(),
+            xml_bound: xml_bound::SHEET + (xml_bound::ROW + xml_bound::CELL * sheet.columns.len() as u64) * 2,
         })
     }
 
     fn close_sheet(&mut self, sheet: &Sheet, open: OpenSheet, bold: &Format) -> Result<(), ExportError> {
+        if open.xml_bound >= self.zip64_from {
+            self.workbook.use_zip_large_file(true);
+        }
         let ws: &mut Worksheet = self.workbook.worksheet_from_index(open.index)?;
         let last_col = (sheet.columns.len() - 1) as u16;
         let last_data = open.rows; // header is row 0
@@ -373,6 +406,8 @@ impl XlsxExport {
         let sample = index < WIDTH_SAMPLE_ROWS;
         let truncate = self.meta.options.truncate;
         let ws = self.workbook.worksheet_from_index(open.index)?;
+        let mut text_bytes = 0;
+        open.xml_bound += xml_bound::ROW + xml_bound::CELL * cells.len() as u64;
         for (c, cell) in cells.into_iter().enumerate() {
             let column: &Column = &sheet.columns[c];
             if sample {
@@ -413,9 +448,11 @@ impl XlsxExport {
                         );
                     }
                     // Always a string cell: "=SUM(A1)", "+1", "@cmd" stay text, never formulas.
+                    text_bytes += s.len();
                     ws.write_string(r, col, s)?;
                 }
                 Cell::Url(u) => {
+                    text_bytes += u.len();
                     let fits = u.chars().count() <= limits::MAX_URL_CHARS && open.hyperlinks < limits::MAX_HYPERLINKS;
                     if fits && ws.write_url(r, col, Url::new(&u)).is_ok() {
                         open.hyperlinks += 1;
@@ -432,12 +469,15 @@ impl XlsxExport {
                 }
             }
         }
+        open.xml_bound += xml_bound::TEXT_FACTOR * text_bytes as u64;
         Ok(())
     }
 
     /// Finishes the workbook into `out` and returns what was written.
-    pub fn save<W: Write + Seek + Send>(mut self, out: W) -> Result<Report, ExportError> {
-        self.workbook.save_to_writer(out)?;
+    pub fn save<W: Write + Send>(mut self, out: W) -> Result<Report, ExportError> {
+        let mut repack = Repack::new(out);
+        self.workbook.save_to_writer(&mut repack)?;
+        repack.finish()?;
         Ok(self.report)
     }
 }
@@ -445,6 +485,7 @@ impl XlsxExport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::model::SheetSpec;
 
     #[test]
     fn sheet_names_are_cleaned_cut_and_made_unique() {
@@ -462,5 +503,59 @@ mod tests {
         let second = names.unique(&long, 1);
         assert_eq!(second.chars().count(), 31);
         assert!(second.ends_with(" (2)"));
+    }
+
+    /// The length of each part's local-header extra field: 0 without ZIP64 records, 20 with.
+    fn local_extra_lengths(zip: &[u8]) -> Vec<u16> {
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
+        (0..archive.len())
+            .map(|i| {
+                let at = archive.by_index_raw(i).unwrap().header_start() as usize;
+                u16::from_le_bytes([zip[at + 28], zip[at + 29]])
+            })
+            .collect()
+    }
+
+    fn export_with_zip64_threshold(threshold: Option<u64>) -> Vec<u8> {
+        let spec: SheetSpec = serde_json::from_value(serde_json::json!({
+            "name": "Orders", "columns": [{"key": "id", "type": "text"}, {"key": "qty", "type": "integer"}]
+        }))
+        .unwrap();
+        let sheet = spec.check("", "Sheet1").unwrap();
+        let mut export = XlsxExport::new(GridMeta::default());
+        if let Some(bytes) = threshold {
+            export.set_zip64_threshold(bytes);
+        }
+        let rows = (0..100).map(|i| Ok(vec![Cell::Text(format!("SO-{i}")), Cell::Number(f64::from(i))]));
+        export.write_sheet(&sheet, rows, &|i| format!("rows[{i}]")).unwrap();
+        let mut out = Vec::new();
+        export.save(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn zip64_records_only_when_a_sheet_could_pass_4_gib() {
+        // LibreOffice 7.4 cannot open a workbook whose parts carry ZIP64 records.
+        let plain = export_with_zip64_threshold(None);
+        assert!(
+            local_extra_lengths(&plain).iter().all(|&n| n == 0),
+            "{:?}",
+            local_extra_lengths(&plain)
+        );
+        // A sheet whose bound reaches the threshold switches the whole workbook to them; the
+        // bound of 100 short rows is far above 1 KiB and far below 4 GiB.
+        let large = export_with_zip64_threshold(Some(1024));
+        assert!(
+            local_extra_lengths(&large).iter().all(|&n| n == 20),
+            "{:?}",
+            local_extra_lengths(&large)
+        );
+        let sheet = |zip: &[u8]| {
+            let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
+            let mut xml = String::new();
+            std::io::Read::read_to_string(&mut archive.by_name("xl/worksheets/sheet1.xml").unwrap(), &mut xml).unwrap();
+            xml
+        };
+        assert_eq!(sheet(&plain), sheet(&large), "the same sheet either way");
     }
 }

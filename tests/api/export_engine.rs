@@ -183,6 +183,86 @@ fn openpyxl_reads_values_types_and_formats() {
     assert_eq!(t[3]["fmt"], "\"€\"#,##0.00;-\"€\"#,##0.00");
 }
 
+/// Converts a workbook's first sheet to CSV with LibreOffice, each cell as it displays. A
+/// missing LibreOffice is a skip outside CI and a failure under it (scripts/test installs it).
+fn libreoffice_csv(xlsx: &[u8]) -> Option<String> {
+    if Command::new("soffice").arg("--version").output().is_err() {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "LibreOffice is required under CI (scripts/test installs libreoffice-calc-nogui)"
+        );
+        eprintln!("skipped: LibreOffice (soffice) is not installed");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let book = dir.path().join("book.xlsx");
+    std::fs::write(&book, xlsx).unwrap();
+    // A profile of its own, so tests running at once do not share (and lock) one.
+    let profile = format!("-env:UserInstallation=file://{}/profile", dir.path().display());
+    let out = Command::new("soffice")
+        .args([
+            profile.as_str(),
+            "--headless",
+            "--convert-to",
+            "csv:Text - txt - csv (StarCalc):44,34,76",
+            "--outdir",
+        ])
+        .arg(dir.path())
+        .arg(&book)
+        .output()
+        .unwrap();
+    // soffice exits 0 even when it cannot load the file; the CSV is the proof.
+    let csv = std::fs::read_to_string(dir.path().join("book.csv")).unwrap_or_else(|_| {
+        panic!(
+            "LibreOffice could not open the workbook: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    Some(csv)
+}
+
+#[test]
+fn libreoffice_opens_a_large_export_and_shows_its_formats() {
+    // 50,000 rows: several MiB of sheet XML, so the workbook's parts are deflated in several
+    // chunks on several threads (export::repack) before LibreOffice reads them.
+    let mut ndjson = String::from(
+        r#"{"name":"Orders","columns":[{"key":"id","type":"text"},{"key":"day","type":"date"},{"key":"qty","type":"integer"},{"key":"price","type":"currency","currency":"USD"},{"key":"rate","type":"percent"},{"key":"ok","type":"boolean"},{"key":"note","type":"text"}]}"#,
+    );
+    ndjson.push('\n');
+    let row = |i: u32| {
+        let note = if i % 2 == 0 { "注文 طلب 📦" } else { "=1+1" };
+        json!([
+            format!("SO-{i:06}"),
+            format!("2026-{:02}-{:02}", 1 + i % 12, 1 + i % 28),
+            i,
+            f64::from(i % 1000) / 100.0,
+            f64::from(i % 100) / 100.0,
+            i % 3 == 0,
+            note
+        ])
+    };
+    for i in 0..50_000 {
+        ndjson.push_str(&row(i).to_string());
+        ndjson.push('\n');
+    }
+    let (xlsx, report) = write(InputFormat::Ndjson, ndjson.as_bytes(), &ExportOptions::default()).unwrap();
+    assert_eq!(report.rows, 50_000);
+    assert!(
+        zip_part(&xlsx, "xl/worksheets/sheet1.xml").len() > 3 << 20,
+        "the sheet spans several chunks"
+    );
+    let Some(csv) = libreoffice_csv(&xlsx) else { return };
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 50_001, "header and every row");
+    assert_eq!(lines[0], "id,day,qty,price,rate,ok,note");
+    assert_eq!(lines[1], "SO-000000,2026-01-01,0,$0.00,0%,TRUE,注文 طلب 📦");
+    // A formula-like string is shown as itself, not as the 2 a formula would give; integers
+    // have their thousands separator.
+    assert_eq!(lines[2], "SO-000001,2026-02-02,1,$0.01,1%,FALSE,=1+1");
+    assert_eq!(lines[50_000], r#"SO-049999,2026-08-20,"49,999",$9.99,99%,FALSE,=1+1"#);
+}
+
 #[test]
 fn long_strings_are_refused_or_truncated_and_reported() {
     let grid = |s: &str, truncate: bool| json!({"truncate": truncate, "sheets": [{"columns": [{"key": "id", "type": "integer"}, {"key": "note", "type": "text"}], "rows": [[1, "short"], [2, s]]}]});
