@@ -18,12 +18,16 @@
 //! copied: its sizes and offsets describe the level-1 data. Parts come with ZIP64 sizes only if
 //! the workbook asked for large-file records (see `XlsxExport::save`); they are kept that way.
 //!
-//! Memory stays bounded: at most [`Repack::in_flight`] chunks (1 MiB in, about 150 KiB out,
-//! plus a compressor each) exist at once, whatever the size of the part.
+//! Memory stays bounded: at most [`Repack::in_flight`] chunks (1 MiB in, about 150 KiB out)
+//! exist at once, whatever the size of the part, and one compressor per core, kept by a small
+//! pool of threads started with the first chunk (a workbook of less than 1 MiB of XML per part
+//! starts none).
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use std::collections::VecDeque;
 use std::io::{self, Write};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// Uncompressed bytes per chunk. Smaller chunks cost ratio (each restarts its Huffman tables)
@@ -69,10 +73,9 @@ struct Part {
     /// Whether the header has a ZIP64 record, so the descriptor has 8-byte sizes.
     zip64: bool,
     inflate: Decompress,
-    /// Uncompressed bytes gathered for the next chunk.
-    chunk: Vec<u8>,
-    /// The last [`WINDOW`] bytes before `chunk`, its dictionary.
-    dictionary: Vec<u8>,
+    /// The next chunk: its uncompressed bytes so far, and the last [`WINDOW`] bytes before it
+    /// as its dictionary.
+    chunk: Buffers,
     /// Compressed bytes written so far.
     compressed: u64,
 }
@@ -97,15 +100,78 @@ pub struct Repack<W: Write> {
     state: State,
     pending: Vec<u8>,
     /// Chunks being compressed, oldest first; their output is written in this order.
-    chunks: VecDeque<JoinHandle<io::Result<Vec<u8>>>>,
+    chunks: VecDeque<Receiver<io::Result<Buffers>>>,
     in_flight: usize,
+    pool: Option<Pool>,
+    /// Buffers back from written chunks, for the next ones.
+    spare: Vec<Buffers>,
     entries: Vec<Entry>,
+}
+
+/// A chunk's buffers. They go to a compressing thread with the chunk and come back with its
+/// output, so a part of any size cycles through the same few: no allocation per chunk, and no
+/// memory freed on another thread than the one that took it (which costs allocators dearly).
+#[derive(Default)]
+struct Buffers {
+    data: Vec<u8>,
+    dictionary: Vec<u8>,
+    out: Vec<u8>,
+}
+
+/// A chunk to compress and where its buffers go back.
+struct Job {
+    buffers: Buffers,
+    done: SyncSender<io::Result<Buffers>>,
+}
+
+/// One compressing thread per core, each keeping its compressor from chunk to chunk.
+struct Pool {
+    jobs: Option<Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    fn start(threads: usize) -> Self {
+        let (jobs, queue) = channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        let workers = (0..threads)
+            .map(|_| {
+                let queue = Arc::clone(&queue);
+                std::thread::spawn(move || {
+                    let mut compress = Compress::new(Compression::default(), false);
+                    loop {
+                        // The lock is held only to take a job, not while compressing it.
+                        let job = match queue.lock() {
+                            Ok(q) => q.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(Job { mut buffers, done }) = job else { return };
+                        let b = &mut buffers;
+                        let result = deflate_chunk(&mut compress, &b.data, &b.dictionary, false, &mut b.out).map(|()| buffers);
+                        // The receiver is gone only when the save was abandoned.
+                        let _ = done.send(result);
+                    }
+                })
+            })
+            .collect();
+        Self { jobs: Some(jobs), workers }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Closing the queue ends each worker after its current chunk.
+        self.jobs.take();
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
 }
 
 impl<W: Write> Repack<W> {
     pub fn new(out: W) -> Self {
-        // One chunk per core compressing, and one more so a core is never idle while the
-        // saving thread inflates the next chunk.
+        // One chunk per core compressing, and one more queued so a core is never idle while
+        // the saving thread inflates the next chunk.
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
             out,
@@ -114,11 +180,13 @@ impl<W: Write> Repack<W> {
             pending: Vec::new(),
             chunks: VecDeque::new(),
             in_flight: cores + 1,
+            pool: None,
+            spare: Vec::new(),
             entries: Vec::new(),
         }
     }
 
-    /// How many chunks may be compressing at once (memory: about 1.5 MiB each).
+    /// How many chunks may be in flight at once (memory: about 1.2 MiB each).
     pub fn in_flight(&self) -> usize {
         self.in_flight
     }
@@ -170,13 +238,13 @@ impl<W: Write> Repack<W> {
         let zip64 = has_zip64_extra(&header);
         let offset = self.written;
         self.put(&header)?;
+        let chunk = self.spare_buffers();
         self.state = State::Data(Box::new(Part {
             header,
             offset,
             zip64,
             inflate: Decompress::new(false),
-            chunk: Vec::with_capacity(CHUNK),
-            dictionary: Vec::new(),
+            chunk,
             compressed: 0,
         }));
         Ok(take)
@@ -186,39 +254,63 @@ impl<W: Write> Repack<W> {
     /// part's deflate stream ended.
     fn data(&mut self, part: &mut Part, input: &[u8]) -> io::Result<(usize, bool)> {
         let before = part.inflate.total_in();
-        let made = part.chunk.len();
+        let data = &mut part.chunk.data;
+        let made = data.len();
+        // Inflates into the chunk's spare capacity only: a chunk never grows past CHUNK.
         let status = part
             .inflate
-            .decompress_vec(input, &mut part.chunk, FlushDecompress::None)
+            .decompress_vec(input, data, FlushDecompress::None)
             .map_err(|e| invalid(&format!("a part's deflate data is damaged: {e}")))?;
         let took = (part.inflate.total_in() - before) as usize;
         let ended = status == Status::StreamEnd;
-        if part.chunk.len() == CHUNK {
-            let full = std::mem::replace(&mut part.chunk, Vec::with_capacity(CHUNK));
-            self.send(part, full)?;
-        } else if !ended && took == 0 && part.chunk.len() == made && !input.is_empty() {
+        let full = data.len() == data.capacity();
+        if full {
+            self.send(part)?;
+        } else if !ended && took == 0 && data.len() == made && !input.is_empty() {
             return Err(invalid("a part's deflate data makes no progress"));
         }
         Ok((took, ended))
     }
 
-    /// Hands a full chunk (not the part's last) to a compressing thread, first writing out the
-    /// oldest chunk if as many as allowed are already in flight.
-    fn send(&mut self, part: &mut Part, chunk: Vec<u8>) -> io::Result<()> {
+    /// Empty buffers for a chunk, with room for [`CHUNK`] bytes: spare ones when there are.
+    fn spare_buffers(&mut self) -> Buffers {
+        let mut b = self.spare.pop().unwrap_or_default();
+        b.data.clear();
+        b.dictionary.clear();
+        b.out.clear();
+        b.data.reserve_exact(CHUNK);
+        b
+    }
+
+    /// Hands the part's full chunk (not its last) to a compressing thread, first writing out
+    /// the oldest chunk if as many as allowed are already in flight.
+    fn send(&mut self, part: &mut Part) -> io::Result<()> {
         while self.chunks.len() >= self.in_flight {
             self.write_oldest(part)?;
         }
-        let dictionary = std::mem::replace(&mut part.dictionary, chunk[chunk.len().saturating_sub(WINDOW)..].to_vec());
-        self.chunks
-            .push_back(std::thread::spawn(move || deflate_chunk(&chunk, &dictionary, false)));
+        let mut next = self.spare_buffers();
+        let data = &part.chunk.data;
+        next.dictionary.extend_from_slice(&data[data.len().saturating_sub(WINDOW)..]);
+        let buffers = std::mem::replace(&mut part.chunk, next);
+        let threads = self.in_flight - 1;
+        let pool = self.pool.get_or_insert_with(|| Pool::start(threads.max(1)));
+        let (done, result) = sync_channel(1);
+        let job = Job { buffers, done };
+        pool.jobs
+            .as_ref()
+            .and_then(|jobs| jobs.send(job).ok())
+            .ok_or_else(|| io::Error::other("the deflate threads stopped"))?;
+        self.chunks.push_back(result);
         Ok(())
     }
 
     fn write_oldest(&mut self, part: &mut Part) -> io::Result<()> {
-        if let Some(handle) = self.chunks.pop_front() {
-            let bytes = handle.join().map_err(|_| io::Error::other("a deflate thread panicked"))??;
-            self.put(&bytes)?;
-            part.compressed += bytes.len() as u64;
+        if let Some(result) = self.chunks.pop_front() {
+            // A closed channel means the worker panicked on this chunk.
+            let buffers = result.recv().map_err(|_| io::Error::other("a deflate thread stopped"))??;
+            self.put(&buffers.out)?;
+            part.compressed += buffers.out.len() as u64;
+            self.spare.push(buffers);
         }
         Ok(())
     }
@@ -245,9 +337,12 @@ impl<W: Write> Repack<W> {
         while !self.chunks.is_empty() {
             self.write_oldest(&mut part)?;
         }
-        let last = deflate_chunk(&part.chunk, &part.dictionary, true)?;
-        self.put(&last)?;
-        part.compressed += last.len() as u64;
+        let mut compress = Compress::new(Compression::default(), false);
+        let mut last = std::mem::take(&mut part.chunk);
+        deflate_chunk(&mut compress, &last.data, &last.dictionary, true, &mut last.out)?;
+        self.put(&last.out)?;
+        part.compressed += last.out.len() as u64;
+        self.spare.push(last);
         let mut descriptor = Vec::with_capacity(24);
         descriptor.extend_from_slice(&DATA_DESCRIPTOR.to_le_bytes());
         descriptor.extend_from_slice(&crc.to_le_bytes());
@@ -303,19 +398,20 @@ impl<W: Write> Write for Repack<W> {
     }
 }
 
-/// Deflates one chunk at the default level, primed with `dictionary`. A chunk that is not the
-/// part's last ends on a sync flush: byte-aligned, final bit clear, so the next one follows it.
-fn deflate_chunk(data: &[u8], dictionary: &[u8], last: bool) -> io::Result<Vec<u8>> {
-    let mut c = Compress::new(Compression::default(), false);
+/// Deflates one chunk into `out` at the default level, primed with `dictionary`. A chunk that
+/// is not the part's last ends on a sync flush: byte-aligned, final bit clear, so the next one
+/// follows it.
+fn deflate_chunk(c: &mut Compress, data: &[u8], dictionary: &[u8], last: bool, out: &mut Vec<u8>) -> io::Result<()> {
+    c.reset();
     if !dictionary.is_empty() {
         c.set_dictionary(dictionary).map_err(io::Error::other)?;
     }
     let flush = if last { FlushCompress::Finish } else { FlushCompress::Sync };
-    let mut out = Vec::with_capacity(data.len() / 4 + 64);
+    out.reserve(data.len() / 4 + 64);
     let mut rest = data;
     loop {
         let before = c.total_in();
-        let status = c.compress_vec(rest, &mut out, flush).map_err(io::Error::other)?;
+        let status = c.compress_vec(rest, out, flush).map_err(io::Error::other)?;
         rest = &rest[(c.total_in() - before) as usize..];
         // zlib's contract: the flush is complete once it returns with output space to spare.
         let done = if last {
@@ -324,7 +420,7 @@ fn deflate_chunk(data: &[u8], dictionary: &[u8], last: bool) -> io::Result<Vec<u
             rest.is_empty() && out.len() < out.capacity()
         };
         if done {
-            return Ok(out);
+            return Ok(());
         }
         out.reserve(out.capacity().max(64 * 1024));
     }
@@ -544,17 +640,20 @@ mod tests {
             })
             .collect();
         let pieces: Vec<&[u8]> = data.chunks(CHUNK).collect();
+        // One compressor for every chunk, reset in between, as a pool thread keeps it.
+        let mut c = Compress::new(Compression::default(), false);
         let mut stream = Vec::new();
         for (i, piece) in pieces.iter().enumerate() {
             let dictionary = if i == 0 { &[][..] } else { &pieces[i - 1][CHUNK - WINDOW..] };
-            stream.extend(deflate_chunk(piece, dictionary, i + 1 == pieces.len()).unwrap());
+            deflate_chunk(&mut c, piece, dictionary, i + 1 == pieces.len(), &mut stream).unwrap();
         }
         let mut back = Vec::new();
         flate2::read::DeflateDecoder::new(&stream[..]).read_to_end(&mut back).unwrap();
         assert!(back == data, "the concatenated chunks inflate to the input");
         // An empty last chunk (a part that ends on a chunk boundary) still ends the stream.
-        let mut two = deflate_chunk(pieces[0], &[], false).unwrap();
-        two.extend(deflate_chunk(&[], &pieces[0][CHUNK - WINDOW..], true).unwrap());
+        let mut two = Vec::new();
+        deflate_chunk(&mut c, pieces[0], &[], false, &mut two).unwrap();
+        deflate_chunk(&mut c, &[], &pieces[0][CHUNK - WINDOW..], true, &mut two).unwrap();
         let mut back = Vec::new();
         flate2::read::DeflateDecoder::new(&two[..]).read_to_end(&mut back).unwrap();
         assert!(back == pieces[0]);
