@@ -2,6 +2,7 @@
 //! reader (openpyxl), the tricky inputs of issue 3, and the export→import round trip.
 
 use crate::exports::{spec_grid, spec_rows};
+use crate::helpers::{python_has, tool_available};
 use officebridge::export::import::{ImportRequest, import, import_columns};
 use officebridge::export::read::{ExportOptions, InputFormat, export, parse_grid_document};
 use officebridge::export::writer::{ExportError, Report};
@@ -88,16 +89,7 @@ fn golden_structure_of_the_spec_example() {
 /// Runs openpyxl on a workbook. A missing openpyxl is a skip outside CI and a failure under
 /// it; once openpyxl is there, any failure of the script fails the test.
 fn openpyxl(xlsx: &[u8]) -> Option<Value> {
-    let available = Command::new("python3")
-        .args(["-c", "import openpyxl"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !available {
-        assert!(
-            !std::env::var("CI").is_ok_and(|v| v == "true"),
-            "openpyxl is required under CI (scripts/test installs it)"
-        );
-        eprintln!("skipped: python3 with openpyxl is not installed");
+    if !python_has("openpyxl") {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -186,12 +178,7 @@ fn openpyxl_reads_values_types_and_formats() {
 /// Converts a workbook's first sheet to CSV with LibreOffice, each cell as it displays. A
 /// missing LibreOffice is a skip outside CI and a failure under it (scripts/test installs it).
 fn libreoffice_csv(xlsx: &[u8]) -> Option<String> {
-    if Command::new("soffice").arg("--version").output().is_err() {
-        assert!(
-            !std::env::var("CI").is_ok_and(|v| v == "true"),
-            "LibreOffice is required under CI (scripts/test installs libreoffice-calc-nogui)"
-        );
-        eprintln!("skipped: LibreOffice (soffice) is not installed");
+    if !tool_available(Command::new("soffice").arg("--version").output().is_ok(), "LibreOffice (soffice)") {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -41,6 +41,28 @@ pub fn postgres_base_url() -> Option<String> {
     }
 }
 
+/// Whether an outside tool a test needs (`what`) is here. Missing, the test is skipped —
+/// except under CI, where the README's test command installs it, so there it is a failure.
+pub fn tool_available(available: bool, what: &str) -> bool {
+    if !available {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "{what} is required under CI (the README's test command, scripts/test, installs it)"
+        );
+        eprintln!("skipped: {what} is not installed");
+    }
+    available
+}
+
+/// Whether `python3` can import every module in `modules` (`"openpyxl"`, `"authlib, requests"`).
+pub fn python_has(modules: &str) -> bool {
+    let available = std::process::Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    tool_available(available, &format!("python3 with {modules}"))
+}
+
 /// A database URL of a fresh, empty database for one test.
 pub async fn fresh_database(backend: Backend, dir: &std::path::Path) -> Option<String> {
     match backend {

@@ -17,11 +17,7 @@ struct Peer {
 async fn peer() -> Option<Peer> {
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oauth/node_modules/oauth2-mock-server/dist/oauth2-mock-server.mjs");
-    if !script.exists() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("CI must test against oauth2-mock-server: the README's test command installs it into tests/oauth");
-        }
-        eprintln!("skipped: run `npm ci --prefix tests/oauth` (the README's test command does)");
+    if !crate::helpers::tool_available(script.exists(), "oauth2-mock-server (npm ci --prefix tests/oauth)") {
         return None;
     }
     let mut child = tokio::process::Command::new("node")
