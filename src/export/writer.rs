@@ -229,6 +229,8 @@ pub struct XlsxExport {
     max_rows: u32,
     /// A sheet whose XML may reach this many bytes makes the workbook use ZIP64 records.
     zip64_from: u64,
+    /// Whether `save` deflates through [`Repack`]: on one core it would only add work.
+    parallel_deflate: bool,
 }
 
 impl XlsxExport {
@@ -245,9 +247,6 @@ impl XlsxExport {
             props = props.set_company(c);
         }
         workbook.set_properties(&props);
-        // The parts are deflated again, in parallel and at the default level, by `Repack`
-        // (see `save`); the crate's own pass only has to be quick.
-        workbook.set_zip_compression_level(1);
         let report = Report {
             title: meta.title.clone(),
             ..Report::default()
@@ -260,6 +259,7 @@ impl XlsxExport {
             progress: Arc::default(),
             max_rows: limits::MAX_ROWS,
             zip64_from: u64::from(u32::MAX),
+            parallel_deflate: std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
         }
     }
 
@@ -284,6 +284,12 @@ impl XlsxExport {
     /// the default is 4 GiB, where a zip without them ends).
     pub fn set_zip64_threshold(&mut self, bytes: u64) {
         self.zip64_from = bytes;
+    }
+
+    /// Turns the parallel deflate on or off (by default on when there is more than one core;
+    /// tests exercise both ways with it).
+    pub fn set_parallel_deflate(&mut self, on: bool) {
+        self.parallel_deflate = on;
     }
 
     fn open_sheet(&mut self, sheet: &Sheet, part: u32, header: &Format) -> Result<OpenSheet, ExportError> {
@@ -475,6 +481,13 @@ impl XlsxExport {
 
     /// Finishes the workbook into `out` and returns what was written.
     pub fn save<W: Write + Send>(mut self, out: W) -> Result<Report, ExportError> {
+        if !self.parallel_deflate {
+            self.workbook.save_to_writer(out)?;
+            return Ok(self.report);
+        }
+        // The crate's own deflate pass only has to be quick: `Repack` inflates each part and
+        // deflates it again, at the default level, on every core.
+        self.workbook.set_zip_compression_level(1);
         let mut repack = Repack::new(out);
         self.workbook.save_to_writer(&mut repack)?;
         repack.finish()?;
@@ -516,7 +529,7 @@ mod tests {
             .collect()
     }
 
-    fn export_with_zip64_threshold(threshold: Option<u64>) -> Vec<u8> {
+    fn export_with(threshold: Option<u64>, parallel_deflate: bool) -> Vec<u8> {
         let spec: SheetSpec = serde_json::from_value(serde_json::json!({
             "name": "Orders", "columns": [{"key": "id", "type": "text"}, {"key": "qty", "type": "integer"}]
         }))
@@ -526,6 +539,7 @@ mod tests {
         if let Some(bytes) = threshold {
             export.set_zip64_threshold(bytes);
         }
+        export.set_parallel_deflate(parallel_deflate);
         let rows = (0..100).map(|i| Ok(vec![Cell::Text(format!("SO-{i}")), Cell::Number(f64::from(i))]));
         export.write_sheet(&sheet, rows, &|i| format!("rows[{i}]")).unwrap();
         let mut out = Vec::new();
@@ -534,9 +548,9 @@ mod tests {
     }
 
     #[test]
-    fn zip64_records_only_when_a_sheet_could_pass_4_gib() {
+    fn zip64_records_only_when_a_sheet_could_pass_4_gib_with_or_without_parallel_deflate() {
         // LibreOffice 7.4 cannot open a workbook whose parts carry ZIP64 records.
-        let plain = export_with_zip64_threshold(None);
+        let plain = export_with(None, true);
         assert!(
             local_extra_lengths(&plain).iter().all(|&n| n == 0),
             "{:?}",
@@ -544,7 +558,7 @@ mod tests {
         );
         // A sheet whose bound reaches the threshold switches the whole workbook to them; the
         // bound of 100 short rows is far above 1 KiB and far below 4 GiB.
-        let large = export_with_zip64_threshold(Some(1024));
+        let large = export_with(Some(1024), true);
         assert!(
             local_extra_lengths(&large).iter().all(|&n| n == 20),
             "{:?}",
@@ -557,5 +571,12 @@ mod tests {
             xml
         };
         assert_eq!(sheet(&plain), sheet(&large), "the same sheet either way");
+        // On one core the crate deflates on its own, at the default level: the same parts.
+        for threshold in [None, Some(1024)] {
+            let single = export_with(threshold, false);
+            let parallel = export_with(threshold, true);
+            assert_eq!(local_extra_lengths(&single), local_extra_lengths(&parallel));
+            assert_eq!(sheet(&single), sheet(&parallel));
+        }
     }
 }
