@@ -18,9 +18,9 @@
 //! copied: its sizes and offsets describe the level-1 data. Parts come with ZIP64 sizes only if
 //! the workbook asked for large-file records (see `XlsxExport::save`); they are kept that way.
 //!
-//! Memory stays bounded: at most [`Repack::in_flight`] chunks (1 MiB in, about 150 KiB out)
-//! exist at once, whatever the size of the part, and one compressor per core, kept by a small
-//! pool of threads started with the first chunk (a workbook of less than 1 MiB of XML per part
+//! Memory stays bounded: at most one chunk per thread and one more (1 MiB in, about 150 KiB
+//! out each) exist at once, whatever the size of the part, and one compressor per thread, kept
+//! by a small pool started with the first chunk (a workbook of less than 1 MiB of XML per part
 //! starts none).
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
@@ -169,26 +169,22 @@ impl Drop for Pool {
 }
 
 impl<W: Write> Repack<W> {
-    pub fn new(out: W) -> Self {
-        // One chunk per core compressing, and one more queued so a core is never idle while
-        // the saving thread inflates the next chunk.
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    /// Deflates on `threads` threads (one per core is the point).
+    pub fn new(out: W, threads: usize) -> Self {
+        let threads = threads.max(1);
         Self {
             out,
             written: 0,
             state: State::Header,
             pending: Vec::new(),
             chunks: VecDeque::new(),
-            in_flight: cores + 1,
+            // One chunk per thread compressing, and one more queued so a core is never idle
+            // while the saving thread inflates the next chunk.
+            in_flight: threads + 1,
             pool: None,
             spare: Vec::new(),
             entries: Vec::new(),
         }
-    }
-
-    /// How many chunks may be in flight at once (memory: about 1.2 MiB each).
-    pub fn in_flight(&self) -> usize {
-        self.in_flight
     }
 
     /// Writes the central directory and returns the output. Fails if the zip stream stopped
@@ -293,7 +289,7 @@ impl<W: Write> Repack<W> {
         next.dictionary.extend_from_slice(&data[data.len().saturating_sub(WINDOW)..]);
         let buffers = std::mem::replace(&mut part.chunk, next);
         let threads = self.in_flight - 1;
-        let pool = self.pool.get_or_insert_with(|| Pool::start(threads.max(1)));
+        let pool = self.pool.get_or_insert_with(|| Pool::start(threads));
         let (done, result) = sync_channel(1);
         let job = Job { buffers, done };
         pool.jobs
@@ -563,7 +559,7 @@ mod tests {
     }
 
     fn repacked(zip: &[u8]) -> io::Result<Vec<u8>> {
-        let mut repack = Repack::new(Vec::new());
+        let mut repack = Repack::new(Vec::new(), 2);
         // Odd-sized writes, so headers and descriptors arrive split across calls.
         for piece in zip.chunks(7_777) {
             repack.write_all(piece)?;
@@ -663,7 +659,7 @@ mod tests {
     fn a_stream_cut_short_or_not_from_the_streaming_writer_is_refused() {
         let fast = workbook(Some(1), false);
         // Cut inside the sheet's data: finish must not write a directory as if it were whole.
-        let mut repack = Repack::new(Vec::new());
+        let mut repack = Repack::new(Vec::new(), 2);
         repack.write_all(&fast[..fast.len() / 2]).unwrap();
         let err = repack.finish().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
@@ -701,7 +697,7 @@ mod tests {
             }
         }
         let fast = workbook(Some(1), false);
-        let mut repack = Repack::new(Full(100_000));
+        let mut repack = Repack::new(Full(100_000), 2);
         let err = repack.write_all(&fast).and_then(|_| repack.finish().map(|_| ())).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::StorageFull);
     }

@@ -229,8 +229,9 @@ pub struct XlsxExport {
     max_rows: u32,
     /// A sheet whose XML may reach this many bytes makes the workbook use ZIP64 records.
     zip64_from: u64,
-    /// Whether `save` deflates through [`Repack`]: on one core it would only add work.
-    parallel_deflate: bool,
+    /// Threads `save` deflates on, through [`Repack`]; with one, the crate deflates itself
+    /// (there the repack would only add work).
+    deflate_threads: usize,
 }
 
 impl XlsxExport {
@@ -259,7 +260,7 @@ impl XlsxExport {
             progress: Arc::default(),
             max_rows: limits::MAX_ROWS,
             zip64_from: u64::from(u32::MAX),
-            parallel_deflate: std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
+            deflate_threads: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 
@@ -286,10 +287,10 @@ impl XlsxExport {
         self.zip64_from = bytes;
     }
 
-    /// Turns the parallel deflate on or off (by default on when there is more than one core;
-    /// tests exercise both ways with it).
-    pub fn set_parallel_deflate(&mut self, on: bool) {
-        self.parallel_deflate = on;
+    /// Sets the threads the workbook is deflated on (by default one per core; tests exercise
+    /// one and several with it).
+    pub fn set_deflate_threads(&mut self, threads: usize) {
+        self.deflate_threads = threads;
     }
 
     fn open_sheet(&mut self, sheet: &Sheet, part: u32, header: &Format) -> Result<OpenSheet, ExportError> {
@@ -481,14 +482,14 @@ impl XlsxExport {
 
     /// Finishes the workbook into `out` and returns what was written.
     pub fn save<W: Write + Send>(mut self, out: W) -> Result<Report, ExportError> {
-        if !self.parallel_deflate {
+        if self.deflate_threads <= 1 {
             self.workbook.save_to_writer(out)?;
             return Ok(self.report);
         }
         // The crate's own deflate pass only has to be quick: `Repack` inflates each part and
         // deflates it again, at the default level, on every core.
         self.workbook.set_zip_compression_level(1);
-        let mut repack = Repack::new(out);
+        let mut repack = Repack::new(out, self.deflate_threads);
         self.workbook.save_to_writer(&mut repack)?;
         repack.finish()?;
         Ok(self.report)
@@ -529,7 +530,7 @@ mod tests {
             .collect()
     }
 
-    fn export_with(threshold: Option<u64>, parallel_deflate: bool) -> Vec<u8> {
+    fn export_with(threshold: Option<u64>, deflate_threads: usize) -> Vec<u8> {
         let spec: SheetSpec = serde_json::from_value(serde_json::json!({
             "name": "Orders", "columns": [{"key": "id", "type": "text"}, {"key": "qty", "type": "integer"}]
         }))
@@ -539,7 +540,7 @@ mod tests {
         if let Some(bytes) = threshold {
             export.set_zip64_threshold(bytes);
         }
-        export.set_parallel_deflate(parallel_deflate);
+        export.set_deflate_threads(deflate_threads);
         let rows = (0..100).map(|i| Ok(vec![Cell::Text(format!("SO-{i}")), Cell::Number(f64::from(i))]));
         export.write_sheet(&sheet, rows, &|i| format!("rows[{i}]")).unwrap();
         let mut out = Vec::new();
@@ -550,7 +551,7 @@ mod tests {
     #[test]
     fn zip64_records_only_when_a_sheet_could_pass_4_gib_with_or_without_parallel_deflate() {
         // LibreOffice 7.4 cannot open a workbook whose parts carry ZIP64 records.
-        let plain = export_with(None, true);
+        let plain = export_with(None, 2);
         assert!(
             local_extra_lengths(&plain).iter().all(|&n| n == 0),
             "{:?}",
@@ -558,7 +559,7 @@ mod tests {
         );
         // A sheet whose bound reaches the threshold switches the whole workbook to them; the
         // bound of 100 short rows is far above 1 KiB and far below 4 GiB.
-        let large = export_with(Some(1024), true);
+        let large = export_with(Some(1024), 2);
         assert!(
             local_extra_lengths(&large).iter().all(|&n| n == 20),
             "{:?}",
@@ -573,8 +574,8 @@ mod tests {
         assert_eq!(sheet(&plain), sheet(&large), "the same sheet either way");
         // On one core the crate deflates on its own, at the default level: the same parts.
         for threshold in [None, Some(1024)] {
-            let single = export_with(threshold, false);
-            let parallel = export_with(threshold, true);
+            let single = export_with(threshold, 1);
+            let parallel = export_with(threshold, 2);
             assert_eq!(local_extra_lengths(&single), local_extra_lengths(&parallel));
             assert_eq!(sheet(&single), sheet(&parallel));
         }
