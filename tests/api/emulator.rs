@@ -501,6 +501,16 @@ impl Emu {
         tokens["access_token"].as_str().unwrap().to_string()
     }
 
+    /// `GET {base}{path}` with a bearer token.
+    async fn get(&self, token: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     async fn put_content(&self, token: &str, path: &str, bytes: Vec<u8>) -> reqwest::Response {
         self.put_content_with(token, path, bytes, None).await
     }
@@ -617,32 +627,11 @@ async fn onedrive_simple_upload_and_items() {
     assert_eq!(failed.status(), 409);
     assert_eq!(failed.json::<Value>().await.unwrap()["error"]["code"], "nameAlreadyExists");
 
-    let got: Value = emu
-        .http
-        .get(format!("{}/v1.0/me/drive/items/{id}", emu.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value = emu.get(&token, &format!("/v1.0/me/drive/items/{id}")).await.json().await.unwrap();
     assert_eq!(got["size"], 10);
-    let content = emu
-        .http
-        .get(format!("{}/v1.0/me/drive/items/{id}/content", emu.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let content = emu.get(&token, &format!("/v1.0/me/drive/items/{id}/content")).await;
     assert_eq!(content.bytes().await.unwrap().as_ref(), b"PK second!");
-    let missing = emu
-        .http
-        .get(format!("{}/v1.0/me/drive/items/nope", emu.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let missing = emu.get(&token, "/v1.0/me/drive/items/nope").await;
     assert_eq!(missing.status(), 404);
     assert_eq!(missing.json::<Value>().await.unwrap()["error"]["code"], "itemNotFound");
 
@@ -820,28 +809,12 @@ async fn scripted_faults_and_the_request_log() {
         204
     );
     for _ in 0..2 {
-        let throttled = emu
-            .http
-            .get(format!("{}/v1.0/me", emu.base))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let throttled = emu.get(&token, "/v1.0/me").await;
         assert_eq!(throttled.status(), 429);
         assert_eq!(throttled.headers()["retry-after"], "0.5");
         assert_eq!(throttled.json::<Value>().await.unwrap()["error"]["code"], "TooManyRequests");
     }
-    assert_eq!(
-        emu.http
-            .get(format!("{}/v1.0/me", emu.base))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200,
-        "the fault is spent"
-    );
+    assert_eq!(emu.get(&token, "/v1.0/me").await.status(), 200, "the fault is spent");
 
     let session: Value = emu
         .http
@@ -1002,13 +975,7 @@ async fn graph_answers_validate_against_microsofts_openapi() {
         ("/me/people", "/v1.0/me/people"),
         ("/users", "/v1.0/users"),
     ] {
-        let resp = emu
-            .http
-            .get(format!("{}{url}", emu.base))
-            .bearer_auth(&directory_token)
-            .send()
-            .await
-            .unwrap();
+        let resp = emu.get(&directory_token, url).await;
         sample(path, "get", resp.status().as_u16(), resp.json().await.unwrap());
     }
     let dir = tempfile::tempdir().unwrap();
@@ -1346,16 +1313,7 @@ async fn mail_send_drafts_and_limits() {
     let draft: Value = draft.json().await.unwrap();
     assert_eq!(draft["isDraft"], true);
     let id = draft["id"].as_str().unwrap();
-    let got: Value = emu
-        .http
-        .get(format!("{}/v1.0/me/messages/{id}", emu.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value = emu.get(&token, &format!("/v1.0/me/messages/{id}")).await.json().await.unwrap();
     assert_eq!(got["subject"], "Invoice INV-1001");
     assert_eq!(
         post(format!("/v1.0/me/messages/{id}/send"), token.clone(), json!({}))
@@ -1364,16 +1322,7 @@ async fn mail_send_drafts_and_limits() {
             .status(),
         202
     );
-    let after: Value = emu
-        .http
-        .get(format!("{}/v1.0/me/messages/{id}", emu.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after: Value = emu.get(&token, &format!("/v1.0/me/messages/{id}")).await.json().await.unwrap();
     assert_eq!(
         (after["isDraft"].as_bool(), after["parentFolderId"].as_str()),
         (Some(false), Some("sentitems"))
@@ -1519,24 +1468,11 @@ async fn contacts_people_and_directory_search() {
     let (status, _) = json_of(get("/v1.0/contacts".into(), None).await.unwrap()).await;
     assert_eq!(status, 403);
     let app = emu.app_token().await;
-    let org: Value = emu
-        .http
-        .get(format!("{}/v1.0/contacts", emu.base))
-        .bearer_auth(&app)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let org: Value = emu.get(&app, "/v1.0/contacts").await.json().await.unwrap();
     assert_eq!(org["value"][0]["mail"], "ap@contoso.example");
     let theirs: Value = emu
-        .http
-        .get(format!("{}/v1.0/users/{DEMO_USER}/contacts", emu.base))
-        .bearer_auth(&app)
-        .send()
+        .get(&app, &format!("/v1.0/users/{DEMO_USER}/contacts"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -1585,46 +1521,22 @@ async fn outlook_throttling_per_app_and_mailbox() {
     assert_eq!(throttled[0].2["error"]["code"], "TooManyRequests");
     assert!(throttled[0].1.as_deref().is_some_and(|s| s.parse::<u64>().unwrap() >= 1));
     // Slots are released: the next request goes through.
-    let next = emu
-        .http
-        .get(format!("{}/v1.0/me/contacts", emu.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let next = emu.get(&token, "/v1.0/me/contacts").await;
     assert_eq!(next.status(), 200);
 
     // The request-rate window (lowered here from 10,000 per 600 s to 3 per 600 s).
     post("/_emulator/limits", json!({"requests_per_window": 3, "window_secs": 600})).await;
     for _ in 0..3 {
-        let r = emu
-            .http
-            .get(format!("{}/v1.0/me/people", emu.base))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let r = emu.get(&token, "/v1.0/me/people").await;
         assert_ne!(r.status(), 429);
     }
-    let over = emu
-        .http
-        .get(format!("{}/v1.0/me/contacts", emu.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let over = emu.get(&token, "/v1.0/me/contacts").await;
     assert_eq!(over.status(), 429);
     let wait: u64 = over.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((590..=600).contains(&wait), "Retry-After {wait}");
     // Another mailbox of the same app has its own budget.
     let app = emu.app_token().await;
-    let other = emu
-        .http
-        .get(format!("{}/v1.0/users/mfa.user@{DEMO_DOMAIN}/contacts", emu.base))
-        .bearer_auth(&app)
-        .send()
-        .await
-        .unwrap();
+    let other = emu.get(&app, &format!("/v1.0/users/mfa.user@{DEMO_DOMAIN}/contacts")).await;
     assert_eq!(other.status(), 200);
 }
 
