@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/apikeys", get(apikeys::list).post(apikeys::create))
         .route("/api/v1/apikeys/{id}", delete(apikeys::revoke))
         .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/operators/{code}/signin", post(auth::issue_link))
         .route("/api/v1/operators/{code}/signin/device", post(auth::device))
         .route("/api/v1/me", get(auth::me))
         .route("/auth/signin", get(auth::signin))
@@ -84,11 +85,19 @@ pub fn router(state: AppState) -> Router {
                 .unwrap_or("unmatched");
             tracing::info_span!("request", method = %req.method(), route)
         }));
-    let probes = Router::new()
+    let mut probes = Router::new()
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics));
+        .route("/readyz", get(health::readyz));
+    // With a listener of their own, metrics are not on the public port at all.
+    if state.settings.metrics.listen.is_none() {
+        probes = probes.route("/metrics", get(health::metrics));
+    }
     traced.merge(probes).with_state(state)
+}
+
+/// The metrics listener's router (`metrics.listen`).
+fn metrics_router(state: AppState) -> Router {
+    Router::new().route("/metrics", get(health::metrics)).with_state(state)
 }
 
 /// The keyring from the settings; production refuses to start without a master key.
@@ -105,7 +114,8 @@ pub fn keyring(settings: &Settings) -> anyhow::Result<Keyring> {
 }
 
 /// Fills in what `--dev` provides: a master key kept in the data folder (generated on first
-/// start) and the Microsoft 365 emulator allowed as a tenant endpoint.
+/// start) and the Microsoft 365 emulator allowed as a tenant endpoint (its address is set
+/// once it listens).
 pub fn prepare_dev(settings: &mut Settings) -> anyhow::Result<()> {
     settings.dev = true;
     settings.allow_emulator = true;
@@ -178,6 +188,7 @@ pub async fn ensure_dev_keys(store: &Store, data_dir: &Path) -> anyhow::Result<O
 /// A bound, ready-to-run server.
 pub struct Application {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     state: AppState,
 }
 
@@ -194,16 +205,33 @@ impl Application {
             let port = listener.local_addr()?.port();
             let _ = settings.public_url.set_port(Some(port));
         }
+        let metrics_listener = match settings.metrics.listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?,
+            ),
+            None => None,
+        };
         let http = crate::identity::oauth::http_client();
         let tokens = Arc::new(Tokens::new(http.clone(), store.clone()));
         let graph = Arc::new(Graph::new(tokens.clone(), RetryPolicy::default()));
         let sso = Arc::new(SsoValidator::new(http));
-        let exports = Arc::new(ExportJobs::new(
-            &settings.data_dir.join("exports"),
-            settings.export.max_concurrent,
-            Duration::from_secs(settings.export.retention_secs),
-            None,
-        )?);
+        let e = &settings.export;
+        let exports = Arc::new(
+            ExportJobs::new(
+                &settings.data_dir.join("exports"),
+                e.max_concurrent,
+                Duration::from_secs(e.retention_secs),
+                None,
+            )?
+            .with_limits(crate::export::jobs::QueueLimits {
+                max_spool_bytes: e.max_spool_bytes,
+                max_spool_bytes_per_key: e.max_spool_bytes_per_key,
+                max_jobs: e.max_queued_jobs,
+                max_jobs_per_key: e.max_queued_jobs_per_key,
+            }),
+        );
         let state = AppState {
             store,
             tokens,
@@ -213,11 +241,20 @@ impl Application {
             settings: Arc::new(settings),
             metrics: crate::telemetry::metrics_handle(),
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            metrics_listener,
+            state,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// Where metrics are served when they have a listener of their own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn store(&self) -> &Store {
@@ -237,10 +274,27 @@ impl Application {
                 tick.tick().await;
             }
         });
-        axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("HTTP server failed")?;
+        let header_timeout = Duration::from_secs(self.state.settings.http.header_read_timeout_secs);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let metrics = self.metrics_listener.map(|listener| {
+            let app = metrics_router(self.state.clone());
+            tokio::spawn(crate::http::server::serve(listener, app, header_timeout, stopped()))
+        });
+        let api = crate::http::server::serve(self.listener, router(self.state), header_timeout, stopped());
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        api.await;
+        if let Some(m) = metrics {
+            let _ = m.await;
+        }
         store.close().await;
         Ok(())
     }
@@ -292,7 +346,7 @@ pub async fn seed_dev_tenant(store: &Store, emulator: &str) -> anyhow::Result<()
         "graph_endpoint": emulator,
     }))?;
     let tenant = input
-        .parse(None, true)
+        .parse(None, Some(emulator))
         .map_err(|e| anyhow::anyhow!("the dev tenant does not parse: {e:?}"))?;
     let code = TenantCode::parse(DEV_TENANT).map_err(anyhow::Error::msg)?;
     match store.get_tenant(&code).await {

@@ -288,7 +288,7 @@ async fn tenants(settings: &Settings, cmd: TenantsCommand) -> anyhow::Result<()>
         TenantsCommand::Add { code, fields } => {
             let tenant = fields
                 .into_input(code, None)?
-                .parse(None, settings.allow_emulator)
+                .parse(None, settings.emulator())
                 .map_err(field_errors)?;
             tenant.warnings.iter().for_each(|w| eprintln!("warning: {w}"));
             print_json(&store.create_tenant(&actor, &tenant).await?)
@@ -299,7 +299,7 @@ async fn tenants(settings: &Settings, cmd: TenantsCommand) -> anyhow::Result<()>
             let existing = store.get_tenant(&TenantCode::parse(&code).map_err(anyhow::Error::msg)?).await?;
             let tenant = fields
                 .into_input(code.clone(), Some(existing))?
-                .parse(Some(&code), settings.allow_emulator)
+                .parse(Some(&code), settings.emulator())
                 .map_err(field_errors)?;
             tenant.warnings.iter().for_each(|w| eprintln!("warning: {w}"));
             print_json(&store.replace_tenant(&actor, &tenant).await?)
@@ -422,12 +422,19 @@ async fn serve(cli: &Cli, mut settings: Settings, listen: Option<SocketAddr>) ->
     }
     crate::telemetry::init_logs(&settings.log);
     let data_dir = settings.data_dir.clone();
+    // The emulator runs in-process on a port of its own; tenant DEMO points at it, and it is
+    // the one loopback address a tenant may use.
+    let emulator = if cli.dev {
+        let (base, server) = crate::emulator::spawn("127.0.0.1:0".parse().expect("valid"), crate::emulator::seed::Seed::demo()).await?;
+        settings.emulator_url = Some(base.clone());
+        Some((base, server))
+    } else {
+        None
+    };
     let application = Application::build(settings).await?;
-    if cli.dev {
-        // The emulator runs in-process on a port of its own; tenant DEMO points at it.
-        let (base, _emulator) = crate::emulator::spawn("127.0.0.1:0".parse().expect("valid"), crate::emulator::seed::Seed::demo()).await?;
-        announce_emulator(&base);
-        app::seed_dev_tenant(application.store(), &base).await?;
+    if let Some((base, _emulator)) = &emulator {
+        announce_emulator(base);
+        app::seed_dev_tenant(application.store(), base).await?;
         println!(
             "dev mode: tenant {} is the emulator; operator {} is signed in as its demo user",
             app::DEV_TENANT,
@@ -465,15 +472,24 @@ async fn export_to_onedrive(settings: &Settings, mut args: ExportArgs) -> anyhow
     let output = args.output.clone().expect("set above");
     let report = tokio::task::spawn_blocking(move || crate::export::cli::export(args)).await??;
     let store = open_store(settings).await?;
-    let tokens = std::sync::Arc::new(crate::identity::tokens::Tokens::new(crate::identity::oauth::http_client(), store));
+    let tokens = std::sync::Arc::new(crate::identity::tokens::Tokens::new(crate::identity::oauth::http_client(), store.clone()));
     let graph = crate::graph::Graph::new(tokens, crate::graph::RetryPolicy::default());
     let file = std::fs::File::open(&output)?;
     let size = file.metadata()?.len();
     match crate::graph::drive::upload_export(&graph, &settings.onedrive, &code, file, size, &report.file_name()).await {
         Ok(item) => print_json(&item),
         Err(crate::graph::GraphError::Token(crate::identity::tokens::TokenError::SigninRequired(op))) => {
-            let url = crate::identity::signin_url(&settings.public_url, op.as_str());
-            anyhow::bail!("operator {op} must sign in to Microsoft 365 first: open {url} (or use the device-code sign-in)")
+            let link = crate::identity::signin_link(
+                store.keyring(),
+                &settings.public_url,
+                &op,
+                std::time::Duration::from_secs(settings.signin.link_lifetime_secs),
+            );
+            anyhow::bail!(
+                "operator {op} must sign in to Microsoft 365 first: open {} (valid once, until {}; or use the device-code sign-in)",
+                link.url,
+                link.expires_at
+            )
         }
         Err(e) => Err(e.into()),
     }

@@ -29,6 +29,44 @@ pub struct LogSettings {
 pub struct HttpSettings {
     pub json_body_limit: usize,
     pub request_timeout_secs: u64,
+    /// Seconds a connection may take to send a request's headers.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+}
+
+fn default_header_read_timeout() -> u64 {
+    10
+}
+
+/// Where Prometheus metrics are served.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetricsSettings {
+    /// A listener of their own (e.g. `127.0.0.1:9090`), so they are not on the public port;
+    /// unset, `/metrics` is served beside the API.
+    pub listen: Option<SocketAddr>,
+}
+
+/// Bounds on sign-in state that anybody can make officebridge keep.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SigninSettings {
+    /// Seconds a sign-in link issued by the API stays usable.
+    pub link_lifetime_secs: u64,
+    /// Open links and sign-ins kept per operator (the oldest are dropped) ...
+    pub max_pending_per_operator: usize,
+    /// ... and in all.
+    pub max_pending: usize,
+}
+
+impl Default for SigninSettings {
+    fn default() -> Self {
+        Self {
+            link_lifetime_secs: 900,
+            max_pending_per_operator: 5,
+            max_pending: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,6 +79,18 @@ pub struct ExportSettings {
     pub max_body_bytes: u64,
     /// Largest JSON grid document or import request (parsed whole).
     pub max_json_bytes: u64,
+    /// Longest NDJSON line, in bytes.
+    pub max_line_bytes: usize,
+    /// Seconds a request body may send nothing before the export is abandoned.
+    pub body_idle_timeout_secs: u64,
+    /// Bodies are spooled to disk before an export takes a slot; at most this many bytes in all...
+    pub max_spool_bytes: u64,
+    /// ... and this many for one API key.
+    pub max_spool_bytes_per_key: u64,
+    /// Background exports waiting or running, in all ...
+    pub max_queued_jobs: usize,
+    /// ... and for one API key.
+    pub max_queued_jobs_per_key: usize,
 }
 
 impl Default for ExportSettings {
@@ -50,6 +100,45 @@ impl Default for ExportSettings {
             retention_secs: 3600,
             max_body_bytes: 4 << 30,
             max_json_bytes: 64 << 20,
+            max_line_bytes: 16 << 20,
+            body_idle_timeout_secs: 30,
+            max_spool_bytes: 16 << 30,
+            max_spool_bytes_per_key: 8 << 30,
+            max_queued_jobs: 64,
+            max_queued_jobs_per_key: 16,
+        }
+    }
+}
+
+/// Bounds on an imported workbook, checked before anything is built from it (issue 10): an
+/// XLSX is a zip, and a few kilobytes of it can inflate to gigabytes or name cells a million
+/// rows apart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImportSettings {
+    /// Largest inflated size of any one part of the workbook (a sheet, the shared strings).
+    pub max_part_bytes: u64,
+    /// Largest inflated size of all its parts together.
+    pub max_inflated_bytes: u64,
+    /// Most cells the imported sheet may hold (every `<c>` element counts, empty or not).
+    pub max_cells: u64,
+    /// Longest text in one cell, in characters (Excel's own limit is 32,767).
+    pub max_cell_chars: usize,
+    /// Most rows of an import's `original` grid (each is kept in memory for the change set).
+    pub max_original_rows: usize,
+    /// Seconds an import may take once it has its slot.
+    pub timeout_secs: u64,
+}
+
+impl Default for ImportSettings {
+    fn default() -> Self {
+        Self {
+            max_part_bytes: 128 << 20,
+            max_inflated_bytes: 256 << 20,
+            max_cells: 2_000_000,
+            max_cell_chars: 32_767,
+            max_original_rows: 1_048_576,
+            timeout_secs: 120,
         }
     }
 }
@@ -112,9 +201,13 @@ struct Raw {
     master_key_file: Option<PathBuf>,
     previous_master_keys: Vec<String>,
     allow_emulator: bool,
+    emulator_url: Option<String>,
     log: LogSettings,
     http: HttpSettings,
+    metrics: MetricsSettings,
+    signin: SigninSettings,
     export: ExportSettings,
+    import: ImportSettings,
     onedrive: OneDriveSettings,
 }
 
@@ -130,6 +223,7 @@ impl Default for Raw {
             master_key_file: None,
             previous_master_keys: Vec::new(),
             allow_emulator: false,
+            emulator_url: None,
             log: LogSettings {
                 format: LogFormat::Text,
                 level: "info".into(),
@@ -137,8 +231,12 @@ impl Default for Raw {
             http: HttpSettings {
                 json_body_limit: 1 << 20,
                 request_timeout_secs: 60,
+                header_read_timeout_secs: default_header_read_timeout(),
             },
+            metrics: MetricsSettings::default(),
+            signin: SigninSettings::default(),
             export: ExportSettings::default(),
+            import: ImportSettings::default(),
             onedrive: OneDriveSettings::default(),
         }
     }
@@ -154,12 +252,24 @@ pub struct Settings {
     pub master_key: Option<Secret>,
     pub previous_master_keys: Vec<Secret>,
     pub allow_emulator: bool,
+    /// The emulator's URL: with `allow_emulator`, the one loopback address a tenant may use.
+    pub emulator_url: Option<String>,
     /// Set by `serve --dev`, not by configuration.
     pub dev: bool,
     pub log: LogSettings,
     pub http: HttpSettings,
+    pub metrics: MetricsSettings,
+    pub signin: SigninSettings,
     pub export: ExportSettings,
+    pub import: ImportSettings,
     pub onedrive: OneDriveSettings,
+}
+
+impl Settings {
+    /// The emulator a tenant record may point at, when one is allowed.
+    pub fn emulator(&self) -> Option<&str> {
+        self.emulator_url.as_deref().filter(|_| self.allow_emulator)
+    }
 }
 
 /// Picks the value of a secret from the setting itself or its `_file` variant (not both).
@@ -202,10 +312,14 @@ impl Settings {
             master_key: secret_from("master_key", raw.master_key, raw.master_key_file)?,
             previous_master_keys: raw.previous_master_keys.into_iter().map(Secret::new).collect(),
             allow_emulator: raw.allow_emulator,
+            emulator_url: raw.emulator_url,
             dev: false,
             log: raw.log,
             http: raw.http,
+            metrics: raw.metrics,
+            signin: raw.signin,
             export: raw.export,
+            import: raw.import,
             onedrive: raw.onedrive,
         })
     }

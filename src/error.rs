@@ -25,10 +25,14 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("{message}")]
     Conflict { field: String, message: String },
+    /// The client stopped sending its request body.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
-    #[error("{0}")]
-    PayloadTooLarge(String),
+    /// A body or what it holds passes a configured bound: 413 naming the field and the setting.
+    #[error("{message}")]
+    PayloadTooLarge { field: String, message: String },
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -65,6 +69,13 @@ pub struct Problem {
 }
 
 impl ApiError {
+    pub fn too_large(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::PayloadTooLarge {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
     pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Validation(vec![FieldError::new(field, message)])
     }
@@ -77,8 +88,9 @@ impl ApiError {
             Self::MalformedBody(_) => StatusCode::BAD_REQUEST,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::SigninRequired { .. } | Self::ClaimsChallenge { .. } => StatusCode::UNAUTHORIZED,
@@ -95,8 +107,9 @@ impl ApiError {
             Self::MalformedBody(_) => "malformed-body",
             Self::Validation(_) => "validation",
             Self::Conflict { .. } => "conflict",
+            Self::RequestTimeout(_) => "request-timeout",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
-            Self::PayloadTooLarge(_) => "payload-too-large",
+            Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::Unavailable(_) => "unavailable",
             Self::NotImplemented(_) => "not-implemented",
             Self::SigninRequired { .. } => "signin-required",
@@ -113,7 +126,9 @@ impl ApiError {
                 let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
                 (format!("invalid input in: {}", fields.join(", ")), errors.clone())
             }
-            Self::Conflict { field, message } => (message.clone(), vec![FieldError::new(field.clone(), message.clone())]),
+            Self::Conflict { field, message } | Self::PayloadTooLarge { field, message } => {
+                (message.clone(), vec![FieldError::new(field.clone(), message.clone())])
+            }
             Self::Internal(_) => ("an unexpected error occurred; it has been logged".into(), vec![]),
             other => (other.to_string(), vec![]),
         };

@@ -26,7 +26,10 @@ pub const GRAPH_ENDPOINTS: &[&str] = &[
 /// Parses a service root: an absolute URL with no credentials, query or fragment, that is
 /// either one of `allowed` or — when `allow_emulator` — an http(s) URL on a loopback host
 /// (the built-in Microsoft 365 emulator). The result has no trailing slash.
-fn parse_root(raw: &str, allowed: &[&str], allow_emulator: bool) -> Result<String, String> {
+/// `emulator`: the configured emulator's URL, when one is allowed (`allow_emulator` with
+/// `emulator_url`); it is the only loopback address accepted, so a tenant record cannot point
+/// officebridge's credentials at whatever else listens on the machine.
+fn parse_root(raw: &str, allowed: &[&str], emulator: Option<&str>) -> Result<String, String> {
     let url = Url::parse(raw.trim()).map_err(|e| format!("is not an absolute URL ({e})"))?;
     if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
         return Err("must not carry credentials, a query or a fragment".into());
@@ -41,12 +44,18 @@ fn parse_root(raw: &str, allowed: &[&str], allow_emulator: bool) -> Result<Strin
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
     };
-    if allow_emulator && loopback && matches!(url.scheme(), "http" | "https") && url.path() == "/" {
+    let emulator = emulator.map(|e| e.trim().trim_end_matches('/'));
+    if let Some(e) = emulator
+        && loopback
+        && matches!(url.scheme(), "http" | "https")
+        && url.path() == "/"
+        && Url::parse(e).is_ok_and(|e| e.as_str().trim_end_matches('/') == normalized)
+    {
         return Ok(normalized);
     }
     let mut msg = format!("must be one of Microsoft's national clouds: {}", allowed.join(", "));
-    if allow_emulator {
-        msg.push_str(", or a loopback URL of the Microsoft 365 emulator such as http://127.0.0.1:8081");
+    if let Some(e) = emulator {
+        msg.push_str(&format!(", or the configured Microsoft 365 emulator, {e}"));
     }
     Err(msg)
 }
@@ -59,8 +68,8 @@ macro_rules! root_type {
         pub struct $name(String);
 
         impl $name {
-            pub fn parse(raw: &str, allow_emulator: bool) -> Result<Self, String> {
-                parse_root(raw, $list, allow_emulator).map(Self)
+            pub fn parse(raw: &str, emulator: Option<&str>) -> Result<Self, String> {
+                parse_root(raw, $list, emulator).map(Self)
             }
 
             /// Takes a value read back from our own database without re-checking the cloud
@@ -143,10 +152,10 @@ mod tests {
     #[test]
     fn national_clouds_are_accepted_and_normalized() {
         assert_eq!(
-            GraphEndpoint::parse("https://graph.microsoft.us/", false).unwrap().as_str(),
+            GraphEndpoint::parse("https://graph.microsoft.us/", None).unwrap().as_str(),
             "https://graph.microsoft.us"
         );
-        assert!(Authority::parse("https://login.chinacloudapi.cn", false).is_ok());
+        assert!(Authority::parse("https://login.chinacloudapi.cn", None).is_ok());
     }
 
     #[test]
@@ -158,16 +167,21 @@ mod tests {
             "ftp://graph.microsoft.com",
             "http://graph.microsoft.com",
         ] {
-            assert!(GraphEndpoint::parse(bad, true).is_err(), "{bad}");
+            assert!(GraphEndpoint::parse(bad, Some("http://127.0.0.1:9000")).is_err(), "{bad}");
         }
     }
 
     #[test]
-    fn loopback_only_when_the_emulator_is_allowed() {
-        assert!(Authority::parse("http://127.0.0.1:9000", false).is_err());
-        assert!(Authority::parse("http://127.0.0.1:9000", true).is_ok());
-        assert!(Authority::parse("http://localhost:9000/", true).is_ok());
-        assert!(Authority::parse("http://127.0.0.1:9000/some/path", true).is_err());
+    fn loopback_only_when_the_emulator_is_allowed_and_only_its_address() {
+        let emu = Some("http://127.0.0.1:9000/");
+        assert!(Authority::parse("http://127.0.0.1:9000", None).is_err());
+        assert!(Authority::parse("http://127.0.0.1:9000", emu).is_ok());
+        assert!(Authority::parse("http://127.0.0.1:9000/", emu).is_ok());
+        assert!(Authority::parse("http://127.0.0.1:9000/some/path", emu).is_err());
+        // Another port, or another name for the same host, is whatever else listens there.
+        assert!(Authority::parse("http://127.0.0.1:9001", emu).is_err());
+        assert!(Authority::parse("http://localhost:9000", emu).is_err());
+        assert!(Authority::parse("http://127.0.0.2:9000", emu).is_err());
     }
 
     #[test]

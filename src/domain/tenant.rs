@@ -175,7 +175,7 @@ pub struct NewTenant {
 impl TenantInput {
     /// Parses every field; `path_code` is the code from the URL of a replace, which the body
     /// may repeat but not contradict.
-    pub fn parse(self, path_code: Option<&str>, allow_emulator: bool) -> Result<NewTenant, Vec<FieldError>> {
+    pub fn parse(self, path_code: Option<&str>, emulator: Option<&str>) -> Result<NewTenant, Vec<FieldError>> {
         let mut v = Validator::default();
         let code = match (path_code, self.code.as_deref()) {
             (Some(p), Some(b)) if TenantCode::parse(p).ok() != TenantCode::parse(b).ok() => {
@@ -205,11 +205,11 @@ impl TenantInput {
             }
         });
         let authority = match self.authority.as_deref() {
-            Some(raw) => v.field("authority", Authority::parse(raw, allow_emulator)),
+            Some(raw) => v.field("authority", Authority::parse(raw, emulator)),
             None => Some(Authority::global()),
         };
         let graph_endpoint = match self.graph_endpoint.as_deref() {
-            Some(raw) => v.field("graph_endpoint", GraphEndpoint::parse(raw, allow_emulator)),
+            Some(raw) => v.field("graph_endpoint", GraphEndpoint::parse(raw, emulator)),
             None => Some(GraphEndpoint::global()),
         };
         let client_secret = match self.client_secret {
@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn defaults_fill_platform_redirect_and_clouds() {
-        let t = input().parse(None, false).unwrap();
+        let t = input().parse(None, None).unwrap();
         assert_eq!(t.code.as_str(), "CONTOSO");
         assert_eq!(t.tenant_id.as_str(), "72f988bf-86f1-41af-91ab-2d7cd011db47");
         assert_eq!(t.platform, Platform::PublicClient);
@@ -292,16 +292,16 @@ mod tests {
             redirect_url: Some("http://erp.contoso.com".into()),
             ..Default::default()
         };
-        let errors = bad.parse(None, false).unwrap_err();
+        let errors = bad.parse(None, None).unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["code", "tenant_id", "client_id", "redirect_url"]);
     }
 
     #[test]
     fn path_code_must_match_body_code() {
-        let errors = input().parse(Some("FABRIKAM"), false).unwrap_err();
+        let errors = input().parse(Some("FABRIKAM"), None).unwrap_err();
         assert_eq!(errors[0].field, "code");
-        assert!(input().parse(Some("CONTOSO"), false).is_ok());
+        assert!(input().parse(Some("CONTOSO"), None).is_ok());
     }
 
     #[test]
@@ -310,6 +310,6 @@ mod tests {
             exchange_web_service: Some("https://outlook.office365.com/EWS/Exchange.asmx".into()),
             ..input()
         };
-        assert_eq!(t.parse(None, false).unwrap().warnings.len(), 1);
+        assert_eq!(t.parse(None, None).unwrap().warnings.len(), 1);
     }
 }

@@ -116,14 +116,19 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
         Some(path) => Some(parse_grid_document(BufReader::new(open_input(path)?)).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?),
         None => None,
     };
+    // The files are the operator's own; the server's default bounds still keep a bad one from
+    // taking the machine's memory.
+    let limits = crate::config::ImportSettings::default();
     let (columns, original_rows) =
-        import_columns(args.columns.as_deref(), original.as_ref(), args.sheet.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        import_columns(args.columns.as_deref(), original.as_ref(), args.sheet.as_deref(), &limits).map_err(|e| anyhow::anyhow!("{e}"))?;
     let file = std::fs::File::open(&args.workbook).with_context(|| format!("cannot open {}", args.workbook.display()))?;
     let req = ImportRequest {
         columns: &columns,
         sheet: args.sheet.as_deref(),
         key: args.key.as_deref(),
         original: original_rows.as_deref(),
+        limits: &limits,
+        deadline: None,
     };
     let result = read_workbook(BufReader::new(file), &req).map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("{}", serde_json::to_string_pretty(&result)?);

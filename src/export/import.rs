@@ -2,12 +2,14 @@
 //! not fit its column, and — given a key column and the original grid — the change set.
 
 use super::model::{Cell, Column, ColumnType, GridError};
-use calamine::{Data, Reader, Xlsx};
+use crate::config::ImportSettings;
+use calamine::{Data, DataRef, Reader, Xlsx};
 use chrono::{Duration, NaiveDate, NaiveTime};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek};
+use std::time::Instant;
 
 /// A cell that does not fit its column.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
@@ -148,16 +150,194 @@ pub struct ImportRequest<'a> {
     pub key: Option<&'a str>,
     /// The original grid's rows (as exported), for the change set.
     pub original: Option<&'a [Vec<Cell>]>,
+    /// What the workbook may hold.
+    pub limits: &'a ImportSettings,
+    /// When to give up (checked between parts and every few thousand cells).
+    pub deadline: Option<Instant>,
+}
+
+/// Why an import was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The workbook or the request is at fault: a 422 naming the field.
+    #[error(transparent)]
+    Grid(#[from] GridError),
+    /// The workbook holds more than a bound of [`ImportSettings`] allows: a 413 naming it.
+    #[error("{message}")]
+    TooLarge { field: String, message: String },
+    /// The import ran past its deadline.
+    #[error("the import did not finish in time")]
+    Deadline,
+}
+
+fn too_large(message: String) -> ImportError {
+    ImportError::TooLarge {
+        field: "workbook".into(),
+        message,
+    }
+}
+
+fn unreadable(e: impl std::fmt::Display) -> ImportError {
+    GridError::new("workbook", format!("is not a readable XLSX file: {e}")).into()
+}
+
+fn check_deadline(deadline: Option<Instant>) -> Result<(), ImportError> {
+    match deadline {
+        Some(d) if Instant::now() > d => Err(ImportError::Deadline),
+        _ => Ok(()),
+    }
+}
+
+/// Workbooks are small in parts; thousands of them is not a spreadsheet.
+const MAX_PARTS: usize = 10_000;
+
+/// Inflates every part of the zip into nothing, counting, before calamine reads any of it:
+/// the sizes a zip declares can lie, what comes out of the inflater cannot. A part that
+/// passes a bound stops the count there, so the cost is bounded by the bounds, not the file.
+fn check_parts<R: Read + Seek>(workbook: &mut R, limits: &ImportSettings, deadline: Option<Instant>) -> Result<(), ImportError> {
+    let mut zip = zip::ZipArchive::new(&mut *workbook).map_err(unreadable)?;
+    if zip.len() > MAX_PARTS {
+        return Err(too_large(format!("has {} parts; a workbook may have at most {MAX_PARTS}", zip.len())));
+    }
+    let mut total: u64 = 0;
+    for i in 0..zip.len() {
+        check_deadline(deadline)?;
+        let mut part = zip.by_index(i).map_err(unreadable)?;
+        let name = part.name().map_err(unreadable)?.to_string();
+        let room = limits.max_part_bytes.min(limits.max_inflated_bytes.saturating_sub(total));
+        let inflated = std::io::copy(&mut (&mut part).take(room + 1), &mut std::io::sink()).map_err(unreadable)?;
+        if inflated > limits.max_part_bytes {
+            return Err(too_large(format!(
+                "part '{name}' inflates to more than {} bytes (import.max_part_bytes)",
+                limits.max_part_bytes
+            )));
+        }
+        total += inflated;
+        if total > limits.max_inflated_bytes {
+            return Err(too_large(format!(
+                "inflates to more than {} bytes in all (import.max_inflated_bytes)",
+                limits.max_inflated_bytes
+            )));
+        }
+    }
+    drop(zip);
+    workbook.rewind().map_err(unreadable)?;
+    Ok(())
+}
+
+/// One used cell of the sheet: where it is, what it holds, and whether it is one of the
+/// exporter's totals (a `SUBTOTAL` formula).
+struct SheetCell {
+    row: u32,
+    col: u32,
+    data: Data,
+    subtotal: bool,
+}
+
+fn text_len(d: &Data) -> usize {
+    match d {
+        Data::String(s) | Data::DateTimeIso(s) | Data::DurationIso(s) => s.chars().count(),
+        _ => 0,
+    }
+}
+
+/// The sheet's used cells, read as a stream, in row-major order. calamine's
+/// `worksheet_range` allocates the whole rows × columns box around the used cells (two cells
+/// at `A1` and `XFD1048576` are 17 billion); this keeps only the cells that are there.
+fn sheet_cells<R: Read + Seek>(
+    book: &mut Xlsx<R>,
+    sheet: &str,
+    limits: &ImportSettings,
+    deadline: Option<Instant>,
+) -> Result<Vec<SheetCell>, ImportError> {
+    let mut reader = book
+        .worksheet_cells_reader(sheet)
+        .map_err(|e| GridError::new("workbook", format!("sheet '{sheet}' cannot be read: {e}")))?;
+    let mut cells = Vec::new();
+    let mut seen: u64 = 0;
+    while let Some(c) = reader
+        .next_cell_with_formula()
+        .map_err(|e| GridError::new("workbook", format!("sheet '{sheet}' cannot be read: {e}")))?
+    {
+        seen += 1;
+        if seen > limits.max_cells {
+            return Err(too_large(format!(
+                "sheet '{sheet}' holds more than {} cells (import.max_cells)",
+                limits.max_cells
+            )));
+        }
+        if seen % 4096 == 0 {
+            check_deadline(deadline)?;
+        }
+        let subtotal = c
+            .formula
+            .as_deref()
+            .is_some_and(|f| f.trim_start_matches('=').to_ascii_uppercase().starts_with("SUBTOTAL("));
+        if matches!(c.value, DataRef::Empty) && !subtotal {
+            continue;
+        }
+        let data = Data::from(c.value);
+        if text_len(&data) > limits.max_cell_chars {
+            let (row, col) = c.pos;
+            return Err(GridError::new(
+                format!("workbook.{sheet}!{}", cell_name(row, col)),
+                format!("holds more than {} characters (import.max_cell_chars)", limits.max_cell_chars),
+            )
+            .into());
+        }
+        cells.push(SheetCell {
+            row: c.pos.0,
+            col: c.pos.1,
+            data,
+            subtotal,
+        });
+    }
+    // Sheets are written row by row, but nothing requires it.
+    cells.sort_by_key(|c| (c.row, c.col));
+    Ok(cells)
+}
+
+/// `A1`-style name of a zero-based cell position.
+fn cell_name(row: u32, col: u32) -> String {
+    let mut letters = Vec::new();
+    let mut n = col + 1;
+    while n > 0 {
+        letters.push(b'A' + ((n - 1) % 26) as u8);
+        n = (n - 1) / 26;
+    }
+    letters.reverse();
+    format!("{}{}", String::from_utf8(letters).expect("ASCII"), row + 1)
+}
+
+/// One worksheet row: its zero-based number and its cells by column.
+struct SheetRow<'a> {
+    row: u32,
+    cells: &'a [SheetCell],
+}
+
+impl SheetRow<'_> {
+    fn get(&self, col: u32) -> &Data {
+        self.cells
+            .binary_search_by_key(&col, |c| c.col)
+            .map_or(&Data::Empty, |i| &self.cells[i].data)
+    }
+
+    fn is_totals(&self) -> bool {
+        self.cells.iter().any(|c| c.subtotal)
+    }
 }
 
 /// Reads the workbook.
 ///
 /// # Errors
 ///
-/// A [`GridError`] when the workbook cannot be read, the sheet does not exist, or the key
-/// names no column. Cell-level trouble is not an error: it is listed in `problems`.
-pub fn import<R: Read + Seek>(workbook: R, req: &ImportRequest) -> Result<ImportResult, GridError> {
-    let mut book: Xlsx<_> = Xlsx::new(workbook).map_err(|e| GridError::new("workbook", format!("is not a readable XLSX file: {e}")))?;
+/// [`ImportError::Grid`] when the workbook cannot be read, the sheet does not exist, or the
+/// key names no column; [`ImportError::TooLarge`] when it holds more than `req.limits`
+/// allows; [`ImportError::Deadline`] past `req.deadline`. Cell-level trouble is not an error:
+/// it is listed in `problems`.
+pub fn import<R: Read + Seek>(mut workbook: R, req: &ImportRequest) -> Result<ImportResult, ImportError> {
+    check_parts(&mut workbook, req.limits, req.deadline)?;
+    let mut book: Xlsx<_> = Xlsx::new(workbook).map_err(unreadable)?;
     let names = book.sheet_names();
     let sheet = match req.sheet {
         Some(s) => names
@@ -176,64 +356,64 @@ pub fn import<R: Read + Seek>(workbook: R, req: &ImportRequest) -> Result<Import
         ),
         None => None,
     };
-    let range = book
-        .worksheet_range(&sheet)
-        .map_err(|e| GridError::new("workbook", format!("sheet '{sheet}' cannot be read: {e}")))?;
-    let formulas = book.worksheet_formula(&sheet).ok();
-    let (first_row, first_col) = range.start().unwrap_or((0, 0));
+    let cells = sheet_cells(&mut book, &sheet, req.limits, req.deadline)?;
+    drop(book);
+    let sheet_rows: Vec<SheetRow> = cells
+        .chunk_by(|a, b| a.row == b.row)
+        .map(|cells| SheetRow { row: cells[0].row, cells })
+        .collect();
     let mut problems = Vec::new();
-    let mut rows_iter = range.rows();
-    let header: Vec<String> = rows_iter
-        .next()
-        .map(|r| r.iter().map(|d| data_text(d).trim().to_lowercase()).collect())
+    let (header, data_rows) = match sheet_rows.split_first() {
+        Some((h, rest)) => (Some(h), rest),
+        None => (None, &[][..]),
+    };
+    let header_row = header.map_or(0, |h| h.row);
+    let header: Vec<(u32, String)> = header
+        .map(|h| h.cells.iter().map(|c| (c.col, data_text(&c.data).trim().to_lowercase())).collect())
         .unwrap_or_default();
-    let positions: Vec<Option<usize>> = req
+    let positions: Vec<Option<u32>> = req
         .columns
         .iter()
         .map(|c| {
             header
                 .iter()
-                .position(|h| *h == c.header.trim().to_lowercase() || *h == c.key.to_lowercase())
+                .find(|(_, h)| *h == c.header.trim().to_lowercase() || *h == c.key.to_lowercase())
+                .map(|(col, _)| *col)
         })
         .collect();
     for (c, p) in req.columns.iter().zip(&positions) {
         if p.is_none() {
             problems.push(CellProblem {
                 sheet: sheet.clone(),
-                row: first_row + 1,
+                row: header_row + 1,
                 column: c.key.clone(),
                 value: String::new(),
                 reason: format!("no column headed '{}' in the header row", c.header),
             });
         }
     }
-    let data_rows: Vec<&[Data]> = rows_iter.collect();
     // The exporter's totals row is a row of SUBTOTAL formulas: not data.
-    let is_totals = |idx: usize| {
-        let abs_row = first_row + 1 + idx as u32;
-        formulas.as_ref().is_some_and(|f| {
-            (0..header.len() as u32).any(|c| {
-                f.get_value((abs_row, first_col + c))
-                    .is_some_and(|v| v.to_ascii_uppercase().starts_with("SUBTOTAL("))
-            })
-        })
+    let data_rows = match data_rows.split_last() {
+        Some((last, rest)) if last.is_totals() => rest,
+        _ => data_rows,
     };
-    let count = if !data_rows.is_empty() && is_totals(data_rows.len() - 1) {
-        data_rows.len() - 1
-    } else {
-        data_rows.len()
-    };
-    let mut rows = Vec::with_capacity(count);
-    let mut cells_by_row: Vec<Vec<Cell>> = Vec::with_capacity(count);
-    for (i, raw) in data_rows[..count].iter().enumerate() {
-        let excel_row = first_row + 2 + i as u32;
-        if raw.iter().all(|d| matches!(d, Data::Empty)) {
-            continue;
-        }
+    // Every row becomes one value per column, whatever it holds: bound that product too.
+    let values = data_rows.len() as u64 * req.columns.len() as u64;
+    if values > req.limits.max_cells {
+        return Err(too_large(format!(
+            "{} rows of {} columns are more than {} values (import.max_cells)",
+            data_rows.len(),
+            req.columns.len(),
+            req.limits.max_cells
+        )));
+    }
+    let mut rows = Vec::with_capacity(data_rows.len());
+    let mut row_numbers = Vec::with_capacity(data_rows.len());
+    for raw in data_rows {
+        let excel_row = raw.row + 1;
         let mut obj = Map::new();
-        let mut cells = Vec::with_capacity(req.columns.len());
         for (c, p) in req.columns.iter().zip(&positions) {
-            let d = p.and_then(|p| raw.get(p)).unwrap_or(&Data::Empty);
+            let d = p.map_or(&Data::Empty, |p| raw.get(p));
             let cell = data_cell(d, c).unwrap_or_else(|reason| {
                 problems.push(CellProblem {
                     sheet: sheet.clone(),
@@ -245,13 +425,12 @@ pub fn import<R: Read + Seek>(workbook: R, req: &ImportRequest) -> Result<Import
                 Cell::Empty
             });
             obj.insert(c.key.clone(), canonical(&cell, c));
-            cells.push(cell);
         }
         rows.push(obj);
-        cells_by_row.push(cells);
+        row_numbers.push(excel_row);
     }
     let changes = match (key_index, req.original) {
-        (Some(k), Some(original)) => Some(change_set(req.columns, k, original, &rows, &sheet, first_row, &mut problems)),
+        (Some(k), Some(original)) => Some(change_set(req.columns, k, original, &rows, &row_numbers, &sheet, &mut problems)),
         _ => None,
     };
     Ok(ImportResult {
@@ -269,7 +448,8 @@ pub fn import_columns(
     spec: Option<&str>,
     original: Option<&super::read::GridDocument>,
     sheet: Option<&str>,
-) -> Result<(Vec<Column>, Option<Rows>), GridError> {
+    limits: &ImportSettings,
+) -> Result<(Vec<Column>, Option<Rows>), ImportError> {
     let original_sheet = match original {
         Some(doc) => {
             let idx = match sheet {
@@ -281,12 +461,24 @@ pub fn import_columns(
                 None => 0,
             };
             let sdoc = &doc.sheets[idx];
+            // Every original row stays in memory for the change set: bounded before parsing.
+            if sdoc.rows.len() > limits.max_original_rows {
+                return Err(ImportError::TooLarge {
+                    field: format!("original.sheets[{idx}].rows"),
+                    message: format!(
+                        "has {} rows; an import compares at most {} (import.max_original_rows)",
+                        sdoc.rows.len(),
+                        limits.max_original_rows
+                    ),
+                });
+            }
             let checked = sdoc.spec().check(&format!("original.sheets[{idx}]."), "Sheet1")?;
+            let keys = super::read::column_keys(&checked.columns);
             let rows = sdoc
                 .rows
                 .iter()
                 .enumerate()
-                .map(|(r, row)| super::read::json_row(&checked.columns, row, &format!("original.sheets[{idx}].rows[{r}]")))
+                .map(|(r, row)| super::read::json_row(&checked.columns, &keys, row.get(), &format!("original.sheets[{idx}].rows[{r}]")))
                 .collect::<Result<Vec<_>, _>>()?;
             Some((checked.columns, rows))
         }
@@ -309,10 +501,7 @@ pub fn import_columns(
         }
         (None, Some((columns, _))) => columns.clone(),
         (None, None) => {
-            return Err(GridError::new(
-                "columns",
-                "give the columns, or the original grid to take them from",
-            ));
+            return Err(GridError::new("columns", "give the columns, or the original grid to take them from").into());
         }
     };
     Ok((columns, original_sheet.map(|(_, rows)| rows)))
@@ -330,60 +519,55 @@ fn change_set(
     key: usize,
     original: &[Vec<Cell>],
     rows: &[Map<String, Value>],
+    row_numbers: &[u32],
     sheet: &str,
-    first_row: u32,
     problems: &mut Vec<CellProblem>,
 ) -> ChangeSet {
     let key_col = &columns[key];
-    let before: Vec<Map<String, Value>> = original
+    let original_value = |r: &[Cell], c: usize| canonical(&r[c], &columns[c]);
+    // The index holds row numbers, not copies: the original is already in memory once.
+    let index: HashMap<String, usize> = original
         .iter()
-        .map(|cells| {
-            columns
-                .iter()
-                .zip(cells)
-                .map(|(c, cell)| (c.key.clone(), canonical(cell, c)))
-                .collect()
-        })
+        .enumerate()
+        .map(|(i, r)| (key_text(&original_value(r, key)), i))
         .collect();
-    let index: HashMap<String, &Map<String, Value>> = before.iter().map(|r| (key_text(&r[&key_col.key]), r)).collect();
     let mut seen = HashMap::new();
     let mut changes = ChangeSet::default();
     for (i, row) in rows.iter().enumerate() {
         let k = &row[&key_col.key];
+        let problem = |reason: &str, value: String| CellProblem {
+            sheet: sheet.into(),
+            row: row_numbers[i],
+            column: key_col.key.clone(),
+            value,
+            reason: reason.into(),
+        };
         if k.is_null() {
-            problems.push(CellProblem {
-                sheet: sheet.into(),
-                row: first_row + 2 + i as u32,
-                column: key_col.key.clone(),
-                value: String::new(),
-                reason: "the key column is empty".into(),
-            });
+            problems.push(problem("the key column is empty", String::new()));
             continue;
         }
         if seen.insert(key_text(k), i).is_some() {
-            problems.push(CellProblem {
-                sheet: sheet.into(),
-                row: first_row + 2 + i as u32,
-                column: key_col.key.clone(),
-                value: key_text(k),
-                reason: "the key appears more than once".into(),
-            });
+            problems.push(problem("the key appears more than once", key_text(k)));
             continue;
         }
         match index.get(&key_text(k)) {
             None => changes.added.push(row.clone()),
-            Some(old) => {
+            Some(&o) => {
+                let old = &original[o];
                 let fields: BTreeMap<String, FieldChange> = columns
                     .iter()
-                    .filter(|c| old[&c.key] != row[&c.key])
-                    .map(|c| {
-                        (
-                            c.key.clone(),
-                            FieldChange {
-                                from: old[&c.key].clone(),
-                                to: row[&c.key].clone(),
-                            },
-                        )
+                    .enumerate()
+                    .filter_map(|(c, col)| {
+                        let from = original_value(old, c);
+                        (from != row[&col.key]).then(|| {
+                            (
+                                col.key.clone(),
+                                FieldChange {
+                                    from,
+                                    to: row[&col.key].clone(),
+                                },
+                            )
+                        })
                     })
                     .collect();
                 if !fields.is_empty() {
@@ -392,9 +576,9 @@ fn change_set(
             }
         }
     }
-    changes.deleted = before
+    changes.deleted = original
         .iter()
-        .map(|r| r[&key_col.key].clone())
+        .map(|r| original_value(r, key))
         .filter(|k| !seen.contains_key(&key_text(k)))
         .collect();
     changes

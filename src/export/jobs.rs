@@ -83,8 +83,90 @@ pub struct Finished {
     pub size: u64,
 }
 
+/// What one API key and everybody together may have waiting: spooled bodies (bytes on disk)
+/// and background jobs not yet finished. A full disk is a denial of service too.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub max_spool_bytes: u64,
+    pub max_spool_bytes_per_key: u64,
+    pub max_jobs: usize,
+    pub max_jobs_per_key: usize,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        Self {
+            max_spool_bytes: u64::MAX,
+            max_spool_bytes_per_key: u64::MAX,
+            max_jobs: usize::MAX,
+            max_jobs_per_key: usize::MAX,
+        }
+    }
+}
+
+/// Why a body or a job was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueFull {
+    #[error("{0}")]
+    Spool(String),
+    #[error("{0}")]
+    Jobs(String),
+}
+
+#[derive(Default)]
+struct Spooled {
+    total: u64,
+    by_key: HashMap<String, u64>,
+}
+
+/// Bytes of one request body counted against the spool budget; given back when dropped
+/// (the spooled file is gone by then, or about to be).
+pub struct SpoolClaim {
+    jobs: Arc<ExportJobs>,
+    owner: String,
+    bytes: u64,
+}
+
+impl SpoolClaim {
+    /// Counts `n` more bytes, unless they would pass a limit.
+    pub fn grow(&mut self, n: u64) -> Result<(), QueueFull> {
+        let limits = self.jobs.limits;
+        let mut spooled = self.jobs.spooled.lock().expect("spool lock");
+        let mine = spooled.by_key.get(&self.owner).copied().unwrap_or(0);
+        if mine + n > limits.max_spool_bytes_per_key {
+            return Err(QueueFull::Spool(format!(
+                "this API key already has {mine} bytes of uploads waiting (export.max_spool_bytes_per_key)"
+            )));
+        }
+        if spooled.total + n > limits.max_spool_bytes {
+            return Err(QueueFull::Spool(
+                "the server holds as many uploads as it may (export.max_spool_bytes); try again shortly".into(),
+            ));
+        }
+        spooled.total += n;
+        *spooled.by_key.entry(self.owner.clone()).or_default() += n;
+        self.bytes += n;
+        Ok(())
+    }
+}
+
+impl Drop for SpoolClaim {
+    fn drop(&mut self) {
+        let mut spooled = self.jobs.spooled.lock().expect("spool lock");
+        spooled.total -= self.bytes;
+        if let Some(mine) = spooled.by_key.get_mut(&self.owner) {
+            *mine -= self.bytes;
+            if *mine == 0 {
+                spooled.by_key.remove(&self.owner);
+            }
+        }
+    }
+}
+
 pub struct ExportJobs {
     jobs: Mutex<HashMap<Uuid, Arc<Job>>>,
+    spooled: Mutex<Spooled>,
+    limits: QueueLimits,
     permits: Arc<Semaphore>,
     dir: PathBuf,
     retention: Duration,
@@ -107,6 +189,8 @@ impl ExportJobs {
         std::fs::create_dir_all(dir)?;
         Ok(Self {
             jobs: Mutex::default(),
+            spooled: Mutex::default(),
+            limits: QueueLimits::default(),
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
             dir: dir.to_path_buf(),
             retention,
@@ -114,14 +198,52 @@ impl ExportJobs {
         })
     }
 
+    /// The same, with bounds on what may wait.
+    pub fn with_limits(mut self, limits: QueueLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Starts counting a request body of `owner`'s against the spool budget.
+    pub fn spool_claim(self: &Arc<Self>, owner: &str) -> SpoolClaim {
+        SpoolClaim {
+            jobs: self.clone(),
+            owner: owner.to_string(),
+            bytes: 0,
+        }
+    }
+
+    /// Whether `owner` may start one more background job.
+    pub fn admit(&self, owner: &str) -> Result<(), QueueFull> {
+        let jobs = self.jobs.lock().expect("jobs lock");
+        let open = |j: &&Arc<Job>| matches!(j.state(), JobState::Queued | JobState::Running);
+        let mine = jobs.values().filter(open).filter(|j| j.owner == owner).count();
+        if mine >= self.limits.max_jobs_per_key {
+            return Err(QueueFull::Jobs(format!(
+                "this API key has {mine} background exports waiting or running (export.max_queued_jobs_per_key)"
+            )));
+        }
+        if jobs.values().filter(open).count() >= self.limits.max_jobs {
+            return Err(QueueFull::Jobs(
+                "the server has as many background exports waiting as it may (export.max_queued_jobs); try again shortly".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn options(&self, mut opts: ExportOptions) -> ExportOptions {
         opts.tempdir = Some(self.dir.clone());
         opts.max_rows = opts.max_rows.or(self.max_rows);
         opts
+    }
+
+    /// One of the export slots, for other work as heavy as an export (imports share them).
+    pub async fn slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.permits.clone().acquire_owned().await.expect("semaphore is never closed")
     }
 
     /// Exports while the caller waits (after waiting for a free slot).
@@ -153,6 +275,7 @@ impl ExportJobs {
         owner: &str,
         format: InputFormat,
         input: tempfile::TempPath,
+        claim: SpoolClaim,
         opts: ExportOptions,
         deliver: Option<Deliver>,
     ) -> Arc<Job> {
@@ -177,6 +300,9 @@ impl ExportJobs {
                 let source = std::fs::File::open(&input)?;
                 let out = std::fs::File::create(&path)?;
                 let report = export(format, BufReader::with_capacity(1 << 16, source), &out, &opts, progress)?;
+                // The spooled body is read: its file and its share of the budget go now.
+                drop(input);
+                drop(claim);
                 Ok((report, out.metadata()?.len()))
             })
             .await;
@@ -273,5 +399,42 @@ impl ExportJobs {
     /// How many rows a job has written.
     pub fn rows(job: &Job) -> u64 {
         job.rows_written.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With every slot taken (by an export or an import), a background job waits in line and
+    /// counts against its key's queue; it runs once a slot is free.
+    #[tokio::test]
+    async fn jobs_beyond_the_limit_wait_in_line_and_count_against_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = Arc::new(
+            ExportJobs::new(&dir.path().join("exports"), 1, Duration::from_secs(60), None)
+                .unwrap()
+                .with_limits(QueueLimits {
+                    max_jobs_per_key: 1,
+                    ..QueueLimits::default()
+                }),
+        );
+        let held = jobs.slot().await;
+        let spool = tempfile::NamedTempFile::new_in(jobs.dir()).unwrap();
+        std::fs::write(spool.path(), "a\n1\n").unwrap();
+        let job = jobs.submit("k", InputFormat::Csv, spool.into_temp_path(), jobs.spool_claim("k"), ExportOptions::default(), None);
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(job.state(), JobState::Queued), "the only slot is held");
+        assert!(jobs.admit("k").is_err(), "k has a job waiting");
+        assert!(jobs.admit("other").is_ok());
+        drop(held);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !matches!(job.state(), JobState::Done { .. }) {
+            assert!(std::time::Instant::now() < deadline, "{:?}", job.state());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(jobs.admit("k").is_ok(), "a finished job no longer counts");
     }
 }

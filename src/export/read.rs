@@ -1,11 +1,14 @@
 //! Readers of the three grid formats. NDJSON and CSV are read as streams — one row in
 //! memory at a time — so their memory does not grow with the number of rows. The JSON grid
-//! document is one value and is parsed whole; large grids should come as NDJSON or CSV.
+//! document is one value: its sheets are read whole, but each row is kept as its own JSON
+//! text and converted to cells only when written, so a document costs about its own size
+//! in memory (a `serde_json::Value` tree of it cost 40 times that); large grids should still
+//! come as NDJSON or CSV.
 
 use super::model::{Cell, Column, ColumnSpec, ColumnType, GridError, GridMeta, GridOptions, Overflow, Sheet, SheetSpec, Total};
 use super::writer::{ExportError, Report, XlsxExport};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Seek, Write};
 use std::path::Path;
@@ -95,8 +98,9 @@ pub struct SheetDocument {
     columns: Vec<ColumnSpec>,
     #[serde(default)]
     totals: BTreeMap<String, Total>,
+    /// Each row's JSON text, converted by [`json_row`] when it is needed.
     #[serde(default)]
-    pub rows: Vec<Value>,
+    pub rows: Vec<Box<RawValue>>,
 }
 
 with_grid_options!(
@@ -119,33 +123,9 @@ impl SheetDocument {
     }
 }
 
-/// Converts one JSON row (an array in column order, or an object keyed by column key).
-pub fn json_row(columns: &[Column], row: &Value, at: &str) -> Result<Vec<Cell>, GridError> {
-    let cell = |c: &Column, v: &Value| c.from_json(v).map_err(|m| GridError::new(format!("{at}.{}", c.key), m));
-    match row {
-        Value::Array(values) => {
-            if values.len() != columns.len() {
-                return Err(GridError::new(
-                    at,
-                    format!("has {} cells; the sheet has {} columns", values.len(), columns.len()),
-                ));
-            }
-            columns.iter().zip(values).map(|(c, v)| cell(c, v)).collect()
-        }
-        Value::Object(map) => {
-            if let Some(unknown) = map.keys().find(|k| !columns.iter().any(|c| &c.key == *k)) {
-                return Err(GridError::new(format!("{at}.{unknown}"), "names no column of this sheet"));
-            }
-            columns
-                .iter()
-                .map(|c| map.get(&c.key).map_or(Ok(Cell::Empty), |v| cell(c, v)))
-                .collect()
-        }
-        _ => Err(GridError::new(
-            at,
-            "a row must be an array in column order or an object keyed by column key",
-        )),
-    }
+/// Each column's position by key, for [`json_row`].
+pub fn column_keys(columns: &[Column]) -> HashMap<&str, usize> {
+    columns.iter().enumerate().map(|(i, c)| (c.key.as_str(), i)).collect()
 }
 
 /// Which cell a failed row deserialization was at, for the error's field path.
@@ -280,23 +260,23 @@ impl<'de> serde::de::Visitor<'de> for CellSeed<'_> {
     }
 }
 
-/// Parses one NDJSON line into cells; errors name the line and, where known, the column.
-fn ndjson_row(columns: &[Column], keys: &HashMap<&str, usize>, line: &str, number: u64) -> Result<Vec<Cell>, GridError> {
+/// Converts one JSON row — an array in column order, or an object keyed by column key —
+/// straight from its text into cells; errors name `at` and, where known, the column.
+pub fn json_row(columns: &[Column], keys: &HashMap<&str, usize>, text: &str, at: &str) -> Result<Vec<Cell>, GridError> {
     use serde::de::DeserializeSeed;
     let ctx = RowContext::default();
-    let mut de = serde_json::Deserializer::from_str(line);
+    let mut de = serde_json::Deserializer::from_str(text);
     let result = RowSeed { columns, keys, ctx: &ctx }
         .deserialize(&mut de)
         .and_then(|cells| de.end().map(|()| cells));
     result.map_err(|e| {
-        let at = format!("line[{number}]");
         if e.is_syntax() || e.is_eof() {
             return GridError::new(at, format!("is not valid JSON: {}", json_message(&e)));
         }
         let field = match (ctx.unknown.take(), ctx.column.get()) {
             (Some(key), _) => format!("{at}.{key}"),
             (None, Some(i)) => format!("{at}.{}", columns[i].key),
-            (None, None) => at,
+            (None, None) => at.to_string(),
         };
         GridError::new(field, json_message(&e))
     })
@@ -321,6 +301,70 @@ pub struct ExportOptions {
     pub tempdir: Option<std::path::PathBuf>,
     /// Rows per sheet, header included (Excel's limit unless lowered for tests).
     pub max_rows: Option<u32>,
+    /// Longest NDJSON line, in bytes ([`DEFAULT_MAX_LINE_BYTES`] when unset).
+    pub max_line_bytes: Option<usize>,
+}
+
+/// The longest NDJSON line read when the caller sets no bound: far more than any row of
+/// 16,384 columns of 32,767 characters needs in practice, far less than memory.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 16 << 20;
+
+/// Why a line could not be read.
+enum LineError {
+    TooLong(usize),
+    Io(std::io::Error),
+}
+
+/// Reads one line (through its `\n`) into `line`, which is cleared first; `Ok(0)` at the end
+/// of the input. A line longer than `max` bytes is refused once `max` bytes of it have been
+/// read, so its length costs no memory (`BufRead::read_line` would grow to any length).
+fn read_line_bounded<R: BufRead>(input: &mut R, line: &mut String, max: usize) -> Result<usize, LineError> {
+    line.clear();
+    let mut bytes = std::mem::take(line).into_bytes();
+    let mut read = 0;
+    loop {
+        let available = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(LineError::Io(e)),
+        };
+        if available.is_empty() {
+            break;
+        }
+        let (chunk, done) = match memchr_newline(available) {
+            Some(i) => (&available[..=i], true),
+            None => (available, false),
+        };
+        if bytes.len() + chunk.len() > max {
+            return Err(LineError::TooLong(max));
+        }
+        bytes.extend_from_slice(chunk);
+        let n = chunk.len();
+        input.consume(n);
+        read += n;
+        if done {
+            break;
+        }
+    }
+    *line = String::from_utf8(bytes)
+        .map_err(|_| LineError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, "stream did not contain valid UTF-8")))?;
+    Ok(read)
+}
+
+fn memchr_newline(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
+}
+
+impl LineError {
+    fn at(self, number: u64) -> GridError {
+        match self {
+            Self::TooLong(max) => GridError::new(
+                format!("line[{number}]"),
+                format!("is longer than {max} bytes (export.max_line_bytes)"),
+            ),
+            Self::Io(e) => GridError::new(format!("line[{number}]"), format!("could not be read: {e}")),
+        }
+    }
 }
 
 fn new_export(meta: GridMeta, opts: &ExportOptions, progress: Arc<AtomicU64>) -> Result<XlsxExport, ExportError> {
@@ -393,11 +437,12 @@ fn export_json<R: BufRead, W: Write + Seek + Send>(
     let mut export = new_export(meta, opts, progress)?;
     for (i, (sheet, sdoc)) in sheets.iter().zip(&doc.sheets).enumerate() {
         let locate = move |r: u64| format!("sheets[{i}].rows[{r}]");
+        let keys = column_keys(&sheet.columns);
         let rows = sdoc
             .rows
             .iter()
             .enumerate()
-            .map(|(r, row)| json_row(&sheet.columns, row, &locate(r as u64)));
+            .map(|(r, row)| json_row(&sheet.columns, &keys, row.get(), &locate(r as u64)));
         export.write_sheet(sheet, rows, &locate)?;
     }
     export.save(out)
@@ -411,11 +456,11 @@ fn export_ndjson<R: BufRead + Send, W: Write + Seek + Send>(
 ) -> Result<Report, ExportError> {
     let mut line = String::new();
     let mut number: u64 = 0;
+    let max_line = opts.max_line_bytes.unwrap_or(DEFAULT_MAX_LINE_BYTES);
     // The header is the first line that is not blank.
     let header: NdjsonHeader = loop {
-        line.clear();
         number += 1;
-        if input.read_line(&mut line)? == 0 {
+        if read_line_bounded(&mut input, &mut line, max_line).map_err(|e| e.at(number))? == 0 {
             return Err(GridError::new("line[1]", "the input is empty; the first line must be the sheet header").into());
         }
         if !line.trim().is_empty() {
@@ -437,17 +482,16 @@ fn export_ndjson<R: BufRead + Send, W: Write + Seek + Send>(
         .check("", "Sheet1")
         .map_err(|e| GridError::new(format!("line[{number}].{}", e.field), e.message))?;
     let export = new_export(meta, opts, progress)?;
-    let keys: HashMap<&str, usize> = sheet.columns.iter().enumerate().map(|(i, c)| (c.key.as_str(), i)).collect();
+    let keys = column_keys(&sheet.columns);
     let columns = &sheet.columns;
     write_in_parallel(export, &sheet, out, move |rows| {
         loop {
-            line.clear();
             number += 1;
-            let parsed = match input.read_line(&mut line) {
+            let parsed = match read_line_bounded(&mut input, &mut line, max_line) {
                 Ok(0) => return,
                 Ok(_) if line.trim().is_empty() => continue,
-                Ok(_) => ndjson_row(columns, &keys, &line, number),
-                Err(e) => Err(GridError::new(format!("line[{number}]"), format!("could not be read: {e}"))),
+                Ok(_) => json_row(columns, &keys, &line, &format!("line[{number}]")),
+                Err(e) => Err(e.at(number)),
             };
             if !rows.push((number, parsed)) {
                 return;
@@ -747,6 +791,8 @@ mod tests {
             serde_json::from_value(serde_json::json!({"columns": [{"key": "a", "type": "integer"}, {"key": "b", "type": "text"}]}))
                 .unwrap();
         let sheet = spec.check("", "S").unwrap();
+        let keys = column_keys(&sheet.columns);
+        let json_row = |columns: &[Column], v: &serde_json::Value, at: &str| json_row(columns, &keys, &v.to_string(), at);
         assert_eq!(
             json_row(&sheet.columns, &serde_json::json!([1, "x"]), "r").unwrap(),
             vec![Cell::Number(1.0), Cell::Text("x".into())]

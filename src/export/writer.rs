@@ -37,13 +37,29 @@ pub struct Note {
 pub fn file_stem(title: &str) -> String {
     let base: String = title
         .chars()
-        .filter(|c| !c.is_control() && !"/\\:*?\"<>|".contains(*c))
+        .filter(|c| !c.is_control() && !is_format_char(*c) && !"/\\:*?\"<>|".contains(*c))
         .collect::<String>()
         .trim()
         .chars()
         .take(120)
         .collect();
     if base.is_empty() { "export".to_string() } else { base }
+}
+
+/// Unicode format characters (general category Cf) that can disguise a file name: the bidi
+/// overrides and isolates (U+202E turns `gpj.exe` into what reads as `exe.jpg`), zero-width
+/// characters and joiners, the word joiner and invisible operators, the BOM, soft hyphen,
+/// Arabic letter mark and Mongolian vowel separator, and the tag characters.
+fn is_format_char(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206F}'
+        | '\u{FEFF}'
+        | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{E0000}'..='\u{E007F}')
 }
 
 /// What was written.

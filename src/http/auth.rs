@@ -1,5 +1,9 @@
-//! Operator sign-in: `GET /auth/signin` (authorization code + PKCE), `GET /auth/callback`, and
-//! the device-code flow for desktop clients (`POST /api/v1/operators/{code}/signin/device`).
+//! Operator sign-in: a link issued by the API (`POST /api/v1/operators/{code}/signin`, or in a
+//! `signin-required` answer), `GET /auth/signin?link=…` (authorization code + PKCE),
+//! `GET /auth/callback`, and the device-code flow for desktop clients
+//! (`POST /api/v1/operators/{code}/signin/device`). Nobody without an API key can start a
+//! sign-in: `/auth/signin` needs no key, so before links anyone could link an operator without
+//! an address to their own account and receive its exports.
 //! entra-docs `docs/identity-platform/v2-oauth2-auth-code-flow.md`, `v2-oauth2-device-code.md`.
 
 use super::Caller;
@@ -54,10 +58,20 @@ pub fn graph_failure(state: &AppState, e: GraphError) -> ApiError {
     }
 }
 
+/// A fresh sign-in link for the operator (see [`crate::identity::signin_link`]).
+fn new_link(state: &AppState, op: &OperatorCode) -> crate::identity::SigninLink {
+    crate::identity::signin_link(
+        state.store.keyring(),
+        &state.settings.public_url,
+        op,
+        std::time::Duration::from_secs(state.settings.signin.link_lifetime_secs),
+    )
+}
+
 pub fn token_failure(state: &AppState, e: TokenError) -> ApiError {
     match e {
         TokenError::SigninRequired(op) => ApiError::SigninRequired {
-            signin_url: crate::identity::signin_url(&state.settings.public_url, op.as_str()),
+            signin_url: new_link(state, &op).url,
             operator: op.to_string(),
         },
         TokenError::NotConfigured { field, message } => ApiError::validation(field, message),
@@ -81,8 +95,9 @@ fn oauth_failure(e: OAuthError) -> ApiError {
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct SigninQuery {
-    /// The operator (ERP user) code.
-    pub operator: Option<String>,
+    /// The sign-in link's token, as issued by `POST /api/v1/operators/{code}/signin` or a
+    /// `signin-required` answer.
+    pub link: Option<String>,
 }
 
 /// The operator, when they may sign in at all, and their tenant.
@@ -92,15 +107,63 @@ async fn signin_target(state: &AppState, raw: Option<&str>) -> Result<(Operator,
     state.tokens.operator_access(&code).await.map_err(|e| token_failure(state, e))
 }
 
+#[utoipa::path(post, path = "/api/v1/operators/{code}/signin", tag = "auth", security(("api_key" = [])),
+    params(("code" = String, Path, description = "The operator code (upper case)")),
+    responses((status = 201, body = crate::identity::SigninLink), (status = 401, body = crate::error::Problem),
+        (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn issue_link(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(code): Path<String>,
+) -> Result<(StatusCode, Json<crate::identity::SigninLink>), ApiError> {
+    let (operator, _) = signin_target(&state, Some(&code)).await?;
+    let link = new_link(&state, &operator.code);
+    state.store.audit_signin_link(caller.actor(), &operator.code, link.expires_at).await?;
+    Ok((StatusCode::CREATED, Json(link)))
+}
+
 #[utoipa::path(get, path = "/auth/signin", tag = "auth", params(SigninQuery),
-    responses((status = 302, description = "To the tenant's sign-in page"), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
-pub async fn signin(State(state): State<AppState>, Query(q): Query<SigninQuery>) -> Result<Response, ApiError> {
-    let (operator, access) = signin_target(&state, q.operator.as_deref()).await?;
+    responses((status = 302, description = "To the tenant's sign-in page"),
+        (status = 400, description = "No link, or an unknown, used or expired one (an HTML page)", content_type = "text/html")))]
+pub async fn signin(State(state): State<AppState>, Query(q): Query<SigninQuery>) -> Response {
+    // Whatever else the query holds (an `operator`), without a valid link every caller gets
+    // this same page: nothing tells whether an operator exists or what their address is.
+    let refused = || {
+        page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in link needed",
+            "This sign-in link is missing, unknown, already used or expired. Sign-in links are \
+             issued by your ERP (or by an administrator with `officebridge operators signin`); ask for a new one.",
+        )
+    };
+    let Some(claims) = q
+        .link
+        .as_deref()
+        .and_then(|token| crate::identity::open_signin_link(state.store.keyring(), token))
+    else {
+        return refused();
+    };
+    match state.store.spend_signin_link(&claims.nonce, &claims.operator, claims.expires_at).await {
+        Ok(true) => {}
+        Ok(false) => return refused(),
+        Err(e) => return ApiError::from(e).into_response(),
+    }
+    let (operator, access) = match state.tokens.operator_access(&claims.operator).await {
+        Ok(found) => found,
+        Err(e) => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Sign-in not possible",
+                &token_failure(&state, e).to_string(),
+            );
+        }
+    };
     let pkce = oauth::pkce();
     let csrf = oauth::random_token();
     let nonce = oauth::random_token();
     let redirect_uri = callback_url(&state);
-    state
+    let bounds = &state.settings.signin;
+    let stored = state
         .store
         .put_pending_signin(
             &csrf,
@@ -111,8 +174,15 @@ pub async fn signin(State(state): State<AppState>, Query(q): Query<SigninQuery>)
                 redirect_uri: redirect_uri.clone(),
                 expires_at: chrono::Utc::now() + chrono::Duration::minutes(STATE_LIFETIME_MINUTES),
             },
+            bounds.max_pending_per_operator,
+            bounds.max_pending,
         )
-        .await?;
+        .await;
+    if let Err(e) = stored {
+        return ApiError::from(e).into_response();
+    }
+    // The address goes to Microsoft as a hint only for a holder of a link, whom an API
+    // caller sent here.
     let url = oauth::authorize_url(
         &access.endpoints,
         &access.app,
@@ -124,13 +194,15 @@ pub async fn signin(State(state): State<AppState>, Query(q): Query<SigninQuery>)
             challenge: &pkce.challenge,
             login_hint: operator.email.as_ref().map(|e| e.as_str()),
         },
-    )
-    .map_err(anyhow::Error::from)?;
-    Ok((
-        StatusCode::FOUND,
-        [(header::LOCATION, url), (header::CACHE_CONTROL, "no-store".into())],
-    )
-        .into_response())
+    );
+    match url {
+        Ok(url) => (
+            StatusCode::FOUND,
+            [(header::LOCATION, url), (header::CACHE_CONTROL, "no-store".into())],
+        )
+            .into_response(),
+        Err(e) => ApiError::Internal(e.into()).into_response(),
+    }
 }
 
 fn page(status: StatusCode, title: &str, message: &str) -> Response {
@@ -141,7 +213,19 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response {
         t = escape_html(title),
         m = escape_html(message)
     );
-    (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
+    (
+        status,
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            // The page runs nothing and embeds nothing: say so, and refuse to be framed.
+            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        Html(html),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -168,7 +252,10 @@ pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQue
                 "This sign-in link is unknown, was already used or has expired. Start the sign-in again.",
             );
         }
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "sign-in state could not be read");
+            return failed(StatusCode::INTERNAL_SERVER_ERROR, "The sign-in could not be completed; it has been logged. Try again.");
+        }
     };
     if let Some(error) = &q.error {
         let why = q.error_description.as_deref().unwrap_or("");
@@ -179,7 +266,7 @@ pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQue
     };
     let access = match state.tokens.operator_access(&pending.operator).await {
         Ok((_, access)) => access,
-        Err(e) => return token_failure(&state, e).into_response(),
+        Err(e) => return failed(StatusCode::BAD_REQUEST, &token_failure(&state, e).to_string()),
     };
     let set = match oauth::redeem_code(
         state.tokens.http(),
@@ -198,20 +285,20 @@ pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQue
             return failed(StatusCode::BAD_REQUEST, &e.to_string());
         }
     };
-    match link(&state, &pending.operator, &set, Some(&pending.nonce)).await {
+    match link(&state, &pending.operator, &set, Some(&pending.nonce), "browser").await {
         Ok(who) => page(
             StatusCode::OK,
             "Signed in",
             &format!("Operator {} is now linked to {who}. You can close this window.", pending.operator),
         ),
-        Err(e) => e.into_response(),
+        Err(e) => failed(e.status_code(), &e.to_string()),
     }
 }
 
 /// Checks the ID token against the sign-in and the operator, then stores the grant. The ID
 /// token came straight from the token endpoint, so its claims are read, not re-verified
 /// (OpenID Connect Core §3.1.3.7). Returns who signed in.
-async fn link(state: &AppState, code: &OperatorCode, set: &TokenSet, nonce: Option<&str>) -> Result<String, ApiError> {
+async fn link(state: &AppState, code: &OperatorCode, set: &TokenSet, nonce: Option<&str>, via: &str) -> Result<String, ApiError> {
     let claims = set
         .id_token
         .as_ref()
@@ -249,7 +336,8 @@ async fn link(state: &AppState, code: &OperatorCode, set: &TokenSet, nonce: Opti
         )));
     }
     state.tokens.signed_in(code, set).await.map_err(|e| token_failure(state, e))?;
-    tracing::info!(operator = %code, "operator signed in to Microsoft 365");
+    state.store.audit_signin(code, &who, via).await?;
+    tracing::info!(operator = %code, via, "operator signed in to Microsoft 365");
     Ok(who)
 }
 
@@ -281,7 +369,7 @@ pub async fn device(State(state): State<AppState>, _caller: Caller, Path(code): 
     tokio::spawn(async move {
         match oauth::poll_device_code(state.tokens.http(), &access.endpoints, &access.app, &grant).await {
             Ok(set) => {
-                if let Err(e) = link(&state, &op, &set, None).await {
+                if let Err(e) = link(&state, &op, &set, None, "device_code").await {
                     tracing::warn!(operator = %op, error = %e, "device sign-in refused");
                 }
             }
@@ -312,16 +400,17 @@ async fn sso_caller(state: &AppState, headers: &axum::http::HeaderMap) -> Result
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
+        .and_then(super::bearer_token)
         .ok_or_else(|| unauthorized("the add-in's single sign-on token is required: Authorization: Bearer <token>".into()))?
-        .trim()
         .to_string();
     let tid = peek_tid(&token).ok_or_else(|| unauthorized("the token is not a Microsoft identity platform token".into()))?;
     let tenants = state.store.list_tenants().await?;
     let tenant = tenants
         .into_iter()
         .find(|t| t.tenant_id.as_str().eq_ignore_ascii_case(&tid))
-        .ok_or_else(|| unauthorized(format!("directory {tid} is not a configured tenant")))?;
+        // Not which directories are served, nor whether this one is: the same answer as a
+        // token that fails validation.
+        .ok_or_else(|| unauthorized("the token is not valid for this service".into()))?;
     let access = state
         .tokens
         .tenant_access(&tenant.code)

@@ -6,7 +6,7 @@ use super::auth::{graph_failure, token_failure};
 use crate::app::AppState;
 use crate::domain::OperatorCode;
 use crate::error::{ApiError, Problem};
-use crate::export::jobs::{ExportJobs, Job, JobState};
+use crate::export::jobs::{ExportJobs, Job, JobState, QueueFull, SpoolClaim};
 use crate::export::read::{ExportOptions, InputFormat};
 use crate::export::writer::{ExportError, Report, file_stem};
 use crate::graph::drive::{self, DriveFile};
@@ -16,13 +16,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::{Stream, StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio_util::io::{ReaderStream, StreamReader, SyncIoBridge};
+use tokio_util::io::ReaderStream;
 use uuid::Uuid;
 
 pub const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
@@ -128,33 +127,13 @@ pub fn content_disposition(title: &str) -> String {
     format!("attachment; filename=\"{ascii}.xlsx\"; filename*=UTF-8''{encoded}")
 }
 
-/// The request body as a byte stream that fails past `limit`, noting it in `exceeded`.
-fn limited(
-    body: Body,
-    limit: u64,
-    exceeded: Arc<AtomicBool>,
-) -> impl Stream<Item = std::io::Result<axum::body::Bytes>> + Send + Unpin + 'static {
-    let seen = AtomicU64::new(0);
-    body.into_data_stream().map_err(std::io::Error::other).map(move |chunk| {
-        let chunk = chunk?;
-        if seen.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64 > limit {
-            exceeded.store(true, Ordering::Relaxed);
-            return Err(std::io::Error::other("request body too large"));
-        }
-        Ok(chunk)
-    })
-}
-
 fn too_large(limit: u64) -> ApiError {
-    ApiError::PayloadTooLarge(format!(
+    ApiError::too_large("body", format!(
         "the body is larger than this server accepts ({limit} bytes; see export.max_body_bytes / max_json_bytes)"
     ))
 }
 
-fn export_failure(e: ExportError, exceeded: &AtomicBool, limit: u64) -> ApiError {
-    if exceeded.load(Ordering::Relaxed) {
-        return too_large(limit);
-    }
+fn export_failure(e: ExportError) -> ApiError {
     match e {
         ExportError::Grid(g) if g.field == "body" && g.message.starts_with("is not valid JSON") => ApiError::MalformedBody(g.to_string()),
         ExportError::Grid(g) => ApiError::validation(g.field, g.message),
@@ -212,32 +191,21 @@ pub async fn create(
         columns: q.columns,
         sheet_name: q.sheet,
         title: q.title,
+        max_line_bytes: Some(state.settings.export.max_line_bytes),
         ..Default::default()
     };
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let stream = limited(body, limit, exceeded.clone());
     let respond_async = headers
         .get_all("prefer")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("respond-async")));
     if respond_async {
-        // The body is spooled to disk first: a 202 cannot be sent while the client is still uploading.
-        let spool = tempfile::Builder::new()
-            .prefix("upload-")
-            .tempfile_in(state.exports.dir())
-            .map_err(anyhow::Error::from)?
-            .into_temp_path();
-        let mut file = tokio::fs::File::create(&spool).await.map_err(anyhow::Error::from)?;
-        let mut reader = StreamReader::new(stream);
-        if let Err(e) = tokio::io::copy(&mut reader, &mut file).await {
-            return Err(if exceeded.load(Ordering::Relaxed) {
-                too_large(limit)
-            } else {
-                ApiError::MalformedBody(format!("the body could not be read: {e}"))
-            });
-        }
-        file.flush().await.map_err(anyhow::Error::from)?;
+        // Refused before the upload rather than after it.
+        state.exports.admit(&caller.0.id).map_err(queue_full)?;
+    }
+    let (spool, claim) = spool_body(&state, &caller.0.id, body, limit).await?;
+    if respond_async {
+        state.exports.admit(&caller.0.id).map_err(queue_full)?;
         let deliver = operator.map(|op| -> crate::export::jobs::Deliver {
             let state = state.clone();
             Box::new(move |file: std::fs::File, size: u64, report: Report| {
@@ -249,7 +217,7 @@ pub async fn create(
                 })
             })
         });
-        let job = state.exports.submit(&caller.0.id, format, spool, opts, deliver);
+        let job = state.exports.submit(&caller.0.id, format, spool, claim, opts, deliver);
         let location = format!("/api/v1/exports/{}", job.id);
         return Ok((
             StatusCode::ACCEPTED,
@@ -258,12 +226,9 @@ pub async fn create(
         )
             .into_response());
     }
-    let reader = SyncIoBridge::new(StreamReader::new(stream));
-    let finished = state
-        .exports
-        .run(format, reader, opts)
-        .await
-        .map_err(|e| export_failure(e, &exceeded, limit))?;
+    let input = std::fs::File::open(&spool).map_err(anyhow::Error::from)?;
+    let finished = state.exports.run(format, input, opts).await.map_err(export_failure)?;
+    drop((spool, claim));
     if let Some(op) = operator {
         let item = to_onedrive(&state, &op, finished.file, finished.size, &finished.report).await?;
         return Ok((StatusCode::CREATED, Json(item)).into_response());
@@ -273,6 +238,48 @@ pub async fn create(
         tokio::fs::File::from_std(finished.file),
         finished.size,
     ))
+}
+
+fn queue_full(e: QueueFull) -> ApiError {
+    ApiError::Unavailable(e.to_string())
+}
+
+/// Reads the whole body into a file in the export folder before the export takes a slot:
+/// a client that sends slowly, or stalls, then holds its own connection and nothing else.
+/// The body may go quiet for at most `export.body_idle_timeout_secs` at a time; its bytes
+/// count against the spool budget until the export is done with them.
+async fn spool_body(state: &AppState, owner: &str, body: Body, limit: u64) -> Result<(tempfile::TempPath, SpoolClaim), ApiError> {
+    let idle = Duration::from_secs(state.settings.export.body_idle_timeout_secs);
+    let mut claim = state.exports.spool_claim(owner);
+    let path = tempfile::Builder::new()
+        .prefix("upload-")
+        .tempfile_in(state.exports.dir())
+        .map_err(anyhow::Error::from)?
+        .into_temp_path();
+    let mut file = tokio::fs::File::create(&path).await.map_err(anyhow::Error::from)?;
+    let mut stream = body.into_data_stream();
+    let mut seen: u64 = 0;
+    loop {
+        let chunk = match tokio::time::timeout(idle, stream.next()).await {
+            Err(_) => {
+                return Err(ApiError::RequestTimeout(format!(
+                    "the body sent nothing for {} seconds (export.body_idle_timeout_secs)",
+                    idle.as_secs()
+                )));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(ApiError::MalformedBody(format!("the body could not be read: {e}"))),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        seen += chunk.len() as u64;
+        if seen > limit {
+            return Err(too_large(limit));
+        }
+        claim.grow(chunk.len() as u64).map_err(queue_full)?;
+        file.write_all(&chunk).await.map_err(anyhow::Error::from)?;
+    }
+    file.flush().await.map_err(anyhow::Error::from)?;
+    Ok((path, claim))
 }
 
 /// The operator a OneDrive export is for (`X-Operator`).
@@ -387,5 +394,9 @@ mod tests {
             "{cd}"
         );
         assert!(content_disposition("  ").contains("filename=\"export.xlsx\""));
+        // Bidi overrides and zero-width characters cannot disguise the name (issue 10).
+        let cd = content_disposition("invoice\u{202E}xslx.exe\u{200B}\u{2066}");
+        assert!(cd.contains("filename=\"invoicexslx.exe.xlsx\""), "{cd}");
+        assert!(!cd.contains("%E2%80%AE") && !cd.contains("%E2%80%8B") && !cd.contains("%E2%81%A6"), "{cd}");
     }
 }

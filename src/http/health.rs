@@ -31,6 +31,22 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// A request method as a metric label: a fixed set, because HTTP lets a client invent
+/// methods and every new label value is a new series kept for the life of the process.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
 /// Counts requests and their latency by matched route (never the raw URI, which would
 /// explode the label set with codes and ids).
 pub async fn track(req: Request, next: Next) -> Response {
@@ -39,11 +55,11 @@ pub async fn track(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
     let labels = [
-        ("method", method),
+        ("method", method.to_string()),
         ("route", route),
         ("status", response.status().as_u16().to_string()),
     ];

@@ -4,7 +4,7 @@
 use super::{ApiJson, Client};
 use crate::app::AppState;
 use crate::error::{ApiError, Problem};
-use crate::export::import::{ImportRequest, ImportResult, import, import_columns};
+use crate::export::import::{ImportError, ImportRequest, ImportResult, import, import_columns};
 use crate::export::model::ColumnSpec;
 use crate::export::read::GridDocument;
 use axum::Json;
@@ -29,15 +29,20 @@ pub struct ImportInput {
 }
 
 #[utoipa::path(post, path = "/api/v1/imports", tag = "imports", security(("api_key" = [])), request_body = ImportInput,
-    responses((status = 200, body = ImportResult), (status = 400, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = ImportResult), (status = 400, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)))]
 pub async fn create(
-    State(_state): State<AppState>,
+    State(state): State<AppState>,
     Client(_caller): Client,
     ApiJson(input): ApiJson<ImportInput>,
 ) -> Result<Json<ImportResult>, ApiError> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(input.workbook.trim())
         .map_err(|_| ApiError::validation("workbook", "must be the XLSX file in base64"))?;
+    // An import is as heavy as an export: it waits for the same slots, then has a deadline.
+    let _slot = state.exports.slot().await;
+    let limits = state.settings.import.clone();
+    let timeout = limits.timeout_secs;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
     let result = tokio::task::spawn_blocking(move || {
         // The columns as a spec string would lose nothing, but the structured form is what
         // grid documents already carry; both paths end in the same checks.
@@ -53,10 +58,10 @@ pub async fn create(
             ),
             None => None,
         };
-        let (mut columns, original) =
-            import_columns(None, input.original.as_ref(), input.sheet.as_deref()).or_else(|e| match &spec_columns {
-                Some(_) if input.original.is_none() => Ok((Vec::new(), None)),
-                _ => Err(e),
+        let (mut columns, original) = import_columns(None, input.original.as_ref(), input.sheet.as_deref(), &limits)
+            .or_else(|e| match (&spec_columns, e) {
+                (Some(_), ImportError::Grid(_)) if input.original.is_none() => Ok((Vec::new(), None)),
+                (_, e) => Err(e),
             })?;
         if let Some(c) = spec_columns {
             columns = c;
@@ -66,10 +71,18 @@ pub async fn create(
             sheet: input.sheet.as_deref(),
             key: input.key.as_deref(),
             original: original.as_deref(),
+            limits: &limits,
+            deadline: Some(deadline),
         };
         import(std::io::Cursor::new(bytes), &req)
     })
     .await
     .map_err(anyhow::Error::from)?;
-    result.map(Json).map_err(|g| ApiError::validation(g.field, g.message))
+    result.map(Json).map_err(|e| match e {
+        ImportError::Grid(g) => ApiError::validation(g.field, g.message),
+        ImportError::TooLarge { field, message } => ApiError::too_large(field, message),
+        ImportError::Deadline => ApiError::Unavailable(format!(
+            "the import did not finish within {timeout} seconds (import.timeout_secs)"
+        )),
+    })
 }

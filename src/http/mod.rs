@@ -9,6 +9,7 @@ pub mod health;
 pub mod imports;
 pub mod openapi;
 pub mod operators;
+pub mod server;
 pub mod tenants;
 
 use crate::app::AppState;
@@ -45,7 +46,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
             BytesRejection::FailedToBufferBody(_) => {
-                ApiError::PayloadTooLarge(format!("the body is larger than this endpoint accepts ({e})"))
+                ApiError::too_large("body", format!("the body is larger than this endpoint accepts ({e})"))
             }
             other => ApiError::MalformedBody(other.body_text()),
         })?;
@@ -79,6 +80,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// The credentials of an `Authorization: Bearer <token>` header. The scheme is matched
+/// without regard to case (RFC 9110 §11.1: `BEARER` and `bearer` are `Bearer`).
+pub fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
 /// The caller, authenticated by `Authorization: Bearer <API key>`.
 #[derive(Debug, Clone)]
 pub struct Caller(pub ApiKey);
@@ -95,7 +103,7 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))) else {
+        let Some(token) = header.and_then(bearer_token) else {
             return Err(ApiError::Unauthorized(
                 "an API key is required: send Authorization: Bearer <key>".into(),
             ));

@@ -44,7 +44,7 @@ impl Modify for ApiKeyAuth {
         super::audit::list,
         super::exports::create, super::exports::status, super::exports::content, super::exports::events,
         super::imports::create,
-        super::auth::signin, super::auth::callback, super::auth::device, super::auth::me,
+        super::auth::signin, super::auth::callback, super::auth::issue_link, super::auth::device, super::auth::me,
     ),
     components(schemas(crate::error::Problem, crate::domain::FieldError, crate::graph::drive::DriveFile))
 )]

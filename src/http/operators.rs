@@ -73,5 +73,6 @@ pub async fn put(
 ) -> Result<(StatusCode, Json<Operator>), ApiError> {
     let op = input.parse(&code)?;
     let (saved, created) = state.store.put_operator(caller.actor(), &op).await?;
+    state.tokens.forget_operator(&saved.code);
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(saved)))
 }

@@ -38,7 +38,7 @@ pub async fn create(
     Admin(caller): Admin,
     ApiJson(input): ApiJson<TenantInput>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let tenant = input.parse(None, state.settings.allow_emulator).map_err(ApiError::Validation)?;
+    let tenant = input.parse(None, state.settings.emulator()).map_err(ApiError::Validation)?;
     let saved = state.store.create_tenant(caller.actor(), &tenant).await?;
     let location = format!("/api/v1/tenants/{}", saved.code);
     Ok((
@@ -67,9 +67,10 @@ pub async fn replace(
 ) -> Result<Json<TenantSaved>, ApiError> {
     let code = path_code(&code)?;
     let tenant = input
-        .parse(Some(code.as_str()), state.settings.allow_emulator)
+        .parse(Some(code.as_str()), state.settings.emulator())
         .map_err(ApiError::Validation)?;
     let saved = state.store.replace_tenant(caller.actor(), &tenant).await?;
+    state.tokens.forget_tenant(&code);
     Ok(Json(TenantSaved {
         tenant: saved,
         warnings: tenant.warnings,
@@ -79,6 +80,8 @@ pub async fn replace(
 #[utoipa::path(delete, path = "/api/v1/tenants/{code}", tag = "tenants", security(("api_key" = [])),
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem, description = "operators still use the tenant")))]
 pub async fn delete(State(state): State<AppState>, Admin(caller): Admin, Path(code): Path<String>) -> Result<StatusCode, ApiError> {
-    state.store.delete_tenant(caller.actor(), &path_code(&code)?).await?;
+    let code = path_code(&code)?;
+    state.store.delete_tenant(caller.actor(), &code).await?;
+    state.tokens.forget_tenant(&code);
     Ok(StatusCode::NO_CONTENT)
 }

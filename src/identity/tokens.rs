@@ -2,6 +2,12 @@
 //! tenant (application), refreshed 5 minutes before they expire, one refresh at a time per
 //! key — concurrent callers wait for the refresh in flight instead of starting their own,
 //! because every refresh spends the stored refresh token and returns a new one.
+//!
+//! A cached token is only as good as the records it was obtained under: it is keyed by the
+//! operator, their tenant and the tenant's endpoints, the operator's state is read before it
+//! is handed out (a disabled operator or one who must sign in gets none), and it is dropped
+//! when the operator or the tenant is changed or deleted. A token of a tenant the operator has
+//! left must never reach the new tenant's Graph.
 
 use super::oauth::{self, ClientApp, Endpoints, OAuthError};
 use crate::domain::{OperatorCode, Secret, TenantCode};
@@ -93,6 +99,37 @@ impl Tokens {
         map.lock().expect("token map lock").entry(key.to_string()).or_default().clone()
     }
 
+    /// The cache key of a tenant's tokens: its code and everything a token is bound to.
+    fn tenant_key(access: &TenantAccess) -> String {
+        let t = &access.tenant;
+        format!(
+            "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
+            t.code,
+            t.tenant_id.as_str(),
+            t.client_id.as_str(),
+            t.authority.as_str(),
+            t.graph_endpoint.as_str()
+        )
+    }
+
+    fn operator_key(code: &OperatorCode, access: &TenantAccess) -> String {
+        format!("{code}\u{1f}{}", Self::tenant_key(access))
+    }
+
+    /// Drops every cached token of the operator (changed, disabled, moved, signed out).
+    pub fn forget_operator(&self, code: &OperatorCode) {
+        let prefix = format!("{code}\u{1f}");
+        self.delegated.lock().expect("token map lock").retain(|k, _| !k.starts_with(&prefix));
+    }
+
+    /// Drops every cached token obtained through the tenant (replaced or deleted).
+    pub fn forget_tenant(&self, code: &TenantCode) {
+        let part = format!("\u{1f}{code}\u{1f}");
+        let prefix = format!("{code}\u{1f}");
+        self.delegated.lock().expect("token map lock").retain(|k, _| !k.contains(&part));
+        self.application.lock().expect("token map lock").retain(|k, _| !k.starts_with(&prefix));
+    }
+
     /// The tenant record with its decrypted client secret and identity endpoints.
     pub async fn tenant_access(&self, code: &TenantCode) -> Result<TenantAccess, TokenError> {
         let tenant = self.store.get_tenant(code).await?;
@@ -129,14 +166,16 @@ impl Tokens {
 
     /// A Graph token for the operator, from the cache or by spending their refresh token.
     pub async fn operator_token(&self, code: &OperatorCode) -> Result<Secret, TokenError> {
-        let slot = Self::slot(&self.delegated, code.as_str());
-        let mut cached = slot.lock().await;
-        if let Some(token) = Cached::fresh(&cached) {
-            return Ok(token);
-        }
+        // The records first, the cache second: the cache cannot vouch for an operator who
+        // was disabled, moved or signed out since the token was obtained.
         let (operator, access) = self.operator_access(code).await?;
         if operator.signin != SigninState::Linked {
             return Err(TokenError::SigninRequired(code.clone()));
+        }
+        let slot = Self::slot(&self.delegated, &Self::operator_key(code, &access));
+        let mut cached = slot.lock().await;
+        if let Some(token) = Cached::fresh(&cached) {
+            return Ok(token);
         }
         let Some(refresh_token) = self.store.operator_refresh_token(code.as_str()).await? else {
             return Err(TokenError::SigninRequired(code.clone()));
@@ -165,31 +204,43 @@ impl Tokens {
             return Err(OAuthError::Malformed("no refresh token was issued; is offline_access granted?".into()).into());
         };
         self.store.store_refresh_token(code.as_str(), rt).await?;
-        *Self::slot(&self.delegated, code.as_str()).lock().await = Some(Cached::of(set));
+        // Whatever was cached for the operator belonged to the grant this one replaces.
+        self.forget_operator(code);
+        let (_, access) = self.operator_access(code).await?;
+        *Self::slot(&self.delegated, &Self::operator_key(code, &access)).lock().await = Some(Cached::of(set));
         Ok(())
     }
 
     /// Graph refused `used` (401): it is dropped unless another caller already replaced it.
     pub async fn operator_token_rejected(&self, code: &OperatorCode, used: &Secret) {
-        Self::forget(&self.delegated, code.as_str(), used).await;
+        Self::forget(&self.delegated, &format!("{code}\u{1f}"), used).await;
     }
 
-    async fn forget(map: &Mutex<HashMap<String, Slot>>, key: &str, used: &Secret) {
-        let slot = Self::slot(map, key);
-        let mut cached = slot.lock().await;
-        if cached.as_ref().is_some_and(|c| c.token.expose() == used.expose()) {
-            *cached = None;
+    /// Drops `used` from whichever slot under `prefix` holds it.
+    async fn forget(map: &Mutex<HashMap<String, Slot>>, prefix: &str, used: &Secret) {
+        let slots: Vec<Slot> = map
+            .lock()
+            .expect("token map lock")
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, s)| s.clone())
+            .collect();
+        for slot in slots {
+            let mut cached = slot.lock().await;
+            if cached.as_ref().is_some_and(|c| c.token.expose() == used.expose()) {
+                *cached = None;
+            }
         }
     }
 
     /// An application token for the tenant (client credentials), cached.
     pub async fn app_token(&self, code: &TenantCode) -> Result<Secret, TokenError> {
-        let slot = Self::slot(&self.application, code.as_str());
+        let access = self.tenant_access(code).await?;
+        let slot = Self::slot(&self.application, &Self::tenant_key(&access));
         let mut cached = slot.lock().await;
         if let Some(token) = Cached::fresh(&cached) {
             return Ok(token);
         }
-        let access = self.tenant_access(code).await?;
         if access.app.secret.is_none() {
             return Err(TokenError::NotConfigured {
                 field: "client_secret",
@@ -202,6 +253,6 @@ impl Tokens {
     }
 
     pub async fn app_token_rejected(&self, code: &TenantCode, used: &Secret) {
-        Self::forget(&self.application, code.as_str(), used).await;
+        Self::forget(&self.application, &format!("{code}\u{1f}"), used).await;
     }
 }

@@ -43,11 +43,39 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Creates the SQLite file readable by its owner alone before SQLite opens it: it holds
+/// sealed secrets and the audit log, and SQLite gives its `-wal` and `-shm` files the
+/// database file's permissions.
+fn create_private(path: &std::path::Path) -> anyhow::Result<()> {
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" || path.exists() {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot create the database {}", path.display())),
+    }
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error().is_some_and(|d| d.is_unique_violation())
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+fn directory_conflict(t: &NewTenant, other: &str) -> StoreError {
+    StoreError::Conflict {
+        field: "tenant_id",
+        message: format!(
+            "directory {} is already configured as tenant {other}; one directory is one tenant record",
+            t.tenant_id.as_str()
+        ),
+    }
+}
 
 #[derive(Clone)]
 enum Db {
@@ -272,6 +300,7 @@ impl Store {
             if let Some(dir) = opts.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).with_context(|| format!("cannot create the database folder {}", dir.display()))?;
             }
+            create_private(opts.get_filename())?;
             Db::Sqlite(
                 SqlitePoolOptions::new()
                     .max_connections(8)
@@ -360,7 +389,33 @@ impl Store {
         }
     }
 
+    /// Another tenant record for the same directory, which the unique index would refuse:
+    /// named in the 409 so the administrator knows which record to fix.
+    async fn directory_taken(&self, t: &NewTenant) -> Result<()> {
+        let other: Option<String> = on_pool!(self, |p| sqlx::query_scalar(
+            "SELECT code FROM tenants WHERE lower(tenant_id) = lower($1) AND code <> $2"
+        )
+        .bind(t.tenant_id.as_str())
+        .bind(t.code.as_str())
+        .fetch_optional(p)
+        .await)?;
+        match other {
+            Some(code) => Err(directory_conflict(t, &code)),
+            None => Ok(()),
+        }
+    }
+
     pub async fn create_tenant(&self, actor: &str, t: &NewTenant) -> Result<Tenant> {
+        let code_taken = || StoreError::Conflict {
+            field: "code",
+            message: format!("a tenant with code '{}' already exists", t.code),
+        };
+        match self.get_tenant(&t.code).await {
+            Ok(_) => return Err(code_taken()),
+            Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.directory_taken(t).await?;
         let now = Utc::now();
         let sealed = match &t.client_secret {
             SecretUpdate::Set(s) => Some(self.keyring.seal(s, &tenant_secret_aad(&t.code))),
@@ -385,12 +440,11 @@ impl Store {
             .execute(&mut *tx)
             .await;
             match inserted {
-                Err(e) if is_unique_violation(&e) => {
-                    return Err(StoreError::Conflict {
-                        field: "code",
-                        message: format!("a tenant with code '{}' already exists", t.code),
-                    });
+                // A race with another writer; the checks above name the record in the usual case.
+                Err(e) if is_unique_violation(&e) && e.to_string().contains("tenants_directory") => {
+                    return Err(directory_conflict(t, "another record"));
                 }
+                Err(e) if is_unique_violation(&e) => return Err(code_taken()),
                 other => other?,
             };
             audit!(tx, actor, "tenant.create", t.code.as_str(), detail);
@@ -400,6 +454,18 @@ impl Store {
 
     pub async fn replace_tenant(&self, actor: &str, t: &NewTenant) -> Result<Tenant> {
         let before = self.get_tenant(&t.code).await?;
+        self.directory_taken(t).await?;
+        // The stored secret was given for the endpoints it was stored with; kept silently, it
+        // would be sent to whatever new authority or Graph endpoint the request names.
+        let moved = before.authority.as_str() != t.authority.as_str() || before.graph_endpoint.as_str() != t.graph_endpoint.as_str();
+        if moved && matches!(t.client_secret, SecretUpdate::Keep) && before.client_secret.set {
+            return Err(StoreError::Invalid {
+                field: "client_secret",
+                message: "must be given again (or set to null) when authority or graph_endpoint changes: \
+                          the stored secret is never sent to a new endpoint"
+                    .into(),
+            });
+        }
         let (keep, sealed) = match &t.client_secret {
             SecretUpdate::Keep => (true, None),
             SecretUpdate::Clear => (false, None),
@@ -433,7 +499,11 @@ impl Store {
             .bind(t.graph_endpoint.as_str())
             .bind(Utc::now())
             .execute(&mut *tx)
-            .await?;
+            .await;
+            let done = match done {
+                Err(e) if is_unique_violation(&e) => return Err(directory_conflict(t, "another record")),
+                other => other?,
+            };
             if done.rows_affected() == 0 {
                 return Err(StoreError::NotFound {
                     what: "tenant",
@@ -620,8 +690,9 @@ impl Store {
         Ok(())
     }
 
-    /// Keeps an authorization request's state for its callback (and drops expired ones).
-    pub async fn put_pending_signin(&self, state: &str, pending: &PendingSignin) -> Result<()> {
+    /// Keeps an authorization request's state for its callback, and drops expired ones and,
+    /// past the bounds, the oldest: at most `per_operator` for this operator, `total` in all.
+    pub async fn put_pending_signin(&self, state: &str, pending: &PendingSignin, per_operator: usize, total: usize) -> Result<()> {
         let now = Utc::now();
         let verifier = self.keyring.seal(&pending.verifier, &signin_verifier_aad(state));
         in_tx!(self, |tx| {
@@ -642,6 +713,68 @@ impl Store {
             .bind(pending.expires_at)
             .execute(&mut *tx)
             .await?;
+            sqlx::query(
+                "DELETE FROM signin_states WHERE operator_code = $1 AND state_hash NOT IN \
+                 (SELECT state_hash FROM signin_states WHERE operator_code = $1 ORDER BY created_at DESC, state_hash LIMIT $2)",
+            )
+            .bind(pending.operator.as_str())
+            .bind(per_operator.max(1) as i64)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "DELETE FROM signin_states WHERE state_hash NOT IN \
+                 (SELECT state_hash FROM signin_states ORDER BY created_at DESC, state_hash LIMIT $1)",
+            )
+            .bind(total.max(1) as i64)
+            .execute(&mut *tx)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Spends a sign-in link's nonce: `false` when it was already spent.
+    pub async fn spend_signin_link(&self, nonce: &str, operator: &OperatorCode, expires_at: DateTime<Utc>) -> Result<bool> {
+        let now = Utc::now();
+        let inserted = in_tx!(self, |tx| {
+            sqlx::query("DELETE FROM signin_links_used WHERE expires_at < $1")
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let r = sqlx::query("INSERT INTO signin_links_used (nonce, operator_code, expires_at) VALUES ($1, $2, $3) ON CONFLICT (nonce) DO NOTHING")
+                .bind(nonce)
+                .bind(operator.as_str())
+                .bind(expires_at)
+                .execute(&mut *tx)
+                .await?;
+            r.rows_affected() == 1
+        });
+        Ok(inserted)
+    }
+
+    /// Records who an operator was linked to, and how (`operator.signin`).
+    pub async fn audit_signin(&self, operator: &OperatorCode, account: &str, via: &str) -> Result<()> {
+        in_tx!(self, |tx| {
+            audit!(
+                tx,
+                account,
+                "operator.signin",
+                operator.as_str(),
+                serde_json::json!({"account": account, "via": via})
+            );
+        });
+        Ok(())
+    }
+
+    /// Records that a sign-in link was issued, and to whom (`operator.signin_link`).
+    pub async fn audit_signin_link(&self, actor: &str, operator: &OperatorCode, expires_at: DateTime<Utc>) -> Result<()> {
+        in_tx!(self, |tx| {
+            audit!(
+                tx,
+                actor,
+                "operator.signin_link",
+                operator.as_str(),
+                serde_json::json!({"expires_at": expires_at})
+            );
         });
         Ok(())
     }

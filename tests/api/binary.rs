@@ -148,18 +148,21 @@ async fn serve_dev_answers_healthz_within_two_seconds_and_writes_dev_keys() {
         .await
         .unwrap();
     assert_eq!(forbidden.status(), 403);
-    // The emulator may be named as a tenant's endpoints in dev mode.
+    // In dev mode the in-process emulator may be named as a tenant's endpoints (tenant DEMO
+    // is), but no other loopback address: whatever else listens there would get the secret.
     let mut body = tenant_body("EMU");
     body["authority"] = json!("http://127.0.0.1:9");
     body["graph_endpoint"] = json!("http://127.0.0.1:9");
-    let created = http
+    let refused = http
         .post(format!("{}/api/v1/tenants", server.base))
         .bearer_auth(admin)
         .json(&body)
         .send()
         .await
         .unwrap();
-    assert_eq!(created.status(), 201);
+    let refused = Answer::from(refused).await;
+    refused.assert_problem(422, Some("authority"));
+    assert!(refused.text.contains("the configured Microsoft 365 emulator"), "{}", refused.text);
     // Tenant DEMO is the in-process emulator and operator DEMO is signed in: an export lands
     // in OneDrive right after start.
     let exported = onedrive_export(&http, &server.base, client).await;
@@ -174,7 +177,7 @@ async fn serve_dev_answers_healthz_within_two_seconds_and_writes_dev_keys() {
     let keys2: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("data/dev-keys.json")).unwrap()).unwrap();
     assert_eq!(keys, keys2);
     let r = http
-        .get(format!("{}/api/v1/tenants/EMU", again.base))
+        .get(format!("{}/api/v1/tenants/DEMO", again.base))
         .bearer_auth(admin)
         .send()
         .await

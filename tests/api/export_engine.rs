@@ -36,7 +36,7 @@ fn zip_part(xlsx: &[u8], name: &str) -> String {
 
 /// Reads a sheet back with explicit columns.
 fn import_sheet(xlsx: Vec<u8>, spec: &str, sheet: Option<&str>) -> officebridge::export::import::ImportResult {
-    let (columns, _) = import_columns(Some(spec), None, None).unwrap();
+    let (columns, _) = import_columns(Some(spec), None, None, &Default::default()).unwrap();
     import(
         Cursor::new(xlsx),
         &ImportRequest {
@@ -44,6 +44,8 @@ fn import_sheet(xlsx: Vec<u8>, spec: &str, sheet: Option<&str>) -> officebridge:
             sheet,
             key: None,
             original: None,
+            limits: &Default::default(),
+            deadline: None,
         },
     )
     .unwrap()
@@ -613,8 +615,8 @@ mod round_trip {
             let grid = json!({"sheets": [{"name": "P", "columns": columns, "rows": rows}]});
             let (xlsx, _) = write_grid(&grid).unwrap();
             let doc = parse_grid_document(grid.to_string().as_bytes()).unwrap();
-            let (cols, _) = import_columns(None, Some(&doc), None).unwrap();
-            let back = import(Cursor::new(xlsx), &ImportRequest { columns: &cols, sheet: None, key: None, original: None }).unwrap();
+            let (cols, _) = import_columns(None, Some(&doc), None, &Default::default()).unwrap();
+            let back = import(Cursor::new(xlsx), &ImportRequest { columns: &cols, sheet: None, key: None, original: None, limits: &Default::default(), deadline: None }).unwrap();
             prop_assert!(back.problems.is_empty(), "{:?}", back.problems);
             // Rows whose every cell is empty are not data rows in a workbook.
             let expected: Vec<&Vec<Value>> = rows.iter().filter(|r| r.iter().any(|v| !v.is_null())).collect();

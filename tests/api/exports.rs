@@ -38,7 +38,7 @@ pub fn spec_rows() -> Value {
 /// Reads an exported workbook back with the grid's own columns.
 pub fn read_back(grid: &Value, xlsx: Vec<u8>) -> Vec<serde_json::Map<String, Value>> {
     let doc = parse_grid_document(grid.to_string().as_bytes()).unwrap();
-    let (columns, _) = officebridge::export::import::import_columns(None, Some(&doc), None).unwrap();
+    let (columns, _) = officebridge::export::import::import_columns(None, Some(&doc), None, &Default::default()).unwrap();
     let result = import(
         std::io::Cursor::new(xlsx),
         &ImportRequest {
@@ -46,6 +46,8 @@ pub fn read_back(grid: &Value, xlsx: Vec<u8>) -> Vec<serde_json::Map<String, Val
             sheet: None,
             key: None,
             original: None,
+            limits: &Default::default(),
+            deadline: None,
         },
     )
     .unwrap();
@@ -129,7 +131,7 @@ async fn ndjson_and_csv_are_accepted(app: TestApp) {
         .await;
     assert_eq!(resp.status(), 200);
     let bytes = resp.bytes().await.unwrap().to_vec();
-    let cols = officebridge::export::import::import_columns(Some("Code=text,Qty=integer,Price=currency:EUR:2,When=date"), None, None)
+    let cols = officebridge::export::import::import_columns(Some("Code=text,Qty=integer,Price=currency:EUR:2,When=date"), None, None, &Default::default())
         .unwrap()
         .0;
     let result = import(
@@ -139,6 +141,8 @@ async fn ndjson_and_csv_are_accepted(app: TestApp) {
             sheet: Some("Prices"),
             key: None,
             original: None,
+            limits: &Default::default(),
+            deadline: None,
         },
     )
     .unwrap();
@@ -495,46 +499,3 @@ async fn import_returns_rows_problems_and_changes(app: TestApp) {
         .assert_problem(422, Some("sheet"));
 }
 
-/// With one export slot, a second export waits in line while the first holds it.
-#[tokio::test]
-async fn exports_beyond_the_limit_wait_in_line() {
-    let app = spawn_app_with(Backend::Sqlite, |s| s.export.max_concurrent = 1).await.unwrap();
-    // The first export streams its body slowly, holding the only slot until it is finished.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
-    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
-    let first = {
-        let req = app
-            .http
-            .post(app.url("/api/v1/exports"))
-            .bearer_auth(&app.client_key)
-            .header("content-type", "application/x-ndjson")
-            .body(body);
-        tokio::spawn(req.send())
-    };
-    tx.send(Ok(b"{\"columns\":[{\"key\":\"a\",\"type\":\"integer\"}]}\n[1]\n".to_vec()))
-        .await
-        .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let second = app
-        .client_post(
-            "/api/v1/exports",
-            "application/json",
-            spec_grid(spec_rows()).to_string(),
-            &[("prefer", "respond-async")],
-        )
-        .await;
-    let id = second.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let status: Value = app.client_get(&format!("/api/v1/exports/{id}")).await.json().await.unwrap();
-    assert_eq!(status["state"], "queued", "the second export waits while the first holds the slot");
-    tx.send(Ok(b"[2]\n".to_vec())).await.unwrap();
-    drop(tx);
-    let first = first.await.unwrap().unwrap();
-    assert_eq!(first.status(), 200);
-    assert_eq!(first.headers()["x-export-rows"], "2");
-    assert_eq!(events_until_finished(&app, &id).await.last().unwrap().0, "done");
-}
-
-fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> + Send + 'static {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}

@@ -18,6 +18,8 @@ pub enum Backend {
 
 pub struct TestApp {
     pub address: String,
+    /// The metrics listener, when `metrics.listen` was set.
+    pub metrics_address: Option<String>,
     pub http: reqwest::Client,
     pub admin_key: String,
     pub client_key: String,
@@ -101,6 +103,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     tweak(&mut settings);
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://{}", app.local_addr());
+    let metrics_address = app.metrics_addr().map(|a| format!("http://{a}"));
     let store = app.store().clone();
     let (admin, admin_key) = store.create_api_key("test", "test-admin", Role::Admin).await.unwrap();
     let (_, client_key) = store.create_api_key("test", "test-client", Role::Client).await.unwrap();
@@ -111,6 +114,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     }));
     Some(TestApp {
         address,
+        metrics_address,
         http: reqwest::Client::new(),
         admin_key: admin_key.expose().to_string(),
         client_key: client_key.expose().to_string(),

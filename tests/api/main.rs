@@ -7,6 +7,7 @@ mod binary;
 mod emulator;
 mod export_engine;
 mod exports;
+mod hardening;
 mod oauth_peer;
 mod onedrive;
 mod operations;

@@ -38,6 +38,7 @@ pub async fn with_tenant(backend: Backend, tweak: impl FnOnce(&mut Settings)) ->
     let emu = emulator().await;
     let app = spawn_app_with(backend, |s| {
         s.allow_emulator = true;
+        s.emulator_url = Some(emu.clone());
         s.public_url = url::Url::parse("http://localhost:0").unwrap();
         tweak(s);
     })
@@ -85,14 +86,27 @@ impl Linked {
         Answer::from(self.browser.get(callback).send().await.unwrap()).await
     }
 
-    /// `/auth/signin` → the emulator's sign-in page → the account picked → the callback URL.
-    pub async fn authorize(&self, operator: &str, user: &str) -> String {
-        let start = self
-            .browser
-            .get(self.app.url(&format!("/auth/signin?operator={operator}")))
+    /// A sign-in link for the operator, as the ERP gets one (`POST …/signin`, client key).
+    pub async fn signin_link(&self, operator: &str) -> String {
+        let r = self
+            .app
+            .http
+            .post(self.app.url(&format!("/api/v1/operators/{operator}/signin")))
+            .bearer_auth(&self.app.client_key)
             .send()
             .await
             .unwrap();
+        let a = Answer::from(r).await;
+        assert_eq!(a.status, 201, "{}", a.text);
+        let url = a.json["url"].as_str().unwrap().to_string();
+        assert!(url.contains("/auth/signin?link="), "{url}");
+        url
+    }
+
+    /// A link → `/auth/signin` → the emulator's sign-in page → the account picked → the callback URL.
+    pub async fn authorize(&self, operator: &str, user: &str) -> String {
+        let link = self.signin_link(operator).await;
+        let start = self.browser.get(link).send().await.unwrap();
         assert_eq!(start.status(), 302, "{:?}", start.text().await);
         let authorize = start.headers()["location"].to_str().unwrap().to_string();
         let url = url::Url::parse(&authorize).unwrap();
@@ -245,7 +259,9 @@ macro_rules! on_both {
     };
 }
 
-async fn small(b: Backend) -> Option<Linked> {
+pub(crate) use on_both;
+
+pub async fn small(b: Backend) -> Option<Linked> {
     linked(b, |_| {}).await
 }
 
@@ -258,7 +274,7 @@ async fn fragmented(b: Backend) -> Option<Linked> {
     .await
 }
 
-async fn unlinked(b: Backend) -> Option<Linked> {
+pub async fn unlinked(b: Backend) -> Option<Linked> {
     with_tenant(b, |_| {}).await
 }
 
@@ -447,12 +463,7 @@ async fn a_revoked_refresh_token_means_signin_required(l: Linked) {
     let a = l.export(&csv(5), "Revoked", &[]).await;
     a.assert_problem(401, None);
     assert_eq!(a.json["type"], "/problems/signin-required");
-    assert!(
-        a.json["signin_url"]
-            .as_str()
-            .unwrap()
-            .ends_with(&format!("/auth/signin?operator={OPERATOR}"))
-    );
+    assert!(a.json["signin_url"].as_str().unwrap().contains("/auth/signin?link="));
     let op = l.app.admin_get(&format!("/api/v1/operators/{OPERATOR}")).await;
     assert_eq!(op.json["signin"], "signin_required");
     assert_eq!(l.app.raw_text("SELECT refresh_token FROM operators").await, vec![None]);
@@ -465,7 +476,12 @@ async fn never_signed_in_means_signin_required(l: Linked) {
     let a = l.export(&csv(5), "Never", &[]).await;
     a.assert_problem(401, None);
     assert_eq!(a.json["type"], "/problems/signin-required");
-    assert!(a.json["signin_url"].as_str().unwrap().contains("/auth/signin?operator=JDOE"));
+    // The link in the answer is a working one: it leads to the tenant's sign-in page.
+    let link = a.json["signin_url"].as_str().unwrap();
+    assert!(link.contains("/auth/signin?link="), "{link}");
+    let start = l.browser.get(link).send().await.unwrap();
+    assert_eq!(start.status(), 302);
+    assert!(start.headers()["location"].to_str().unwrap().starts_with(&l.emu));
     assert!(
         l.requests()
             .await
@@ -505,6 +521,8 @@ async fn callback_states_are_single_use_and_expire(l: Linked) {
                 redirect_uri: l.app.url("/auth/callback"),
                 expires_at: chrono::Utc::now() - chrono::Duration::seconds(1),
             },
+            5,
+            1000,
         )
         .await
         .unwrap();
@@ -581,15 +599,21 @@ async fn onedrive_export_input_errors(l: Linked) {
     )
     .await;
     c.assert_problem(422, Some("X-Operator"));
-    // Sign-in for an unknown operator.
-    let d = Answer::from(l.browser.get(l.app.url("/auth/signin?operator=NOBODY")).send().await.unwrap()).await;
-    d.assert_problem(404, None);
-    let e = Answer::from(l.browser.get(l.app.url("/auth/signin")).send().await.unwrap()).await;
-    e.assert_problem(422, Some("operator"));
+    // Without a link, an unknown operator, a known one and none at all get the same page.
+    let get = |path: &'static str| {
+        let l = &l;
+        async move { Answer::from(l.browser.get(l.app.url(path)).send().await.unwrap()).await }
+    };
+    let (d, e, f) = (get("/auth/signin?operator=NOBODY").await, get("/auth/signin").await, get("/auth/signin?operator=JDOE").await);
+    assert_eq!((d.status, d.content_type.as_str()), (400, "text/html; charset=utf-8"));
+    assert!(d.text.contains("Sign-in link needed"), "{}", d.text);
+    assert_eq!((&d.text, &d.text), (&e.text, &f.text));
+    assert!(!d.text.contains(DEMO_USER));
     // Signing in as someone else than the operator's address replaces nothing.
     let before = l.app.raw_text("SELECT refresh_token FROM operators WHERE code = 'JDOE'").await;
     let other = l.sign_in(OPERATOR, "mfa.user@demo.onmicrosoft.com").await;
-    other.assert_problem(403, None);
+    assert_eq!(other.status, 403, "{}", other.text);
+    assert!(other.text.contains("but the sign-in was as mfa.user@"), "{}", other.text);
     assert_eq!(
         l.app.raw_text("SELECT refresh_token FROM operators WHERE code = 'JDOE'").await,
         before
@@ -728,7 +752,7 @@ async fn cli_export_to_onedrive() {
     ])
     .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("/auth/signin?operator=NEWBIE"), "{stderr}");
+    assert!(!out.status.success() && stderr.contains("/auth/signin?link="), "{stderr}");
 }
 
 /// concepts/paging.md: `@odata.nextLink` followed as given, as one stream; and

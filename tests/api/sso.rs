@@ -24,7 +24,11 @@ async fn setup(backend: Backend) -> Option<Sso> {
     let emu = Emulator::new(Seed::demo(), &base);
     let router = emu.router();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    let app = spawn_app_with(backend, |s| s.allow_emulator = true).await?;
+    let app = spawn_app_with(backend, |s| {
+        s.allow_emulator = true;
+        s.emulator_url = Some(base.clone());
+    })
+    .await?;
     for (code, tid, authority) in [
         ("DEMO", DEMO_TENANT_ID, base.as_str()),
         ("OTHER", "0c9e8f7a-1b2c-4d3e-8f4a-5b6c7d8e9f0a", base.as_str()),

@@ -13,12 +13,19 @@ on_both_backends!(
     moving_an_operator_unlinks_the_account
 );
 
+fn hex_of(code: &str) -> String {
+    code.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+}
+
 fn tenant(code: &str, secret: Option<&str>) -> officebridge::domain::NewTenant {
-    let mut input: TenantInput = serde_json::from_value(tenant_body(code)).unwrap();
+    let mut body = tenant_body(code);
+    // One directory per record: a directory id of the code's own.
+    body["tenant_id"] = serde_json::json!(format!("{:0>8}-0000-4000-8000-000000000000", hex_of(code)));
+    let mut input: TenantInput = serde_json::from_value(body).unwrap();
     if let Some(s) = secret {
         input.client_secret = Some(Some(officebridge::domain::SecretField::Value(Secret::new(s))));
     }
-    input.parse(None, false).unwrap()
+    input.parse(None, None).unwrap()
 }
 
 async fn reseal_moves_every_secret_to_the_new_key(app: TestApp) {
