@@ -472,7 +472,10 @@ async fn export_to_onedrive(settings: &Settings, mut args: ExportArgs) -> anyhow
     let output = args.output.clone().expect("set above");
     let report = tokio::task::spawn_blocking(move || crate::export::cli::export(args)).await??;
     let store = open_store(settings).await?;
-    let tokens = std::sync::Arc::new(crate::identity::tokens::Tokens::new(crate::identity::oauth::http_client(), store.clone()));
+    let tokens = std::sync::Arc::new(crate::identity::tokens::Tokens::new(
+        crate::identity::oauth::http_client(),
+        store.clone(),
+    ));
     let graph = crate::graph::Graph::new(tokens, crate::graph::RetryPolicy::default());
     let file = std::fs::File::open(&output)?;
     let size = file.metadata()?.len();

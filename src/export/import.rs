@@ -197,7 +197,10 @@ const MAX_PARTS: usize = 10_000;
 fn check_parts<R: Read + Seek>(workbook: &mut R, limits: &ImportSettings, deadline: Option<Instant>) -> Result<(), ImportError> {
     let mut zip = zip::ZipArchive::new(&mut *workbook).map_err(unreadable)?;
     if zip.len() > MAX_PARTS {
-        return Err(too_large(format!("has {} parts; a workbook may have at most {MAX_PARTS}", zip.len())));
+        return Err(too_large(format!(
+            "has {} parts; a workbook may have at most {MAX_PARTS}",
+            zip.len()
+        )));
     }
     let mut total: u64 = 0;
     for i in 0..zip.len() {

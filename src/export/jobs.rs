@@ -422,7 +422,14 @@ mod tests {
         let held = jobs.slot().await;
         let spool = tempfile::NamedTempFile::new_in(jobs.dir()).unwrap();
         std::fs::write(spool.path(), "a\n1\n").unwrap();
-        let job = jobs.submit("k", InputFormat::Csv, spool.into_temp_path(), jobs.spool_claim("k"), ExportOptions::default(), None);
+        let job = jobs.submit(
+            "k",
+            InputFormat::Csv,
+            spool.into_temp_path(),
+            jobs.spool_claim("k"),
+            ExportOptions::default(),
+            None,
+        );
         for _ in 0..100 {
             tokio::task::yield_now().await;
         }

@@ -346,8 +346,12 @@ fn read_line_bounded<R: BufRead>(input: &mut R, line: &mut String, max: usize) -
             break;
         }
     }
-    *line = String::from_utf8(bytes)
-        .map_err(|_| LineError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, "stream did not contain valid UTF-8")))?;
+    *line = String::from_utf8(bytes).map_err(|_| {
+        LineError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        ))
+    })?;
     Ok(read)
 }
 

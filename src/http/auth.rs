@@ -118,7 +118,10 @@ pub async fn issue_link(
 ) -> Result<(StatusCode, Json<crate::identity::SigninLink>), ApiError> {
     let (operator, _) = signin_target(&state, Some(&code)).await?;
     let link = new_link(&state, &operator.code);
-    state.store.audit_signin_link(caller.actor(), &operator.code, link.expires_at).await?;
+    state
+        .store
+        .audit_signin_link(caller.actor(), &operator.code, link.expires_at)
+        .await?;
     Ok((StatusCode::CREATED, Json(link)))
 }
 
@@ -143,7 +146,11 @@ pub async fn signin(State(state): State<AppState>, Query(q): Query<SigninQuery>)
     else {
         return refused();
     };
-    match state.store.spend_signin_link(&claims.nonce, &claims.operator, claims.expires_at).await {
+    match state
+        .store
+        .spend_signin_link(&claims.nonce, &claims.operator, claims.expires_at)
+        .await
+    {
         Ok(true) => {}
         Ok(false) => return refused(),
         Err(e) => return ApiError::from(e).into_response(),
@@ -218,7 +225,10 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response {
         [
             (header::CACHE_CONTROL, "no-store"),
             // The page runs nothing and embeds nothing: say so, and refuse to be framed.
-            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+            ),
             (header::X_FRAME_OPTIONS, "DENY"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (header::REFERRER_POLICY, "no-referrer"),
@@ -254,7 +264,10 @@ pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQue
         }
         Err(e) => {
             tracing::error!(error = %e, "sign-in state could not be read");
-            return failed(StatusCode::INTERNAL_SERVER_ERROR, "The sign-in could not be completed; it has been logged. Try again.");
+            return failed(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The sign-in could not be completed; it has been logged. Try again.",
+            );
         }
     };
     if let Some(error) = &q.error {

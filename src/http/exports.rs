@@ -128,9 +128,10 @@ pub fn content_disposition(title: &str) -> String {
 }
 
 fn too_large(limit: u64) -> ApiError {
-    ApiError::too_large("body", format!(
-        "the body is larger than this server accepts ({limit} bytes; see export.max_body_bytes / max_json_bytes)"
-    ))
+    ApiError::too_large(
+        "body",
+        format!("the body is larger than this server accepts ({limit} bytes; see export.max_body_bytes / max_json_bytes)"),
+    )
 }
 
 fn export_failure(e: ExportError) -> ApiError {
@@ -397,6 +398,9 @@ mod tests {
         // Bidi overrides and zero-width characters cannot disguise the name (issue 10).
         let cd = content_disposition("invoice\u{202E}xslx.exe\u{200B}\u{2066}");
         assert!(cd.contains("filename=\"invoicexslx.exe.xlsx\""), "{cd}");
-        assert!(!cd.contains("%E2%80%AE") && !cd.contains("%E2%80%8B") && !cd.contains("%E2%81%A6"), "{cd}");
+        assert!(
+            !cd.contains("%E2%80%AE") && !cd.contains("%E2%80%8B") && !cd.contains("%E2%81%A6"),
+            "{cd}"
+        );
     }
 }

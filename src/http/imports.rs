@@ -58,8 +58,8 @@ pub async fn create(
             ),
             None => None,
         };
-        let (mut columns, original) = import_columns(None, input.original.as_ref(), input.sheet.as_deref(), &limits)
-            .or_else(|e| match (&spec_columns, e) {
+        let (mut columns, original) =
+            import_columns(None, input.original.as_ref(), input.sheet.as_deref(), &limits).or_else(|e| match (&spec_columns, e) {
                 (Some(_), ImportError::Grid(_)) if input.original.is_none() => Ok((Vec::new(), None)),
                 (_, e) => Err(e),
             })?;
@@ -81,8 +81,6 @@ pub async fn create(
     result.map(Json).map_err(|e| match e {
         ImportError::Grid(g) => ApiError::validation(g.field, g.message),
         ImportError::TooLarge { field, message } => ApiError::too_large(field, message),
-        ImportError::Deadline => ApiError::Unavailable(format!(
-            "the import did not finish within {timeout} seconds (import.timeout_secs)"
-        )),
+        ImportError::Deadline => ApiError::Unavailable(format!("the import did not finish within {timeout} seconds (import.timeout_secs)")),
     })
 }

@@ -84,7 +84,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// without regard to case (RFC 9110 §11.1: `BEARER` and `bearer` are `Bearer`).
 pub fn bearer_token(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim_start().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// The caller, authenticated by `Authorization: Bearer <API key>`.

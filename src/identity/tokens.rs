@@ -119,7 +119,10 @@ impl Tokens {
     /// Drops every cached token of the operator (changed, disabled, moved, signed out).
     pub fn forget_operator(&self, code: &OperatorCode) {
         let prefix = format!("{code}\u{1f}");
-        self.delegated.lock().expect("token map lock").retain(|k, _| !k.starts_with(&prefix));
+        self.delegated
+            .lock()
+            .expect("token map lock")
+            .retain(|k, _| !k.starts_with(&prefix));
     }
 
     /// Drops every cached token obtained through the tenant (replaced or deleted).
@@ -127,7 +130,10 @@ impl Tokens {
         let part = format!("\u{1f}{code}\u{1f}");
         let prefix = format!("{code}\u{1f}");
         self.delegated.lock().expect("token map lock").retain(|k, _| !k.contains(&part));
-        self.application.lock().expect("token map lock").retain(|k, _| !k.starts_with(&prefix));
+        self.application
+            .lock()
+            .expect("token map lock")
+            .retain(|k, _| !k.starts_with(&prefix));
     }
 
     /// The tenant record with its decrypted client secret and identity endpoints.

@@ -740,12 +740,14 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            let r = sqlx::query("INSERT INTO signin_links_used (nonce, operator_code, expires_at) VALUES ($1, $2, $3) ON CONFLICT (nonce) DO NOTHING")
-                .bind(nonce)
-                .bind(operator.as_str())
-                .bind(expires_at)
-                .execute(&mut *tx)
-                .await?;
+            let r = sqlx::query(
+                "INSERT INTO signin_links_used (nonce, operator_code, expires_at) VALUES ($1, $2, $3) ON CONFLICT (nonce) DO NOTHING",
+            )
+            .bind(nonce)
+            .bind(operator.as_str())
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
             r.rows_affected() == 1
         });
         Ok(inserted)

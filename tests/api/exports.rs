@@ -131,9 +131,14 @@ async fn ndjson_and_csv_are_accepted(app: TestApp) {
         .await;
     assert_eq!(resp.status(), 200);
     let bytes = resp.bytes().await.unwrap().to_vec();
-    let cols = officebridge::export::import::import_columns(Some("Code=text,Qty=integer,Price=currency:EUR:2,When=date"), None, None, &Default::default())
-        .unwrap()
-        .0;
+    let cols = officebridge::export::import::import_columns(
+        Some("Code=text,Qty=integer,Price=currency:EUR:2,When=date"),
+        None,
+        None,
+        &Default::default(),
+    )
+    .unwrap()
+    .0;
     let result = import(
         std::io::Cursor::new(bytes),
         &ImportRequest {
@@ -498,4 +503,3 @@ async fn import_returns_rows_problems_and_changes(app: TestApp) {
         .await
         .assert_problem(422, Some("sheet"));
 }
-

@@ -68,7 +68,11 @@ async fn a_part_that_inflates_past_the_bound_is_413() {
     assert!(xlsx.len() < 256 * 1024, "compressed it is under the bound: {}", xlsx.len());
     let a = import(&app, &xlsx, sku()).await;
     a.assert_problem(413, Some("workbook"));
-    assert!(a.text.contains("xl/worksheets/sheet1.xml") && a.text.contains("import.max_part_bytes"), "{}", a.text);
+    assert!(
+        a.text.contains("xl/worksheets/sheet1.xml") && a.text.contains("import.max_part_bytes"),
+        "{}",
+        a.text
+    );
 }
 
 /// Item 1: all parts together are bounded too (`import.max_inflated_bytes`).
@@ -138,7 +142,14 @@ async fn an_original_beyond_the_row_budget_is_413() {
         "key": "sku",
         "original": original,
     });
-    let r = app.http.post(app.url("/api/v1/imports")).bearer_auth(&app.client_key).json(&body).send().await.unwrap();
+    let r = app
+        .http
+        .post(app.url("/api/v1/imports"))
+        .bearer_auth(&app.client_key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     Answer::from(r).await.assert_problem(413, Some("original.sheets[0].rows"));
 }
 
@@ -168,7 +179,10 @@ async fn an_ndjson_line_past_the_bound_is_422_naming_it() {
     a.assert_problem(422, Some("line[3]"));
     assert!(a.text.contains("export.max_line_bytes"), "{}", a.text);
     let fine = "{\"columns\":[{\"key\":\"a\",\"type\":\"text\"}]}\n[\"short\"]\n";
-    assert_eq!(app.client_post("/api/v1/exports", "application/x-ndjson", fine, &[]).await.status(), 200);
+    assert_eq!(
+        app.client_post("/api/v1/exports", "application/x-ndjson", fine, &[]).await.status(),
+        200
+    );
 }
 
 on_both!(
@@ -208,7 +222,11 @@ async fn a_moved_operator_gets_no_token_of_the_old_tenant(l: Linked) {
     let a = l.export(&csv(3), "After", &[]).await;
     a.assert_problem(401, None);
     assert_eq!(a.json["type"], "/problems/signin-required");
-    assert_eq!(graph_calls(&l.requests().await), before, "no Graph call with the old tenant's token");
+    assert_eq!(
+        graph_calls(&l.requests().await),
+        before,
+        "no Graph call with the old tenant's token"
+    );
     // Disabled, the same: no cached token is handed out.
     l.app
         .admin_put(
@@ -239,9 +257,16 @@ async fn sign_in_links_work_once_and_are_audited(l: Linked) {
     let done = Answer::from(l.browser.get(callback).send().await.unwrap()).await;
     assert_eq!(done.status, 200, "{}", done.text);
     let audit = l.app.store.list_audit(50).await.unwrap();
-    let signin = audit.iter().find(|e| e.action == "operator.signin").expect("an operator.signin entry");
+    let signin = audit
+        .iter()
+        .find(|e| e.action == "operator.signin")
+        .expect("an operator.signin entry");
     assert_eq!(signin.target, "NOADDR");
-    assert!(signin.detail.to_string().contains(officebridge::emulator::seed::DEMO_USER), "{:?}", signin.detail);
+    assert!(
+        signin.detail.to_string().contains(officebridge::emulator::seed::DEMO_USER),
+        "{:?}",
+        signin.detail
+    );
     assert!(audit.iter().any(|e| e.action == "operator.signin_link" && e.target == "NOADDR"));
     // A link altered by one character is not a link.
     let token = link.split("link=").nth(1).unwrap();
@@ -268,7 +293,11 @@ async fn sign_in_links_work_once_and_are_audited(l: Linked) {
 }
 
 fn urlencoding_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().unwrap().1.into_owned()
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .unwrap()
+        .1
+        .into_owned()
 }
 
 /// Items 5 and 8: 200 anonymous `/auth/signin` requests wrote 200 rows; now they write
@@ -340,18 +369,30 @@ async fn stalled_uploads_hold_no_export_slot() {
 #[tokio::test]
 async fn spool_and_queue_are_bounded() {
     let app = sqlite_app(|s| s.export.max_spool_bytes_per_key = 64).await;
-    let a = Answer::from(app.client_post("/api/v1/exports", "text/csv", format!("a\n{}\n", "1\n".repeat(100)), &[]).await).await;
+    let a = Answer::from(
+        app.client_post("/api/v1/exports", "text/csv", format!("a\n{}\n", "1\n".repeat(100)), &[])
+            .await,
+    )
+    .await;
     a.assert_problem(503, None);
     assert!(a.text.contains("export.max_spool_bytes_per_key"), "{}", a.text);
     assert_eq!(std::fs::read_dir(app.data_dir().join("exports")).unwrap().count(), 0);
     assert_eq!(app.client_post("/api/v1/exports", "text/csv", "a\n1\n", &[]).await.status(), 200);
 
     let app = sqlite_app(|s| s.export.max_queued_jobs_per_key = 0).await;
-    let a = Answer::from(app.client_post("/api/v1/exports", "text/csv", "a\n1\n", &[("prefer", "respond-async")]).await).await;
+    let a = Answer::from(
+        app.client_post("/api/v1/exports", "text/csv", "a\n1\n", &[("prefer", "respond-async")])
+            .await,
+    )
+    .await;
     a.assert_problem(503, None);
     assert!(a.text.contains("export.max_queued_jobs_per_key"), "{}", a.text);
     let app = sqlite_app(|s| s.export.max_queued_jobs = 0).await;
-    let a = Answer::from(app.client_post("/api/v1/exports", "text/csv", "a\n1\n", &[("prefer", "respond-async")]).await).await;
+    let a = Answer::from(
+        app.client_post("/api/v1/exports", "text/csv", "a\n1\n", &[("prefer", "respond-async")])
+            .await,
+    )
+    .await;
     assert!(a.text.contains("export.max_queued_jobs"), "{}", a.text);
 }
 
@@ -387,7 +428,15 @@ async fn metrics_labels_are_a_fixed_set_and_can_move_off_the_api_port() {
     let on_api = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(on_api.status(), 404, "metrics are not on the API port when they have their own");
     let metrics = app.metrics_address.clone().expect("metrics listener");
-    let text = app.http.get(format!("{metrics}/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = app
+        .http
+        .get(format!("{metrics}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(text.contains("method=\"OTHER\""), "{text}");
     assert!(!text.contains("INVENTED"), "made-up methods are not labels");
 }
@@ -420,12 +469,19 @@ async fn an_endpoint_change_needs_the_secret_again(app: TestApp) {
     assert_eq!(kept.json["client_secret"]["set"], true);
     // This app allows no emulator: no loopback endpoint at all.
     body["authority"] = json!("http://127.0.0.1:1");
-    app.admin_put("/api/v1/tenants/CONTOSO", &body).await.assert_problem(422, Some("authority"));
+    app.admin_put("/api/v1/tenants/CONTOSO", &body)
+        .await
+        .assert_problem(422, Some("authority"));
 }
 
 /// Item 10: two tenant records for one directory are refused, naming the other.
 async fn one_directory_is_one_tenant_record(app: TestApp) {
-    assert_eq!(app.admin_post("/api/v1/tenants", &crate::helpers::tenant_body("CONTOSO")).await.status, 201);
+    assert_eq!(
+        app.admin_post("/api/v1/tenants", &crate::helpers::tenant_body("CONTOSO"))
+            .await
+            .status,
+        201
+    );
     let mut twin = crate::helpers::tenant_body("TWIN");
     twin["tenant_id"] = json!("72F988BF-86F1-41AF-91AB-2D7CD011DB47");
     let a = app.admin_post("/api/v1/tenants", &twin).await;
@@ -434,7 +490,9 @@ async fn one_directory_is_one_tenant_record(app: TestApp) {
     twin["tenant_id"] = json!("0c9e8f7a-1b2c-4d3e-8f4a-5b6c7d8e9f0a");
     assert_eq!(app.admin_post("/api/v1/tenants", &twin).await.status, 201);
     twin["tenant_id"] = json!("72f988bf-86f1-41af-91ab-2d7cd011db47");
-    app.admin_put("/api/v1/tenants/TWIN", &twin).await.assert_problem(409, Some("tenant_id"));
+    app.admin_put("/api/v1/tenants/TWIN", &twin)
+        .await
+        .assert_problem(409, Some("tenant_id"));
 }
 
 /// Item 11: the callback page's headers, the case of the `Authorization` scheme, an
@@ -455,7 +513,12 @@ async fn callback_pages_and_bearer_scheme(app: TestApp) {
             .unwrap();
         assert_eq!(r.status(), 200, "{scheme}");
     }
-    assert_eq!(app.admin_post("/api/v1/tenants", &crate::helpers::tenant_body("CONTOSO")).await.status, 201);
+    assert_eq!(
+        app.admin_post("/api/v1/tenants", &crate::helpers::tenant_body("CONTOSO"))
+            .await
+            .status,
+        201
+    );
     // A token for an unconfigured directory and one for a configured directory that fails
     // validation get the same answer.
     let token = |tid: &str| {
@@ -469,10 +532,17 @@ async fn callback_pages_and_bearer_scheme(app: TestApp) {
     };
     let unknown = me("0c9e8f7a-1b2c-4d3e-8f4a-5b6c7d8e9f0a").await;
     unknown.assert_problem(401, None);
-    assert!(!unknown.text.contains("72f988bf") && !unknown.text.contains("0c9e8f7a"), "{}", unknown.text);
+    assert!(
+        !unknown.text.contains("72f988bf") && !unknown.text.contains("0c9e8f7a"),
+        "{}",
+        unknown.text
+    );
     if app.backend == Backend::Sqlite {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(app.data_dir().join("officebridge.db")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(app.data_dir().join("officebridge.db"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -604,7 +604,11 @@ async fn onedrive_export_input_errors(l: Linked) {
         let l = &l;
         async move { Answer::from(l.browser.get(l.app.url(path)).send().await.unwrap()).await }
     };
-    let (d, e, f) = (get("/auth/signin?operator=NOBODY").await, get("/auth/signin").await, get("/auth/signin?operator=JDOE").await);
+    let (d, e, f) = (
+        get("/auth/signin?operator=NOBODY").await,
+        get("/auth/signin").await,
+        get("/auth/signin?operator=JDOE").await,
+    );
     assert_eq!((d.status, d.content_type.as_str()), (400, "text/html; charset=utf-8"));
     assert!(d.text.contains("Sign-in link needed"), "{}", d.text);
     assert_eq!((&d.text, &d.text), (&e.text, &f.text));
