@@ -33,6 +33,10 @@ pub struct FieldChange {
 pub struct ChangedRow {
     pub key: Value,
     pub fields: BTreeMap<String, FieldChange>,
+    /// Set when cells of the row did not fit their columns (listed in `problems`): those
+    /// cells are not changes, whatever they hold.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub problems: bool,
 }
 
 /// What the edit did to the original grid, by key.
@@ -272,10 +276,7 @@ fn sheet_cells<R: Read + Seek>(
         if seen % 4096 == 0 {
             check_deadline(deadline)?;
         }
-        let subtotal = c
-            .formula
-            .as_deref()
-            .is_some_and(|f| f.trim_start_matches('=').to_ascii_uppercase().starts_with("SUBTOTAL("));
+        let subtotal = c.formula.as_deref().is_some_and(is_exporter_total);
         if matches!(c.value, DataRef::Empty) && !subtotal {
             continue;
         }
@@ -298,6 +299,24 @@ fn sheet_cells<R: Read + Seek>(
     // Sheets are written row by row, but nothing requires it.
     cells.sort_by_key(|c| (c.row, c.col));
     Ok(cells)
+}
+
+/// Whether a grid's sheet name and a workbook's are the same sheet: equal without regard to
+/// case, or equal once cleaned the way the exporter cleans names.
+fn same_sheet(grid_name: &str, workbook_name: &str) -> bool {
+    use super::writer::clean_sheet_name;
+    grid_name.eq_ignore_ascii_case(workbook_name)
+        || clean_sheet_name(grid_name).eq_ignore_ascii_case(workbook_name)
+        || clean_sheet_name(workbook_name).eq_ignore_ascii_case(grid_name)
+}
+
+/// Whether a formula is one of the exporter's totals: `SUBTOTAL(101..109, range)`.
+fn is_exporter_total(formula: &str) -> bool {
+    let f = formula.trim_start_matches('=').trim().to_ascii_uppercase();
+    f.strip_prefix("SUBTOTAL(")
+        .and_then(|rest| rest.split_once(','))
+        .and_then(|(code, _)| code.trim().parse::<u32>().ok())
+        .is_some_and(|code| (101..=109).contains(&code))
 }
 
 /// `A1`-style name of a zero-based cell position.
@@ -325,6 +344,7 @@ impl SheetRow<'_> {
             .map_or(&Data::Empty, |i| &self.cells[i].data)
     }
 
+    /// The exporter's totals row: it holds the `SUBTOTAL` formulas the exporter writes.
     fn is_totals(&self) -> bool {
         self.cells.iter().any(|c| c.subtotal)
     }
@@ -345,7 +365,7 @@ pub fn import<R: Read + Seek>(mut workbook: R, req: &ImportRequest) -> Result<Im
     let sheet = match req.sheet {
         Some(s) => names
             .iter()
-            .find(|n| n.eq_ignore_ascii_case(s))
+            .find(|n| same_sheet(s, n))
             .cloned()
             .ok_or_else(|| GridError::new("sheet", format!("the workbook has no sheet '{s}' (it has: {})", names.join(", "))))?,
         None => names.first().cloned().ok_or_else(|| GridError::new("workbook", "has no sheets"))?,
@@ -395,11 +415,9 @@ pub fn import<R: Read + Seek>(mut workbook: R, req: &ImportRequest) -> Result<Im
             });
         }
     }
-    // The exporter's totals row is a row of SUBTOTAL formulas: not data.
-    let data_rows = match data_rows.split_last() {
-        Some((last, rest)) if last.is_totals() => rest,
-        _ => data_rows,
-    };
+    // The exporter's totals row is not data, wherever it is: a user who adds rows under it
+    // (a natural thing to do in Excel) has rows after it, and those are data.
+    let data_rows: Vec<&SheetRow> = data_rows.iter().filter(|r| !r.is_totals()).collect();
     // Every row becomes one value per column, whatever it holds: bound that product too.
     let values = data_rows.len() as u64 * req.columns.len() as u64;
     if values > req.limits.max_cells {
@@ -411,11 +429,12 @@ pub fn import<R: Read + Seek>(mut workbook: R, req: &ImportRequest) -> Result<Im
         )));
     }
     let mut rows = Vec::with_capacity(data_rows.len());
-    let mut row_numbers = Vec::with_capacity(data_rows.len());
+    let mut row_info = Vec::with_capacity(data_rows.len());
     for raw in data_rows {
         let excel_row = raw.row + 1;
         let mut obj = Map::new();
-        for (c, p) in req.columns.iter().zip(&positions) {
+        let mut bad = Vec::new();
+        for (i, (c, p)) in req.columns.iter().zip(&positions).enumerate() {
             let d = p.map_or(&Data::Empty, |p| raw.get(p));
             let cell = data_cell(d, c).unwrap_or_else(|reason| {
                 problems.push(CellProblem {
@@ -425,15 +444,19 @@ pub fn import<R: Read + Seek>(mut workbook: R, req: &ImportRequest) -> Result<Im
                     value: data_text(d),
                     reason,
                 });
+                bad.push(i);
                 Cell::Empty
             });
             obj.insert(c.key.clone(), canonical(&cell, c));
         }
         rows.push(obj);
-        row_numbers.push(excel_row);
+        row_info.push(RowInfo {
+            number: excel_row,
+            problem_columns: bad,
+        });
     }
     let changes = match (key_index, req.original) {
-        (Some(k), Some(original)) => Some(change_set(req.columns, k, original, &rows, &row_numbers, &sheet, &mut problems)),
+        (Some(k), Some(original)) => Some(change_set(req.columns, k, original, &rows, &row_info, &sheet, &mut problems)),
         _ => None,
     };
     Ok(ImportResult {
@@ -455,12 +478,25 @@ pub fn import_columns(
 ) -> Result<(Vec<Column>, Option<Rows>), ImportError> {
     let original_sheet = match original {
         Some(doc) => {
+            // The workbook's sheet may carry the name as given or as the exporter cleaned it
+            // (`Stock 2026/Q1` is written as `Stock 2026_Q1`); either finds the original's
+            // sheet, and no other sheet's columns are ever taken instead.
             let idx = match sheet {
-                Some(name) => doc
-                    .sheets
-                    .iter()
-                    .position(|s| s.spec().name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name)))
-                    .unwrap_or(0),
+                Some(name) => {
+                    // A sheet without a name is written as `Sheet1`, `Sheet2`, …
+                    let names: Vec<String> = doc
+                        .sheets
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| s.spec().name.unwrap_or_else(|| format!("Sheet{}", i + 1)))
+                        .collect();
+                    names.iter().position(|n| same_sheet(n, name)).ok_or_else(|| {
+                        GridError::new(
+                            "sheet",
+                            format!("the original has no sheet '{name}' (it has: {})", names.join(", ")),
+                        )
+                    })?
+                }
                 None => 0,
             };
             let sdoc = &doc.sheets[idx];
@@ -517,12 +553,18 @@ fn key_text(v: &Value) -> String {
     }
 }
 
+/// Where an imported row came from, and which of its cells did not fit their column.
+struct RowInfo {
+    number: u32,
+    problem_columns: Vec<usize>,
+}
+
 fn change_set(
     columns: &[Column],
     key: usize,
     original: &[Vec<Cell>],
     rows: &[Map<String, Value>],
-    row_numbers: &[u32],
+    info: &[RowInfo],
     sheet: &str,
     problems: &mut Vec<CellProblem>,
 ) -> ChangeSet {
@@ -540,7 +582,7 @@ fn change_set(
         let k = &row[&key_col.key];
         let problem = |reason: &str, value: String| CellProblem {
             sheet: sheet.into(),
-            row: row_numbers[i],
+            row: info[i].number,
             column: key_col.key.clone(),
             value,
             reason: reason.into(),
@@ -557,9 +599,12 @@ fn change_set(
             None => changes.added.push(row.clone()),
             Some(&o) => {
                 let old = &original[o];
+                let bad = &info[i].problem_columns;
                 let fields: BTreeMap<String, FieldChange> = columns
                     .iter()
                     .enumerate()
+                    // A cell that did not parse is a problem, not a change to empty.
+                    .filter(|(c, _)| !bad.contains(c))
                     .filter_map(|(c, col)| {
                         let from = original_value(old, c);
                         (from != row[&col.key]).then(|| {
@@ -574,7 +619,11 @@ fn change_set(
                     })
                     .collect();
                 if !fields.is_empty() {
-                    changes.changed.push(ChangedRow { key: k.clone(), fields });
+                    changes.changed.push(ChangedRow {
+                        key: k.clone(),
+                        fields,
+                        problems: !bad.is_empty(),
+                    });
                 }
             }
         }

@@ -395,6 +395,51 @@ fn finite(x: f64) -> Result<f64, String> {
     }
 }
 
+/// A decimal number's significant digits and the power of ten after its first one, from
+/// its text (`-0012.3400e2` → `("1234", 4)`); `None` when it is not plain decimal text.
+fn decimal_digits(text: &str) -> Option<(String, i64)> {
+    let t = text.trim().trim_start_matches(['-', '+']);
+    let (mantissa, exp) = match t.find(['e', 'E']) {
+        Some(i) => (&t[..i], t[i + 1..].parse::<i64>().ok()?),
+        None => (t, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if int.is_empty() && frac.is_empty() || !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let all = format!("{int}{frac}");
+    let lead = all.len() - all.trim_start_matches('0').len();
+    let digits = all.trim_matches('0').to_string();
+    Some((digits, int.len() as i64 - lead as i64 + exp))
+}
+
+/// The significant digits of a number's text (`0.00120` has 2, `12300` has 3).
+pub fn significant_digits(text: &str) -> Option<usize> {
+    decimal_digits(text).map(|(d, _)| d.len())
+}
+
+/// Whether the double parsed from `text` is exactly the number `text` says: its shortest
+/// decimal form has the same digits. `9007199254740993` and `12345678901234567890` are not
+/// (they come back as `…992` and `…567000`); `0.1` and `0.30000000000000004` are.
+pub fn double_holds(text: &str, x: f64) -> bool {
+    match (decimal_digits(text), decimal_digits(&format!("{x:e}"))) {
+        (Some(a), Some(b)) => a == b || (a.0.is_empty() && b.0.is_empty()),
+        _ => true,
+    }
+}
+
+/// Refuses a whole number a double does not hold exactly (JSON ids beyond 2^53).
+fn exact_integer(i: i128) -> Result<f64, String> {
+    let x = i as f64;
+    if x as i128 == i {
+        Ok(if i == 0 { 0.0 } else { x })
+    } else {
+        Err(format!(
+            "{i} cannot be stored exactly as a number (Excel would show {x:.0}); declare the column as text"
+        ))
+    }
+}
+
 /// The URL schemes written as hyperlinks; anything else (javascript:, file:, …) is text.
 pub fn is_safe_url(s: &str) -> bool {
     let lower = s.trim_start().get(..8).unwrap_or(s).to_ascii_lowercase();
@@ -422,7 +467,7 @@ impl Column {
     pub fn from_i64(&self, i: i64) -> Result<Cell, String> {
         match self.kind {
             ColumnType::Integer => self.integer(i),
-            ColumnType::Decimal | ColumnType::Currency | ColumnType::Percent => Ok(Cell::Number(if i == 0 { 0.0 } else { i as f64 })),
+            ColumnType::Decimal | ColumnType::Currency | ColumnType::Percent => exact_integer(i128::from(i)).map(Cell::Number),
             ColumnType::Text => Ok(Cell::Text(i.to_string())),
             other => Err(format!("a number is not a valid {} value", other.as_str())),
         }
@@ -435,6 +480,7 @@ impl Column {
                 "{u} has more than 15 digits, which Excel cannot hold exactly; declare the column as text"
             )),
             ColumnType::Text => Ok(Cell::Text(u.to_string())),
+            ColumnType::Decimal | ColumnType::Currency | ColumnType::Percent => exact_integer(i128::from(u)).map(Cell::Number),
             _ => self.from_f64(u as f64),
         }
     }
@@ -487,6 +533,12 @@ impl Column {
                 .and_then(|i| self.integer(i)),
             ColumnType::Decimal | ColumnType::Currency | ColumnType::Percent => {
                 let x: f64 = t.parse().map_err(|_| format!("'{}' is not a number", clip(s)))?;
+                if !double_holds(t, x) {
+                    return Err(format!(
+                        "'{}' has more digits than a number cell holds exactly (it would become {x}); declare the column as text",
+                        clip(s)
+                    ));
+                }
                 finite(x).map(Cell::Number)
             }
             ColumnType::Date => serial_of(parse_date(s)?).map(Cell::Serial),
@@ -500,8 +552,10 @@ impl Column {
                 "false" | "no" | "0" => Ok(Cell::Bool(false)),
                 _ => Err(format!("'{}' is not true or false", clip(s))),
             },
-            ColumnType::Hyperlink => Ok(if is_safe_url(s) {
-                Cell::Url(s.to_string())
+            // Spaces around a link are not part of it (a target of `%20%20https://…` is a
+            // broken relative link); inside one they make it something else, kept as text.
+            ColumnType::Hyperlink => Ok(if is_safe_url(t) && !t.contains(char::is_whitespace) {
+                Cell::Url(t.to_string())
             } else {
                 Cell::Text(s.to_string())
             }),
@@ -630,6 +684,25 @@ mod tests {
     }
 
     #[test]
+    fn numbers_a_double_cannot_hold_are_refused_not_rounded() {
+        let dec = col(ColumnType::Currency);
+        for text in ["9007199254740993", "12345678901234567890", "0.12345678901234567891"] {
+            assert!(dec.from_text(text).unwrap_err().contains("declare the column as text"), "{text}");
+        }
+        for text in ["0.1", "0.30000000000000004", "1e-7", "-12.50", "1.5E3"] {
+            assert!(dec.from_text(text).is_ok(), "{text}");
+        }
+        assert!(dec.from_json(&serde_json::json!(9_007_199_254_740_993u64)).is_err());
+        assert!(dec.from_json(&serde_json::json!(12_345_678_901_234_567_890u64)).is_err());
+        assert_eq!(
+            dec.from_json(&serde_json::json!(9_007_199_254_740_992u64)).unwrap(),
+            Cell::Number(9_007_199_254_740_992.0)
+        );
+        assert_eq!(significant_digits("0.00120"), Some(2));
+        assert_eq!(significant_digits("12300"), Some(3));
+    }
+
+    #[test]
     fn only_safe_schemes_become_links() {
         let link = col(ColumnType::Hyperlink);
         assert_eq!(
@@ -637,6 +710,15 @@ mod tests {
             Cell::Url("https://x.example/a".into())
         );
         assert_eq!(link.from_text("MAILTO:a@b.c").unwrap(), Cell::Url("MAILTO:a@b.c".into()));
+        // Issue 19: spaces around a link are trimmed, not turned into %20 in a relative target.
+        assert_eq!(
+            link.from_text("  https://lead.example.com/so/7 ").unwrap(),
+            Cell::Url("https://lead.example.com/so/7".into())
+        );
+        assert_eq!(
+            link.from_text("https://a.example/x y").unwrap(),
+            Cell::Text("https://a.example/x y".into())
+        );
         assert_eq!(
             link.from_text("javascript:alert(1)").unwrap(),
             Cell::Text("javascript:alert(1)".into())

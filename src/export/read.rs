@@ -404,8 +404,17 @@ pub fn export<R: BufRead + Send, W: Write + Seek + Send>(
     }
 }
 
+/// Skips a UTF-8 byte order mark, which Windows tools put before JSON as readily as before CSV.
+fn skip_bom<R: BufRead>(input: &mut R) -> std::io::Result<()> {
+    if input.fill_buf()?.starts_with(b"\xEF\xBB\xBF") {
+        input.consume(3);
+    }
+    Ok(())
+}
+
 /// Parses a grid document, naming the field at fault.
-pub fn parse_grid_document<R: std::io::Read>(input: R) -> Result<GridDocument, GridError> {
+pub fn parse_grid_document<R: BufRead>(mut input: R) -> Result<GridDocument, GridError> {
+    skip_bom(&mut input).map_err(|e| GridError::new("body", format!("could not be read: {e}")))?;
     let mut de = serde_json::Deserializer::from_reader(input);
     let doc: GridDocument = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let inner = e.inner();
@@ -458,6 +467,7 @@ fn export_ndjson<R: BufRead + Send, W: Write + Seek + Send>(
     opts: &ExportOptions,
     progress: Arc<AtomicU64>,
 ) -> Result<Report, ExportError> {
+    skip_bom(&mut input).map_err(|e| GridError::new("line[1]", format!("could not be read: {e}")))?;
     let mut line = String::new();
     let mut number: u64 = 0;
     let max_line = opts.max_line_bytes.unwrap_or(DEFAULT_MAX_LINE_BYTES);
@@ -640,14 +650,22 @@ fn infer_type(values: &[&str]) -> ColumnType {
         let t = v.trim().trim_start_matches('-');
         t.len() > 1 && t.starts_with('0') && !t.starts_with("0.")
     });
+    // A number is inferred only where Excel shows it as written: at most 15 significant
+    // digits (a 16-digit id would be rounded), and in plain notation (`1E5` and `2E10` are
+    // part numbers far more often than they are 100,000 and 20 billion).
+    let not_a_number = leading_zero
+        || present.iter().any(|v| {
+            let t = v.trim();
+            t.contains(['e', 'E']) || super::model::significant_digits(t).is_some_and(|d| d > 15)
+        });
     if present
         .iter()
         .all(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "false"))
     {
         ColumnType::Boolean
-    } else if !leading_zero && fits(ColumnType::Integer) {
+    } else if !not_a_number && fits(ColumnType::Integer) {
         ColumnType::Integer
-    } else if !leading_zero && fits(ColumnType::Decimal) {
+    } else if !not_a_number && fits(ColumnType::Decimal) {
         ColumnType::Decimal
     } else if fits(ColumnType::Date) {
         ColumnType::Date
@@ -655,7 +673,7 @@ fn infer_type(values: &[&str]) -> ColumnType {
         ColumnType::Datetime
     } else if present
         .iter()
-        .all(|v| super::model::is_safe_url(v) && !v.contains(char::is_whitespace))
+        .all(|v| super::model::is_safe_url(v.trim()) && !v.trim().contains(char::is_whitespace))
     {
         ColumnType::Hyperlink
     } else {
@@ -708,12 +726,75 @@ fn csv_row(columns: &[Column], record: &csv::StringRecord, line: u64) -> Result<
         .collect()
 }
 
+/// Turns `\r\n` into `\n` as the bytes go by. The csv crate counts a record that follows a
+/// `\r\n` as starting on the line before (its `\r` ends the record, its `\n` is only then
+/// seen), so with Windows line ends every error named the line above the one at fault. A
+/// line break inside a quoted cell becomes `\n`, which is what Excel puts in a cell.
+struct CrlfToLf<R> {
+    inner: R,
+    pending_cr: bool,
+}
+
+impl<R: BufRead> std::io::Read for CrlfToLf<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        let buf = self.inner.fill_buf()?;
+        if buf.is_empty() {
+            // A lone `\r` at the very end is kept.
+            return Ok(if std::mem::take(&mut self.pending_cr) {
+                out[0] = b'\r';
+                1
+            } else {
+                0
+            });
+        }
+        let mut n = 0;
+        if std::mem::take(&mut self.pending_cr) && buf[0] != b'\n' {
+            out[0] = b'\r';
+            n = 1;
+        }
+        let mut used = 0;
+        while used < buf.len() && n < out.len() {
+            let b = buf[used];
+            if b == b'\r' {
+                match buf.get(used + 1) {
+                    Some(b'\n') => {
+                        used += 1;
+                        continue;
+                    }
+                    Some(_) => {}
+                    None => {
+                        // Whether it ends a line is in the next buffer.
+                        used += 1;
+                        self.pending_cr = true;
+                        break;
+                    }
+                }
+            }
+            out[n] = b;
+            n += 1;
+            used += 1;
+        }
+        self.inner.consume(used);
+        if n == 0 {
+            return self.read(out);
+        }
+        Ok(n)
+    }
+}
+
 fn export_csv<R: BufRead + Send, W: Write + Seek + Send>(
     input: R,
     out: W,
     opts: &ExportOptions,
     progress: Arc<AtomicU64>,
 ) -> Result<Report, ExportError> {
+    let input = CrlfToLf {
+        inner: input,
+        pending_cr: false,
+    };
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
     let csv_error = |e: csv::Error| {
         let line = e.position().map_or(0, |p| p.line());
@@ -787,6 +868,37 @@ mod tests {
         assert_eq!(infer_type(&["true", "FALSE"]), ColumnType::Boolean);
         assert_eq!(infer_type(&["https://a.example/x"]), ColumnType::Hyperlink);
         assert_eq!(infer_type(&["", ""]), ColumnType::Text);
+    }
+
+    #[test]
+    fn crlf_becomes_lf_across_buffer_boundaries() {
+        use std::io::Read;
+        let text = "a,b\r\n1,2\r\n\"x\ry\",3\r\nlast\r";
+        for cap in [1, 2, 3, 7, 64] {
+            let mut r = CrlfToLf {
+                inner: std::io::BufReader::with_capacity(cap, text.as_bytes()),
+                pending_cr: false,
+            };
+            let mut out = String::new();
+            r.read_to_string(&mut out).unwrap();
+            assert_eq!(out, "a,b\n1,2\n\"x\ry\",3\nlast\r", "buffer of {cap}");
+        }
+    }
+
+    #[test]
+    fn inference_keeps_long_ids_and_scientific_codes_as_text() {
+        // Issue 19: 9007199254740993 became …992 and 12345678901234567890 became …567000.
+        assert_eq!(infer_type(&["9007199254740993", "12345678901234567890"]), ColumnType::Text);
+        assert_eq!(infer_type(&["1234567890123456"]), ColumnType::Text, "16 digits: Excel shows 15");
+        assert_eq!(infer_type(&["123456789012345"]), ColumnType::Integer);
+        assert_eq!(infer_type(&["0.123456789012345"]), ColumnType::Decimal);
+        assert_eq!(infer_type(&["1E5", "2E10"]), ColumnType::Text);
+        assert_eq!(
+            infer_type(&["100", "2E3"]),
+            ColumnType::Text,
+            "one code in the column makes it text"
+        );
+        assert_eq!(infer_type(&["  https://lead.example.com/so/7  "]), ColumnType::Hyperlink);
     }
 
     #[test]

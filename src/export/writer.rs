@@ -168,6 +168,12 @@ impl Aggregate {
         }
     }
 
+    /// A cell that is not a number: only a count (`SUBTOTAL(103, …)`, which counts every
+    /// non-empty cell) sees it.
+    fn add_other(&mut self) {
+        self.count += 1;
+    }
+
     fn add(&mut self, x: f64) {
         self.sum += x;
         self.count += 1;
@@ -184,6 +190,12 @@ impl Aggregate {
             Total::Max if self.count > 0 => self.max,
             _ => 0.0,
         }
+    }
+}
+
+fn count_other(aggregates: &mut [Aggregate], col: usize) {
+    for agg in aggregates.iter_mut().filter(|a| a.col == col) {
+        agg.add_other();
     }
 }
 
@@ -309,8 +321,19 @@ impl XlsxExport {
         self.deflate_threads = threads;
     }
 
+    /// A column's header cell. An Excel table names every column, `Column1` where the header
+    /// is empty: the cell says the same, or the table and its header row would disagree.
+    fn header_text(table: bool, index: usize, header: &str) -> String {
+        if table && header.trim().is_empty() {
+            format!("Column{}", index + 1)
+        } else {
+            header.to_string()
+        }
+    }
+
     fn open_sheet(&mut self, sheet: &Sheet, part: u32, header: &Format) -> Result<OpenSheet, ExportError> {
         let name = self.names.unique(&clean_sheet_name(&sheet.name), part);
+        let table = self.meta.options.table;
         let ws = self.workbook.add_worksheet_with_constant_memory()?;
         ws.set_name(&name)?;
         for (c, column) in sheet.columns.iter().enumerate() {
@@ -319,7 +342,7 @@ impl XlsxExport {
             if let Some(fmt) = column.number_format() {
                 ws.set_column_format(c as u16, &Format::new().set_num_format(fmt))?;
             }
-            ws.write_string_with_format(0, c as u16, &column.header, header)?;
+            ws.write_string_with_format(0, c as u16, Self::header_text(table, c, &column.header), header)?;
         }
         ws.set_freeze_panes(1, 0)?;
         self.report.sheets.push(name.clone());
@@ -358,7 +381,12 @@ impl XlsxExport {
             }
         }
         if self.meta.options.table {
-            let columns: Vec<TableColumn> = sheet.columns.iter().map(|c| TableColumn::new().set_header(&c.header)).collect();
+            let columns: Vec<TableColumn> = sheet
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| TableColumn::new().set_header(Self::header_text(true, i, &c.header)))
+                .collect();
             ws.add_table(0, 0, last_data.max(1), last_col, &Table::new().set_columns(&columns))?;
         } else {
             ws.autofilter(0, 0, last_data, last_col)?;
@@ -447,6 +475,7 @@ impl XlsxExport {
                 }
                 Cell::Bool(b) => {
                     ws.write_boolean(r, col, b)?;
+                    count_other(&mut open.aggregates, c);
                 }
                 Cell::Text(mut s) => {
                     // Byte length bounds the character count, so most strings skip the count.
@@ -473,11 +502,16 @@ impl XlsxExport {
                     // Always a string cell: "=SUM(A1)", "+1", "@cmd" stay text, never formulas.
                     text_bytes += s.len();
                     ws.write_string(r, col, s)?;
+                    count_other(&mut open.aggregates, c);
                 }
                 Cell::Url(u) => {
                     text_bytes += u.len();
+                    count_other(&mut open.aggregates, c);
                     let fits = u.chars().count() <= limits::MAX_URL_CHARS && open.hyperlinks < limits::MAX_HYPERLINKS;
-                    if fits && ws.write_url(r, col, Url::new(&u)).is_ok() {
+                    // The cell shows the value as given: rust_xlsxwriter would show `mailto:`
+                    // links without their scheme, and an untouched workbook would import as
+                    // changed.
+                    if fits && ws.write_url(r, col, Url::new(&u).set_text(&u)).is_ok() {
                         open.hyperlinks += 1;
                     } else {
                         let why = if open.hyperlinks >= limits::MAX_HYPERLINKS {

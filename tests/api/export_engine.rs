@@ -626,6 +626,42 @@ mod round_trip {
                 prop_assert_eq!(got, want.iter().collect::<Vec<_>>());
             }
         }
+
+        /// Issue 19, item 5: an untouched export imported against its original is no change,
+        /// for every column type and both kinds of link (a `mailto:` link was reported as
+        /// changed to its bare address), with the totals row the exporter wrote.
+        #[test]
+        fn an_untouched_export_imports_as_no_change(rows in prop::collection::vec(row(), 1..12), mailto in any::<bool>()) {
+            let columns = json!([
+                {"key": "id", "type": "text"},
+                {"key": "text", "type": "text"}, {"key": "int", "type": "integer"},
+                {"key": "dec", "type": "decimal", "decimals": 4}, {"key": "cur", "type": "currency", "currency": "ZAR"},
+                {"key": "pct", "type": "percent"}, {"key": "date", "type": "date"}, {"key": "dt", "type": "datetime"},
+                {"key": "time", "type": "time"}, {"key": "bool", "type": "boolean"}, {"key": "link", "type": "hyperlink"}
+            ]);
+            let rows: Vec<Value> = rows
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut r)| {
+                    if mailto && let Some(l) = r[9].as_str() {
+                        r[9] = Value::from(format!("mailto:ap{}@example.com", l.len()));
+                    }
+                    let mut row = vec![Value::from(format!("K{i}"))];
+                    row.extend(r);
+                    Value::Array(row)
+                })
+                .collect();
+            let grid = json!({"sheets": [{"name": "P", "columns": columns, "rows": rows,
+                "totals": {"int": "sum", "text": "count", "bool": "count"}}]});
+            let (xlsx, _) = write_grid(&grid).unwrap();
+            let doc = parse_grid_document(grid.to_string().as_bytes()).unwrap();
+            let (cols, original) = import_columns(None, Some(&doc), None, &Default::default()).unwrap();
+            let req = ImportRequest { columns: &cols, sheet: None, key: Some("id"), original: original.as_deref(), limits: &Default::default(), deadline: None };
+            let back = import(Cursor::new(xlsx), &req).unwrap();
+            prop_assert!(back.problems.is_empty(), "{:?}", back.problems);
+            let changes = back.changes.unwrap();
+            prop_assert!(changes.added.is_empty() && changes.changed.is_empty() && changes.deleted.is_empty(), "{:?}", changes);
+        }
     }
 }
 
