@@ -30,12 +30,7 @@ pub struct HttpSettings {
     pub json_body_limit: usize,
     pub request_timeout_secs: u64,
     /// Seconds a connection may take to send a request's headers.
-    #[serde(default = "default_header_read_timeout")]
     pub header_read_timeout_secs: u64,
-}
-
-fn default_header_read_timeout() -> u64 {
-    10
 }
 
 /// Where Prometheus metrics are served.
@@ -231,7 +226,7 @@ impl Default for Raw {
             http: HttpSettings {
                 json_body_limit: 1 << 20,
                 request_timeout_secs: 60,
-                header_read_timeout_secs: default_header_read_timeout(),
+                header_read_timeout_secs: 10,
             },
             metrics: MetricsSettings::default(),
             signin: SigninSettings::default(),

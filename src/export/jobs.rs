@@ -104,14 +104,10 @@ impl Default for QueueLimits {
     }
 }
 
-/// Why a body or a job was not taken.
+/// Why a body or a job was not taken: which bound it met, in words naming the setting.
 #[derive(Debug, thiserror::Error)]
-pub enum QueueFull {
-    #[error("{0}")]
-    Spool(String),
-    #[error("{0}")]
-    Jobs(String),
-}
+#[error("{0}")]
+pub struct QueueFull(String);
 
 #[derive(Default)]
 struct Spooled {
@@ -134,12 +130,12 @@ impl SpoolClaim {
         let mut spooled = self.jobs.spooled.lock().expect("spool lock");
         let mine = spooled.by_key.get(&self.owner).copied().unwrap_or(0);
         if mine + n > limits.max_spool_bytes_per_key {
-            return Err(QueueFull::Spool(format!(
+            return Err(QueueFull(format!(
                 "this API key already has {mine} bytes of uploads waiting (export.max_spool_bytes_per_key)"
             )));
         }
         if spooled.total + n > limits.max_spool_bytes {
-            return Err(QueueFull::Spool(
+            return Err(QueueFull(
                 "the server holds as many uploads as it may (export.max_spool_bytes); try again shortly".into(),
             ));
         }
@@ -223,12 +219,12 @@ impl ExportJobs {
         let open = |j: &&Arc<Job>| matches!(j.state(), JobState::Queued | JobState::Running);
         let mine = jobs.values().filter(open).filter(|j| j.owner == owner).count();
         if mine >= self.limits.max_jobs_per_key {
-            return Err(QueueFull::Jobs(format!(
+            return Err(QueueFull(format!(
                 "this API key has {mine} background exports waiting or running (export.max_queued_jobs_per_key)"
             )));
         }
         if jobs.values().filter(open).count() >= self.limits.max_jobs {
-            return Err(QueueFull::Jobs(
+            return Err(QueueFull(
                 "the server has as many background exports waiting as it may (export.max_queued_jobs); try again shortly".into(),
             ));
         }
@@ -248,7 +244,7 @@ impl ExportJobs {
 
     /// Exports while the caller waits (after waiting for a free slot).
     pub async fn run<R: Read + Send + 'static>(&self, format: InputFormat, input: R, opts: ExportOptions) -> Result<Finished, ExportError> {
-        let _permit = self.permits.clone().acquire_owned().await.expect("semaphore is never closed");
+        let _permit = self.slot().await;
         let opts = self.options(opts);
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || {
@@ -290,7 +286,7 @@ impl ExportJobs {
         self.jobs.lock().expect("jobs lock").insert(job.id, job.clone());
         let (jobs, running) = (self.clone(), job.clone());
         tokio::spawn(async move {
-            let _permit = jobs.permits.clone().acquire_owned().await.expect("semaphore is never closed");
+            let _permit = jobs.slot().await;
             running.set(JobState::Running);
             let opts = jobs.options(opts);
             let target = jobs.dir.join(format!("{}.xlsx", running.id));

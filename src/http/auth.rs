@@ -348,7 +348,11 @@ async fn link(state: &AppState, code: &OperatorCode, set: &TokenSet, nonce: Opti
             if who.is_empty() { "an unknown account" } else { &who }
         )));
     }
-    state.tokens.signed_in(code, set).await.map_err(|e| token_failure(state, e))?;
+    state
+        .tokens
+        .signed_in(code, &access, set)
+        .await
+        .map_err(|e| token_failure(state, e))?;
     state.store.audit_signin(code, &who, via).await?;
     tracing::info!(operator = %code, via, "operator signed in to Microsoft 365");
     Ok(who)

@@ -204,16 +204,16 @@ impl Tokens {
         }
     }
 
-    /// Records tokens just obtained by a sign-in (the refresh token is stored sealed).
-    pub async fn signed_in(&self, code: &OperatorCode, set: &oauth::TokenSet) -> Result<(), TokenError> {
+    /// Records tokens just obtained by a sign-in through `access` (the refresh token is stored
+    /// sealed).
+    pub async fn signed_in(&self, code: &OperatorCode, access: &TenantAccess, set: &oauth::TokenSet) -> Result<(), TokenError> {
         let Some(rt) = &set.refresh_token else {
             return Err(OAuthError::Malformed("no refresh token was issued; is offline_access granted?".into()).into());
         };
         self.store.store_refresh_token(code.as_str(), rt).await?;
         // Whatever was cached for the operator belonged to the grant this one replaces.
         self.forget_operator(code);
-        let (_, access) = self.operator_access(code).await?;
-        *Self::slot(&self.delegated, &Self::operator_key(code, &access)).lock().await = Some(Cached::of(set));
+        *Self::slot(&self.delegated, &Self::operator_key(code, access)).lock().await = Some(Cached::of(set));
         Ok(())
     }
 

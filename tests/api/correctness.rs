@@ -33,15 +33,7 @@ fn zip_part(xlsx: &[u8], name: &str) -> String {
 }
 
 async fn import(app: &TestApp, body: Value) -> Answer {
-    let r = app
-        .http
-        .post(app.url("/api/v1/imports"))
-        .bearer_auth(&app.client_key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    Answer::from(r).await
+    app.client_post_json("/api/v1/imports", &body).await
 }
 
 fn b64(xlsx: &[u8]) -> String {

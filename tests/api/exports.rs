@@ -448,15 +448,7 @@ async fn import_returns_rows_problems_and_changes(app: TestApp) {
         "key": "order",
         "original": original,
     });
-    let resp = app
-        .http
-        .post(app.url("/api/v1/imports"))
-        .bearer_auth(&app.client_key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let answer = Answer::from(resp).await;
+    let answer = app.client_post_json("/api/v1/imports", &body).await;
     assert_eq!(answer.status, 200, "{}", answer.text);
     let r = &answer.json;
     assert_eq!(r["sheet"], "Orders");

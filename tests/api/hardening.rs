@@ -25,15 +25,7 @@ async fn import(app: &TestApp, xlsx: &[u8], columns: Value) -> Answer {
         "workbook": base64::engine::general_purpose::STANDARD.encode(xlsx),
         "columns": columns,
     });
-    let r = app
-        .http
-        .post(app.url("/api/v1/imports"))
-        .bearer_auth(&app.client_key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    Answer::from(r).await
+    app.client_post_json("/api/v1/imports", &body).await
 }
 
 fn sku() -> Value {
@@ -142,15 +134,9 @@ async fn an_original_beyond_the_row_budget_is_413() {
         "key": "sku",
         "original": original,
     });
-    let r = app
-        .http
-        .post(app.url("/api/v1/imports"))
-        .bearer_auth(&app.client_key)
-        .json(&body)
-        .send()
+    app.client_post_json("/api/v1/imports", &body)
         .await
-        .unwrap();
-    Answer::from(r).await.assert_problem(413, Some("original.sheets[0].rows"));
+        .assert_problem(413, Some("original.sheets[0].rows"));
 }
 
 /// Item 2: rows of a grid document are kept as their text and converted when written; the
@@ -281,15 +267,10 @@ async fn sign_in_links_work_once_and_are_audited(l: Linked) {
     // Links need a key, and name an operator that exists.
     let anon = Answer::from(l.browser.post(l.app.url("/api/v1/operators/NOADDR/signin")).send().await.unwrap()).await;
     anon.assert_problem(401, None);
-    let r = l
-        .app
-        .http
-        .post(l.app.url("/api/v1/operators/NOBODY/signin"))
-        .bearer_auth(&l.app.client_key)
-        .send()
+    l.app
+        .client_post_json("/api/v1/operators/NOBODY/signin", &json!({}))
         .await
-        .unwrap();
-    Answer::from(r).await.assert_problem(404, None);
+        .assert_problem(404, None);
 }
 
 fn urlencoding_decode(s: &str) -> String {

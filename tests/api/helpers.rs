@@ -252,6 +252,11 @@ impl TestApp {
         req.send().await.expect("request sent")
     }
 
+    /// Posts a JSON body with the client key.
+    pub async fn client_post_json(&self, path: &str, body: &Value) -> Answer {
+        self.send(reqwest::Method::POST, path, Some(&self.client_key), Some(body)).await
+    }
+
     pub async fn client_get(&self, path: &str) -> reqwest::Response {
         self.http
             .get(self.url(path))

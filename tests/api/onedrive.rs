@@ -88,15 +88,10 @@ impl Linked {
 
     /// A sign-in link for the operator, as the ERP gets one (`POST …/signin`, client key).
     pub async fn signin_link(&self, operator: &str) -> String {
-        let r = self
+        let a = self
             .app
-            .http
-            .post(self.app.url(&format!("/api/v1/operators/{operator}/signin")))
-            .bearer_auth(&self.app.client_key)
-            .send()
-            .await
-            .unwrap();
-        let a = Answer::from(r).await;
+            .client_post_json(&format!("/api/v1/operators/{operator}/signin"), &json!({}))
+            .await;
         assert_eq!(a.status, 201, "{}", a.text);
         let url = a.json["url"].as_str().unwrap().to_string();
         assert!(url.contains("/auth/signin?link="), "{url}");
