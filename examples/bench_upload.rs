@@ -34,9 +34,9 @@ async fn main() -> anyhow::Result<()> {
     let (key, _) = MasterKey::generate();
     let url = Secret::new(format!("sqlite://{}/bench.db", dir.path().display()));
     let store = Store::connect(&url, Keyring::new(key, vec![])).await?;
-    officebridge::app::seed_dev_tenant(&store, &emulator).await?;
+    officebridge::dev::seed_dev_tenant(&store, &emulator).await?;
     let tokens = Arc::new(Tokens::new(oauth::http_client(), store));
-    let op = OperatorCode::parse(officebridge::app::DEV_OPERATOR).map_err(anyhow::Error::msg)?;
+    let op = OperatorCode::parse(officebridge::dev::DEV_OPERATOR).map_err(anyhow::Error::msg)?;
     tokens.operator_token(&op).await?; // the refresh is not what is measured
     let graph = Graph::new(tokens, RetryPolicy::default());
     let cfg = OneDriveSettings::default();

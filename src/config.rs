@@ -195,6 +195,8 @@ struct Raw {
     master_key: Option<String>,
     master_key_file: Option<PathBuf>,
     previous_master_keys: Vec<String>,
+    /// One key per line.
+    previous_master_keys_file: Option<PathBuf>,
     allow_emulator: bool,
     emulator_url: Option<String>,
     log: LogSettings,
@@ -217,6 +219,7 @@ impl Default for Raw {
             master_key: None,
             master_key_file: None,
             previous_master_keys: Vec::new(),
+            previous_master_keys_file: None,
             allow_emulator: false,
             emulator_url: None,
             log: LogSettings {
@@ -251,6 +254,9 @@ pub struct Settings {
     pub emulator_url: Option<String>,
     /// Set by `serve --dev`, not by configuration.
     pub dev: bool,
+    /// What loading noticed but did not refuse (an `OFFICEBRIDGE_*` variable that names no
+    /// setting); reported at start.
+    pub warnings: Vec<String>,
     pub log: LogSettings,
     pub http: HttpSettings,
     pub metrics: MetricsSettings,
@@ -297,6 +303,18 @@ impl Settings {
         let raw: Raw = fig.extract().context("invalid configuration")?;
         raw.onedrive.check()?;
         let public_url = url::Url::parse(&raw.public_url).context("public_url is not an absolute URL")?;
+        let warnings = unknown_variables(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()));
+        let previous_master_keys = match (raw.previous_master_keys, raw.previous_master_keys_file) {
+            (keys, None) => keys.into_iter().map(Secret::new).collect(),
+            (keys, Some(_)) if !keys.is_empty() => bail!("set either previous_master_keys or previous_master_keys_file, not both"),
+            (_, Some(path)) => std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read previous_master_keys_file {}", path.display()))?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(|l| Secret::new(l.to_string()))
+                .collect(),
+        };
         let database_url = secret_from("database_url", raw.database_url, raw.database_url_file)?
             .unwrap_or_else(|| Secret::new(format!("sqlite://{}", raw.data_dir.join("officebridge.db").display())));
         Ok(Self {
@@ -305,10 +323,11 @@ impl Settings {
             data_dir: raw.data_dir,
             database_url,
             master_key: secret_from("master_key", raw.master_key, raw.master_key_file)?,
-            previous_master_keys: raw.previous_master_keys.into_iter().map(Secret::new).collect(),
+            previous_master_keys,
             allow_emulator: raw.allow_emulator,
             emulator_url: raw.emulator_url,
             dev: false,
+            warnings,
             log: raw.log,
             http: raw.http,
             metrics: raw.metrics,
@@ -318,6 +337,28 @@ impl Settings {
             onedrive: raw.onedrive,
         })
     }
+}
+
+/// The `OFFICEBRIDGE_*` variables among `names` that name no setting (a typo such as
+/// `OFFICEBRIDGE_MASTER_KEY_FIEL` would otherwise be ignored without a word).
+/// `OFFICEBRIDGE_TEST_*` belong to the test suite and are not settings.
+fn unknown_variables(names: impl Iterator<Item = String>) -> Vec<String> {
+    let known = serde_json::to_value(Raw::default()).expect("the defaults serialize");
+    names
+        .filter(|name| name.starts_with("OFFICEBRIDGE_") && !name.starts_with("OFFICEBRIDGE_TEST_"))
+        .filter(|name| {
+            let path = name["OFFICEBRIDGE_".len()..].to_ascii_lowercase();
+            let mut at = &known;
+            for key in path.split("__") {
+                match at.get(key) {
+                    Some(next) => at = next,
+                    None => return true,
+                }
+            }
+            false
+        })
+        .map(|name| format!("{name} names no setting and is ignored (see `officebridge default-config`)"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -334,7 +375,7 @@ mod tests {
         figment::Jail::expect_with(|_| {
             let s = Settings::load(Some(&path)).unwrap();
             assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
-            assert_eq!(s.database_url.expose(), "sqlite://./data/officebridge.db");
+            assert_eq!(s.database_url.expose_secret(), "sqlite://./data/officebridge.db");
             assert!(s.master_key.is_none());
             Ok(())
         });
@@ -353,9 +394,41 @@ mod tests {
             let s = Settings::load(Some(Path::new("c.toml"))).unwrap();
             assert_eq!(s.listen.port(), 2);
             assert_eq!(s.log.format, LogFormat::Json);
-            assert_eq!(s.master_key.as_ref().unwrap().expose(), "a2V5");
+            assert_eq!(s.master_key.as_ref().unwrap().expose_secret(), "a2V5");
             jail.set_env("OFFICEBRIDGE_MASTER_KEY", "also");
             assert!(Settings::load(None).unwrap_err().to_string().contains("not both"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_variables_are_reported_and_known_ones_are_not() {
+        let names = [
+            "OFFICEBRIDGE_MASTER_KEY_FIEL",
+            "OFFICEBRIDGE_MASTER_KEY_FILE",
+            "OFFICEBRIDGE_EXPORT__MAX_CONCURRENT",
+            "OFFICEBRIDGE_EXPORT__MAX_CONCURENT",
+            "OFFICEBRIDGE_METRICS__LISTEN",
+            "OFFICEBRIDGE_PREVIOUS_MASTER_KEYS_FILE",
+            "OFFICEBRIDGE_TEST_POSTGRES_URL",
+            "PATH",
+        ];
+        let warnings = unknown_variables(names.iter().map(|n| n.to_string()));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].starts_with("OFFICEBRIDGE_MASTER_KEY_FIEL "));
+        assert!(warnings[1].starts_with("OFFICEBRIDGE_EXPORT__MAX_CONCURENT "));
+    }
+
+    #[test]
+    fn previous_master_keys_come_from_a_file_one_per_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("old-keys");
+        std::fs::write(&file, "b2xkMQ==\n\n  b2xkMg==  \n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("OFFICEBRIDGE_PREVIOUS_MASTER_KEYS_FILE", file.display().to_string());
+            let s = Settings::load(None).unwrap();
+            let keys: Vec<&str> = s.previous_master_keys.iter().map(|k| k.expose_secret()).collect();
+            assert_eq!(keys, ["b2xkMQ==", "b2xkMg=="]);
             Ok(())
         });
     }

@@ -1,7 +1,15 @@
 //! The one error type of the HTTP edge, mapped to `application/problem+json` (RFC 9457) here
-//! and nowhere else.
+//! and nowhere else: every error of the parts below (store, tokens, OAuth, Graph, export,
+//! import) becomes an answer through one `From` impl in this file.
 
-use crate::domain::FieldError;
+use crate::domain::{FieldError, OperatorCode};
+use crate::export::import::ImportError;
+use crate::export::jobs::QueueFull;
+use crate::export::model::GridErrorKind;
+use crate::export::writer::ExportError;
+use crate::graph::GraphError;
+use crate::identity::oauth::OAuthError;
+use crate::identity::tokens::TokenError;
 use crate::store::StoreError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -38,9 +46,13 @@ pub enum ApiError {
     #[error("{0}")]
     NotImplemented(String),
     /// The operator's Microsoft account is not linked (or no longer): 401 with the link that
-    /// fixes it.
-    #[error("operator '{operator}' must sign in to Microsoft 365: open {signin_url}")]
-    SigninRequired { operator: String, signin_url: String },
+    /// fixes it. The link needs the keyring and the public URL, so the router's
+    /// `signin_links` layer fills it in on the way out ([`ApiError::with_signin_link`]).
+    #[error("operator '{operator}' must sign in to Microsoft 365{}", signin_url.as_deref().map(|u| format!(": open {u}")).unwrap_or_default())]
+    SigninRequired {
+        operator: OperatorCode,
+        signin_url: Option<String>,
+    },
     /// The identity platform wants more from the user (MFA, consent): 401 with the claims
     /// challenge for the add-in to pass to MSAL.
     #[error("{message}")]
@@ -52,6 +64,10 @@ pub enum ApiError {
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
+
+/// Marks an answer whose sign-in link is still to be filled in (by the router's layer).
+#[derive(Debug, Clone)]
+pub struct SigninPending(pub OperatorCode);
 
 /// The problem document. `type` is a stable relative URI per kind of problem.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -139,7 +155,7 @@ impl ApiError {
             detail,
             errors,
             signin_url: match self {
-                Self::SigninRequired { signin_url, .. } => Some(signin_url.clone()),
+                Self::SigninRequired { signin_url, .. } => signin_url.clone(),
                 _ => None,
             },
         }
@@ -160,6 +176,116 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::SigninRequired(operator) => Self::SigninRequired {
+                operator,
+                signin_url: None,
+            },
+            TokenError::NotConfigured { field, message } => Self::validation(field, message),
+            TokenError::Store(s) => s.into(),
+            TokenError::OAuth(o) => o.into(),
+        }
+    }
+}
+
+impl From<OAuthError> for ApiError {
+    /// A claims challenge goes back to the client (MSAL passes it to the next sign-in);
+    /// anything else the identity platform said is its failure, not the caller's.
+    fn from(e: OAuthError) -> Self {
+        if let Some(claims) = e.claims() {
+            return Self::ClaimsChallenge {
+                claims: claims.to_string(),
+                message: e.to_string(),
+            };
+        }
+        Self::Upstream {
+            status: StatusCode::BAD_GATEWAY,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<GraphError> for ApiError {
+    /// A missing sign-in is a 401 with its link (never a 500); throttling that outlasted our
+    /// retries is a 503; Graph's 403 stays a 403; the rest is a 502 naming Graph's answer.
+    fn from(e: GraphError) -> Self {
+        match e {
+            GraphError::Token(t) => t.into(),
+            GraphError::Api {
+                status,
+                code,
+                message,
+                request_id,
+                ..
+            } => {
+                let ours = match status {
+                    429 | 503 | 504 => StatusCode::SERVICE_UNAVAILABLE,
+                    403 => StatusCode::FORBIDDEN,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                let id = request_id.map(|r| format!(" (request-id {r})")).unwrap_or_default();
+                Self::Upstream {
+                    status: ours,
+                    message: format!("Microsoft Graph answered {status} {code}: {message}{id}"),
+                }
+            }
+            GraphError::Transport(m) => Self::Upstream {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: format!("Microsoft Graph could not be reached: {m}"),
+            },
+            GraphError::Local(m) => Self::Internal(anyhow::anyhow!(m)),
+        }
+    }
+}
+
+impl From<ExportError> for ApiError {
+    fn from(e: ExportError) -> Self {
+        match e {
+            ExportError::Grid(g) if g.kind == GridErrorKind::Syntax => Self::MalformedBody(g.to_string()),
+            ExportError::Grid(g) => Self::validation(g.field, g.message),
+            ExportError::Io(io) => Self::MalformedBody(format!("the body could not be read: {io}")),
+            other => Self::Internal(anyhow::Error::new(other)),
+        }
+    }
+}
+
+impl From<ImportError> for ApiError {
+    fn from(e: ImportError) -> Self {
+        match e {
+            ImportError::Grid(g) => Self::validation(g.field, g.message),
+            ImportError::TooLarge { field, message } => Self::too_large(field, message),
+            ImportError::Deadline { secs } => {
+                Self::Unavailable(format!("the import did not finish within {secs} seconds (import.timeout_secs)"))
+            }
+        }
+    }
+}
+
+impl From<QueueFull> for ApiError {
+    fn from(e: QueueFull) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+impl ApiError {
+    /// Fills in the sign-in link of a `signin-required` error, with `link` making it for the
+    /// operator; any other error is returned as it is.
+    pub fn with_signin_link(self, link: impl FnOnce(&OperatorCode) -> String) -> Self {
+        match self {
+            Self::SigninRequired {
+                operator,
+                signin_url: None,
+            } => Self::SigninRequired {
+                signin_url: Some(link(&operator)),
+                operator,
+            },
+            other => other,
+        }
+    }
+}
+
 /// Formats an error with its whole cause chain, for the log line of a 500.
 pub fn error_chain(e: &anyhow::Error) -> String {
     e.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
@@ -171,6 +297,13 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %error_chain(e), "request failed");
         }
         let mut response = (self.status_code(), axum::Json(self.to_problem())).into_response();
+        if let Self::SigninRequired {
+            operator,
+            signin_url: None,
+        } = &self
+        {
+            response.extensions_mut().insert(SigninPending(operator.clone()));
+        }
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));

@@ -1,15 +1,21 @@
 //! officebridge: connects an ERP to Microsoft 365.
 #![forbid(unsafe_code)]
 
-/// State, router assembly, start-up, `--dev` provisioning and shutdown.
+/// Building and running the application: store, clients, workers, shutdown.
 pub mod app;
 /// The command line (clap).
 pub mod cli;
 /// Settings: defaults, TOML file, `OFFICEBRIDGE_*` environment.
 pub mod config;
+/// `serve --dev`: the emulator in-process, the demo tenant and operator, dev API keys.
+#[cfg(feature = "emulator")]
+pub mod dev;
 /// Parsed newtypes: codes, addresses, tenant fields, secrets.
 pub mod domain;
-/// The Microsoft 365 emulator (identity platform and Graph), for development and tests.
+/// The Microsoft 365 emulator (identity platform and Graph), for development and tests. A
+/// guest: it imports nothing from the product, and a build without the `emulator` feature
+/// leaves it out.
+#[cfg(feature = "emulator")]
 pub mod emulator;
 /// The HTTP edge's error type, mapped to problem+json.
 pub mod error;
@@ -25,3 +31,5 @@ pub mod identity;
 pub mod store;
 /// Logs and metrics.
 pub mod telemetry;
+/// Supervised background work: workers, request-born tasks, drain and shutdown.
+pub mod workers;

@@ -4,12 +4,14 @@
 mod codes;
 mod email;
 mod endpoints;
+mod operator;
 mod secret;
 mod tenant;
 
 pub use codes::{CompanyCode, OperatorCode, TenantCode};
 pub use email::EmailAddress;
 pub use endpoints::{Authority, GraphEndpoint, RedirectUrl};
+pub use operator::{NewOperator, OperatorInput};
 pub use secret::Secret;
 pub use tenant::{ClientId, DirectoryId, NewTenant, Platform, SecretField, SecretUpdate, TenantInput};
 

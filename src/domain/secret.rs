@@ -4,7 +4,8 @@ use std::fmt;
 
 /// Holds a sensitive value. `Debug` and `Display` print `[redacted]`; there is deliberately
 /// no `PartialEq` (comparisons would invite timing leaks) and no `Serialize`.
-/// [`Secret::expose`] is called only where the value is used.
+/// [`Secret::expose_secret`] is called only where the value is used; two secrets are compared
+/// with [`Secret::same_as`], by digest.
 #[derive(Clone, Default)]
 pub struct Secret(String);
 
@@ -13,8 +14,15 @@ impl Secret {
         Self(value.into())
     }
 
-    pub fn expose(&self) -> &str {
+    pub fn expose_secret(&self) -> &str {
         &self.0
+    }
+
+    /// Whether both hold the same value, compared by their SHA-256 digests: the comparison
+    /// takes as long wherever the values first differ, so it tells an attacker nothing.
+    pub fn same_as(&self, other: &Secret) -> bool {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(self.0.as_bytes()) == Sha256::digest(other.0.as_bytes())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -50,6 +58,6 @@ mod tests {
         assert_eq!(format!("{s:?}"), "[redacted]");
         assert_eq!(format!("{s}"), "[redacted]");
         assert!(!format!("{:?}", Some(&s)).contains("hunter2"));
-        assert_eq!(s.expose(), "hunter2-very-secret");
+        assert_eq!(s.expose_secret(), "hunter2-very-secret");
     }
 }

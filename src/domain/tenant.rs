@@ -215,11 +215,11 @@ impl TenantInput {
         let client_secret = match self.client_secret {
             None | Some(Some(SecretField::Marker { set: true })) => SecretUpdate::Keep,
             Some(None) | Some(Some(SecretField::Marker { set: false })) => SecretUpdate::Clear,
-            Some(Some(SecretField::Value(s))) if s.expose().trim().is_empty() => {
+            Some(Some(SecretField::Value(s))) if s.expose_secret().trim().is_empty() => {
                 v.push("client_secret", "must not be empty (use null to clear it)");
                 SecretUpdate::Keep
             }
-            Some(Some(SecretField::Value(s))) if s.expose().len() > 1024 => {
+            Some(Some(SecretField::Value(s))) if s.expose_secret().len() > 1024 => {
                 v.push("client_secret", "must be at most 1024 characters");
                 SecretUpdate::Keep
             }

@@ -5,8 +5,7 @@
 //! shape), `docs/identity-platform/reference-error-codes.md` (the AADSTS codes).
 
 use super::seed::{SeedApp, SeedTenant};
-use super::{AuthCode, Emulator, PendingSignin, RefreshGrant, opaque};
-use crate::domain::escape_html as escape;
+use super::{AuthCode, Emulator, PendingSignin, RefreshGrant, escape, opaque};
 use axum::Form;
 use axum::Json;
 use axum::extract::{Path, Query, State};

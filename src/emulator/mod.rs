@@ -331,3 +331,20 @@ pub async fn spawn(addr: SocketAddr, seed: Seed) -> anyhow::Result<(String, toki
     });
     Ok((base, handle))
 }
+
+/// Escapes text for the emulator's HTML pages. Its own copy: the emulator stands for
+/// Microsoft's service and shares no code with the product it is used to test.
+pub(crate) fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

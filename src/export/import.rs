@@ -169,9 +169,9 @@ pub enum ImportError {
     /// The workbook holds more than a bound of [`ImportSettings`] allows: a 413 naming it.
     #[error("{message}")]
     TooLarge { field: String, message: String },
-    /// The import ran past its deadline.
-    #[error("the import did not finish in time")]
-    Deadline,
+    /// The import ran past its deadline of `secs` seconds.
+    #[error("the import did not finish within {secs} seconds")]
+    Deadline { secs: u64 },
 }
 
 fn too_large(message: String) -> ImportError {
@@ -185,9 +185,9 @@ fn unreadable(e: impl std::fmt::Display) -> ImportError {
     GridError::new("workbook", format!("is not a readable XLSX file: {e}")).into()
 }
 
-fn check_deadline(deadline: Option<Instant>) -> Result<(), ImportError> {
+fn check_deadline(deadline: Option<Instant>, limits: &ImportSettings) -> Result<(), ImportError> {
     match deadline {
-        Some(d) if Instant::now() > d => Err(ImportError::Deadline),
+        Some(d) if Instant::now() > d => Err(ImportError::Deadline { secs: limits.timeout_secs }),
         _ => Ok(()),
     }
 }
@@ -208,7 +208,7 @@ fn check_parts<R: Read + Seek>(workbook: &mut R, limits: &ImportSettings, deadli
     }
     let mut total: u64 = 0;
     for i in 0..zip.len() {
-        check_deadline(deadline)?;
+        check_deadline(deadline, limits)?;
         let mut part = zip.by_index(i).map_err(unreadable)?;
         let name = part.name().map_err(unreadable)?.to_string();
         let room = limits.max_part_bytes.min(limits.max_inflated_bytes.saturating_sub(total));
@@ -274,7 +274,7 @@ fn sheet_cells<R: Read + Seek>(
             )));
         }
         if seen % 4096 == 0 {
-            check_deadline(deadline)?;
+            check_deadline(deadline, limits)?;
         }
         let subtotal = c.formula.as_deref().is_some_and(is_exporter_total);
         if matches!(c.value, DataRef::Empty) && !subtotal {

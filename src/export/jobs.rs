@@ -4,6 +4,7 @@
 use super::model::GridError;
 use super::read::{ExportOptions, InputFormat, export};
 use super::writer::{ExportError, Report};
+use crate::workers::Spawner;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::io::{BufReader, Read};
@@ -14,9 +15,26 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
+/// Where a finished workbook goes besides being kept for download (the OneDrive upload), as
+/// types: what a delivery answers when it worked (`Receipt`) and when it did not (`Failure`).
+/// The export engine knows nothing of either.
+pub trait Delivery: Send + Sync + 'static {
+    type Receipt: Clone + std::fmt::Debug + Send + Sync + 'static;
+    type Failure: Clone + std::fmt::Debug + Send + Sync + 'static;
+}
+
+/// No delivery: the workbook is only kept for download.
+#[derive(Debug)]
+pub struct Download;
+
+impl Delivery for Download {
+    type Receipt = ();
+    type Failure = ();
+}
+
 /// Where a job is.
 #[derive(Debug, Clone)]
-pub enum JobState {
+pub enum JobState<R, F> {
     Queued,
     Running,
     Done {
@@ -24,42 +42,50 @@ pub enum JobState {
         file: PathBuf,
         size: u64,
         /// What the delivery answered, when there was one.
-        delivered: Option<serde_json::Value>,
+        delivered: Option<R>,
     },
-    /// `grid` is set when the grid was at fault (a 422), unset for our own failures;
-    /// `delivery` holds the problem document of a failed delivery (e.g. to OneDrive).
-    Failed {
-        grid: Option<GridError>,
-        message: String,
-        delivery: Option<serde_json::Value>,
-    },
+    Failed(JobFailure<F>),
 }
 
-/// What happens to a finished workbook besides being kept for download (the OneDrive upload):
-/// given the file, its size and the export's report, it answers the JSON to show in the job's status, or the
-/// problem document saying why it failed. The export engine knows nothing of where it goes.
-pub type Deliver = Box<
+/// Why a job failed.
+#[derive(Debug, Clone)]
+pub enum JobFailure<F> {
+    /// The grid was at fault (what a caller waiting for the export would get as a 422).
+    Grid(GridError),
+    /// The workbook was written, its delivery failed.
+    Delivery(F),
+    /// Our own failure; logged with its cause, told to the caller in these words.
+    Internal(String),
+}
+
+/// A job's state for a delivery `D`.
+pub type StateOf<D> = JobState<<D as Delivery>::Receipt, <D as Delivery>::Failure>;
+
+/// The delivery of one job: given the file, its size and the export's report, it answers
+/// the receipt or the failure.
+pub type Deliver<D> = Box<
     dyn FnOnce(
             std::fs::File,
             u64,
             Report,
-        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<serde_json::Value, serde_json::Value>> + Send>>
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<<D as Delivery>::Receipt, <D as Delivery>::Failure>> + Send>>
         + Send,
 >;
 
 #[derive(Debug)]
-pub struct Job {
+pub struct Job<D: Delivery> {
     pub id: Uuid,
     /// The API key that started it; nobody else may see it.
     pub owner: String,
     pub created_at: DateTime<Utc>,
     pub rows_written: Arc<AtomicU64>,
-    state: Mutex<JobState>,
+    state: Mutex<StateOf<D>>,
     finished_at: Mutex<Option<DateTime<Utc>>>,
 }
 
-impl Job {
-    pub fn state(&self) -> JobState {
+impl<D: Delivery> Job<D> {
+    pub fn state(&self) -> StateOf<D> {
         self.state.lock().expect("job lock").clone()
     }
 
@@ -67,8 +93,8 @@ impl Job {
         *self.finished_at.lock().expect("job lock")
     }
 
-    fn set(&self, state: JobState) {
-        if matches!(state, JobState::Done { .. } | JobState::Failed { .. }) {
+    fn set(&self, state: StateOf<D>) {
+        if matches!(state, JobState::Done { .. } | JobState::Failed(_)) {
             *self.finished_at.lock().expect("job lock") = Some(Utc::now());
         }
         *self.state.lock().expect("job lock") = state;
@@ -118,16 +144,32 @@ struct Spooled {
 /// Bytes of one request body counted against the spool budget; given back when dropped
 /// (the spooled file is gone by then, or about to be).
 pub struct SpoolClaim {
-    jobs: Arc<ExportJobs>,
+    jobs: Arc<dyn SpoolBudget>,
     owner: String,
     bytes: u64,
+}
+
+/// The spool counters a claim gives back to, whatever the jobs' delivery type.
+trait SpoolBudget: Send + Sync {
+    fn spooled(&self) -> &Mutex<Spooled>;
+    fn limits(&self) -> QueueLimits;
+}
+
+impl<D: Delivery> SpoolBudget for ExportJobs<D> {
+    fn spooled(&self) -> &Mutex<Spooled> {
+        &self.spooled
+    }
+
+    fn limits(&self) -> QueueLimits {
+        self.limits
+    }
 }
 
 impl SpoolClaim {
     /// Counts `n` more bytes, unless they would pass a limit.
     pub fn grow(&mut self, n: u64) -> Result<(), QueueFull> {
-        let limits = self.jobs.limits;
-        let mut spooled = self.jobs.spooled.lock().expect("spool lock");
+        let limits = self.jobs.limits();
+        let mut spooled = self.jobs.spooled().lock().expect("spool lock");
         let mine = spooled.by_key.get(&self.owner).copied().unwrap_or(0);
         if mine + n > limits.max_spool_bytes_per_key {
             return Err(QueueFull(format!(
@@ -148,7 +190,7 @@ impl SpoolClaim {
 
 impl Drop for SpoolClaim {
     fn drop(&mut self) {
-        let mut spooled = self.jobs.spooled.lock().expect("spool lock");
+        let mut spooled = self.jobs.spooled().lock().expect("spool lock");
         spooled.total -= self.bytes;
         if let Some(mine) = spooled.by_key.get_mut(&self.owner) {
             *mine -= self.bytes;
@@ -159,8 +201,8 @@ impl Drop for SpoolClaim {
     }
 }
 
-pub struct ExportJobs {
-    jobs: Mutex<HashMap<Uuid, Arc<Job>>>,
+pub struct ExportJobs<D: Delivery = Download> {
+    jobs: Mutex<HashMap<Uuid, Arc<Job<D>>>>,
     spooled: Mutex<Spooled>,
     limits: QueueLimits,
     permits: Arc<Semaphore>,
@@ -170,13 +212,13 @@ pub struct ExportJobs {
     max_rows: Option<u32>,
 }
 
-impl std::fmt::Debug for ExportJobs {
+impl<D: Delivery> std::fmt::Debug for ExportJobs<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ExportJobs({})", self.dir.display())
     }
 }
 
-impl ExportJobs {
+impl<D: Delivery> ExportJobs<D> {
     /// `dir` holds temporary and finished files; what an earlier process left there is removed.
     pub fn new(dir: &Path, max_concurrent: usize, retention: Duration, max_rows: Option<u32>) -> anyhow::Result<Self> {
         if dir.exists() {
@@ -206,8 +248,9 @@ impl ExportJobs {
 
     /// Starts counting a request body of `owner`'s against the spool budget.
     pub fn spool_claim(self: &Arc<Self>, owner: &str) -> SpoolClaim {
+        let jobs: Arc<dyn SpoolBudget> = self.clone();
         SpoolClaim {
-            jobs: self.clone(),
+            jobs,
             owner: owner.to_string(),
             bytes: 0,
         }
@@ -216,7 +259,7 @@ impl ExportJobs {
     /// Whether `owner` may start one more background job.
     pub fn admit(&self, owner: &str) -> Result<(), QueueFull> {
         let jobs = self.jobs.lock().expect("jobs lock");
-        let open = |j: &&Arc<Job>| matches!(j.state(), JobState::Queued | JobState::Running);
+        let open = |j: &&Arc<Job<D>>| matches!(j.state(), JobState::Queued | JobState::Running);
         let mine = jobs.values().filter(open).filter(|j| j.owner == owner).count();
         if mine >= self.limits.max_jobs_per_key {
             return Err(QueueFull(format!(
@@ -265,16 +308,19 @@ impl ExportJobs {
         .map_err(|e| ExportError::Io(std::io::Error::other(e)))?
     }
 
-    /// Starts a background export of the spooled body in `input` (deleted when done).
+    /// Starts a background export of the spooled body in `input` (deleted when done), as a
+    /// task of `spawner` (so shutdown waits for it).
+    #[allow(clippy::too_many_arguments)]
     pub fn submit(
         self: &Arc<Self>,
+        spawner: &Spawner,
         owner: &str,
         format: InputFormat,
         input: tempfile::TempPath,
         claim: SpoolClaim,
         opts: ExportOptions,
-        deliver: Option<Deliver>,
-    ) -> Arc<Job> {
+        deliver: Option<Deliver<D>>,
+    ) -> Arc<Job<D>> {
         let job = Arc::new(Job {
             id: Uuid::new_v4(),
             owner: owner.to_string(),
@@ -285,7 +331,7 @@ impl ExportJobs {
         });
         self.jobs.lock().expect("jobs lock").insert(job.id, job.clone());
         let (jobs, running) = (self.clone(), job.clone());
-        tokio::spawn(async move {
+        spawner.spawn("background export", async move {
             let _permit = jobs.slot().await;
             running.set(JobState::Running);
             let opts = jobs.options(opts);
@@ -312,50 +358,30 @@ impl ExportJobs {
                     },
                     Some(deliver) => match std::fs::File::open(&target) {
                         Ok(file) => match deliver(file, size, report.clone()).await {
-                            Ok(v) => JobState::Done {
+                            Ok(receipt) => JobState::Done {
                                 report,
                                 file: target,
                                 size,
-                                delivered: Some(v),
+                                delivered: Some(receipt),
                             },
-                            Err(problem) => JobState::Failed {
-                                grid: None,
-                                message: problem["detail"].as_str().unwrap_or("the delivery failed").to_string(),
-                                delivery: Some(problem),
-                            },
+                            Err(failure) => JobState::Failed(JobFailure::Delivery(failure)),
                         },
-                        Err(e) => JobState::Failed {
-                            grid: None,
-                            message: format!("the finished export could not be reopened: {e}"),
-                            delivery: None,
-                        },
+                        Err(e) => JobState::Failed(JobFailure::Internal(format!("the finished export could not be reopened: {e}"))),
                     },
                 },
                 Ok(Err(e)) => {
                     let _ = std::fs::remove_file(&target);
                     match e {
-                        ExportError::Grid(g) => JobState::Failed {
-                            message: g.to_string(),
-                            grid: Some(g),
-                            delivery: None,
-                        },
+                        ExportError::Grid(g) => JobState::Failed(JobFailure::Grid(g)),
                         other => {
                             tracing::error!(job = %running.id, error = %other, "export job failed");
-                            JobState::Failed {
-                                grid: None,
-                                message: "the export failed; it has been logged".into(),
-                                delivery: None,
-                            }
+                            JobState::Failed(JobFailure::Internal("the export failed; it has been logged".into()))
                         }
                     }
                 }
                 Err(join) => {
                     tracing::error!(job = %running.id, error = %join, "export job panicked");
-                    JobState::Failed {
-                        grid: None,
-                        message: "the export failed; it has been logged".into(),
-                        delivery: None,
-                    }
+                    JobState::Failed(JobFailure::Internal("the export failed; it has been logged".into()))
                 }
             };
             running.set(state);
@@ -364,19 +390,19 @@ impl ExportJobs {
     }
 
     /// The caller's job, unless it does not exist, is someone else's or has expired.
-    pub fn get(&self, id: Uuid, owner: &str) -> Option<Arc<Job>> {
+    pub fn get(&self, id: Uuid, owner: &str) -> Option<Arc<Job<D>>> {
         self.sweep();
         self.jobs.lock().expect("jobs lock").get(&id).filter(|j| j.owner == owner).cloned()
     }
 
-    pub fn expires_at(&self, job: &Job) -> Option<DateTime<Utc>> {
+    pub fn expires_at(&self, job: &Job<D>) -> Option<DateTime<Utc>> {
         job.finished_at().map(|t| t + self.retention)
     }
 
     /// Forgets finished jobs older than the retention time and deletes their files.
     pub fn sweep(&self) {
         let now = Utc::now();
-        let expired: Vec<Arc<Job>> = {
+        let expired: Vec<Arc<Job<D>>> = {
             let mut jobs = self.jobs.lock().expect("jobs lock");
             let ids: Vec<Uuid> = jobs
                 .values()
@@ -393,7 +419,7 @@ impl ExportJobs {
     }
 
     /// How many rows a job has written.
-    pub fn rows(job: &Job) -> u64 {
+    pub fn rows(job: &Job<D>) -> u64 {
         job.rows_written.load(Ordering::Relaxed)
     }
 }
@@ -408,7 +434,7 @@ mod tests {
     async fn jobs_beyond_the_limit_wait_in_line_and_count_against_the_queue() {
         let dir = tempfile::tempdir().unwrap();
         let jobs = Arc::new(
-            ExportJobs::new(&dir.path().join("exports"), 1, Duration::from_secs(60), None)
+            ExportJobs::<Download>::new(&dir.path().join("exports"), 1, Duration::from_secs(60), None)
                 .unwrap()
                 .with_limits(QueueLimits {
                     max_jobs_per_key: 1,
@@ -418,7 +444,9 @@ mod tests {
         let held = jobs.slot().await;
         let spool = tempfile::NamedTempFile::new_in(jobs.dir()).unwrap();
         std::fs::write(spool.path(), "a\n1\n").unwrap();
+        let spawner = crate::workers::Workers::new().spawner();
         let job = jobs.submit(
+            &spawner,
             "k",
             InputFormat::Csv,
             spool.into_temp_path(),
@@ -433,11 +461,8 @@ mod tests {
         assert!(jobs.admit("k").is_err(), "k has a job waiting");
         assert!(jobs.admit("other").is_ok());
         drop(held);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !matches!(job.state(), JobState::Done { .. }) {
-            assert!(std::time::Instant::now() < deadline, "{:?}", job.state());
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        spawner.drain().await;
+        assert!(matches!(job.state(), JobState::Done { .. }), "{:?}", job.state());
         assert!(jobs.admit("k").is_ok(), "a finished job no longer counts");
     }
 }

@@ -1,8 +1,6 @@
 //! The export engine: ERP grids (JSON, NDJSON, CSV) to typed XLSX in bounded memory, and
 //! edited workbooks back. Knows nothing of HTTP or the database.
 
-/// `officebridge export` and `officebridge import`.
-pub mod cli;
 /// Reading edited workbooks back, with problems and the change set.
 pub mod import;
 /// Exports off the async runtime: bounded concurrency, background jobs, expiry.

@@ -221,13 +221,35 @@ pub struct Sheet {
 pub struct GridError {
     pub field: String,
     pub message: String,
+    pub kind: GridErrorKind,
+}
+
+/// Whether the input could not be read as its format at all, or was read and broke a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GridErrorKind {
+    /// The body as a whole is not JSON (a syntax error in the grid document).
+    Syntax,
+    /// A field, a cell or one line of a stream is at fault (an NDJSON line that is not JSON
+    /// is one of these: it names the line, and the stream around it was readable).
+    Field,
 }
 
 impl GridError {
+    /// A field or cell at fault.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
+            kind: GridErrorKind::Field,
+        }
+    }
+
+    /// The body is not JSON at all.
+    pub fn syntax(message: impl std::fmt::Display) -> Self {
+        Self {
+            field: "body".into(),
+            message: format!("is not valid JSON: {message}"),
+            kind: GridErrorKind::Syntax,
         }
     }
 }

@@ -419,13 +419,13 @@ pub fn parse_grid_document<R: BufRead>(mut input: R) -> Result<GridDocument, Gri
     let doc: GridDocument = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let inner = e.inner();
         if inner.is_syntax() || inner.is_eof() {
-            GridError::new("body", format!("is not valid JSON: {inner}"))
+            GridError::syntax(inner)
         } else {
             let path = e.path().to_string();
             GridError::new(if path == "." { "body".to_string() } else { path }, json_message(inner))
         }
     })?;
-    de.end().map_err(|e| GridError::new("body", format!("is not valid JSON: {e}")))?;
+    de.end().map_err(GridError::syntax)?;
     if doc.sheets.is_empty() {
         return Err(GridError::new("sheets", "must contain at least one sheet"));
     }

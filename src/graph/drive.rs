@@ -173,7 +173,7 @@ async fn send_fragments(
         let range = format!("bytes {}-{}/{}", offset, offset + len - 1, size);
         let outcome = graph
             .http()
-            .put(upload_url.expose())
+            .put(upload_url.expose_secret())
             .header("content-range", &range)
             .header("content-length", len)
             .body(bytes)
@@ -201,7 +201,7 @@ async fn send_fragments(
             retry.after(outcome, true).await?;
         }
         // A failed fragment may have been partly received: the session says where to resume.
-        let status = graph.send_anonymous(true, |http| http.get(upload_url.expose())).await?;
+        let status = graph.send_anonymous(true, |http| http.get(upload_url.expose_secret())).await?;
         let status: SessionStatus = status.json().await.map_err(GraphError::transport)?;
         offset =
             next_offset(&status).ok_or_else(|| GraphError::Local("the upload session expects no more bytes but did not finish".into()))?;
@@ -210,7 +210,7 @@ async fn send_fragments(
 
 /// Deletes an upload session we are giving up on, so no orphaned session is left behind.
 async fn cancel(graph: &Graph, upload_url: &Secret) {
-    if let Err(e) = graph.http().delete(upload_url.expose()).send().await {
+    if let Err(e) = graph.http().delete(upload_url.expose_secret()).send().await {
         tracing::warn!(error = %e.without_url(), "could not cancel an upload session");
     }
 }

@@ -211,7 +211,7 @@ impl Graph {
         let mut refreshed = false;
         let mut retry = Retrier::new(&self.policy);
         loop {
-            let outcome = build(self.http()).bearer_auth(token.expose()).send().await;
+            let outcome = build(self.http()).bearer_auth(token.expose_secret()).send().await;
             match outcome {
                 Ok(r) if r.status().is_success() => return Ok(r),
                 Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED && !refreshed => {

@@ -1,13 +1,21 @@
 //! `/api/v1/apikeys`: API keys for ERP clients and administrators (admin only).
 
+use super::AppState;
 use super::{Admin, ApiJson};
-use crate::app::AppState;
 use crate::error::{ApiError, Problem};
 use crate::store::models::{ApiKey, Role};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+
+/// This resource's routes, merged by [`super::router`].
+pub fn routes() -> axum::Router<AppState> {
+    use axum::routing::{delete, get};
+    axum::Router::new()
+        .route("/api/v1/apikeys", get(list).post(create))
+        .route("/api/v1/apikeys/{id}", delete(revoke))
+}
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -42,7 +50,7 @@ pub async fn create(
         StatusCode::CREATED,
         Json(ApiKeyCreated {
             api_key,
-            key: token.expose().to_string(),
+            key: token.expose_secret().to_string(),
         }),
     ))
 }

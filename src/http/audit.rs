@@ -1,12 +1,18 @@
 //! `/api/v1/audit`: who changed what, newest first (admin only; never holds secret values).
 
 use super::Admin;
-use crate::app::AppState;
+use super::AppState;
 use crate::error::ApiError;
 use crate::store::models::AuditEntry;
 use axum::Json;
 use axum::extract::{Query, State};
 use serde::Deserialize;
+
+/// This resource's routes, merged by [`super::router`].
+pub fn routes() -> axum::Router<AppState> {
+    use axum::routing::get;
+    axum::Router::new().route("/api/v1/audit", get(list))
+}
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct AuditQuery {

@@ -6,19 +6,29 @@
 //! an address to their own account and receive its exports.
 //! entra-docs `docs/identity-platform/v2-oauth2-auth-code-flow.md`, `v2-oauth2-device-code.md`.
 
+use super::AppState;
 use super::Caller;
-use crate::app::AppState;
 use crate::domain::{OperatorCode, escape_html};
-use crate::error::ApiError;
-use crate::graph::GraphError;
+use crate::error::{ApiError, SigninPending};
 use crate::identity::oauth::{self, OAuthError, TokenSet};
-use crate::identity::tokens::{DELEGATED_SCOPES, TenantAccess, TokenError};
+use crate::identity::tokens::{DELEGATED_SCOPES, TenantAccess};
 use crate::store::models::{Operator, PendingSignin};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+
+/// This resource's routes, merged by [`super::router`].
+pub fn routes() -> axum::Router<AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/api/v1/operators/{code}/signin", post(issue_link))
+        .route("/api/v1/operators/{code}/signin/device", post(device))
+        .route("/api/v1/me", get(me))
+        .route("/auth/signin", get(signin))
+        .route("/auth/callback", get(callback))
+}
 
 /// How long a sign-in may take between the redirect and the callback.
 const STATE_LIFETIME_MINUTES: i64 = 10;
@@ -27,39 +37,8 @@ fn callback_url(state: &AppState) -> String {
     state.settings.public_url.join("/auth/callback").expect("a path joins").to_string()
 }
 
-/// Maps a failure of the Graph/identity parts to the answer a client understands: a missing
-/// sign-in is a 401 with its link (never a 500), throttling that outlasted our retries a 503.
-pub fn graph_failure(state: &AppState, e: GraphError) -> ApiError {
-    match e {
-        GraphError::Token(t) => token_failure(state, t),
-        GraphError::Api {
-            status,
-            code,
-            message,
-            request_id,
-            ..
-        } => {
-            let ours = match status {
-                429 | 503 | 504 => StatusCode::SERVICE_UNAVAILABLE,
-                403 => StatusCode::FORBIDDEN,
-                _ => StatusCode::BAD_GATEWAY,
-            };
-            let id = request_id.map(|r| format!(" (request-id {r})")).unwrap_or_default();
-            ApiError::Upstream {
-                status: ours,
-                message: format!("Microsoft Graph answered {status} {code}: {message}{id}"),
-            }
-        }
-        GraphError::Transport(m) => ApiError::Upstream {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: format!("Microsoft Graph could not be reached: {m}"),
-        },
-        GraphError::Local(m) => ApiError::Internal(anyhow::anyhow!(m)),
-    }
-}
-
 /// A fresh sign-in link for the operator (see [`crate::identity::signin_link`]).
-fn new_link(state: &AppState, op: &OperatorCode) -> crate::identity::SigninLink {
+pub(super) fn new_link(state: &AppState, op: &OperatorCode) -> crate::identity::SigninLink {
     crate::identity::signin_link(
         state.store.keyring(),
         &state.settings.public_url,
@@ -68,28 +47,17 @@ fn new_link(state: &AppState, op: &OperatorCode) -> crate::identity::SigninLink 
     )
 }
 
-pub fn token_failure(state: &AppState, e: TokenError) -> ApiError {
-    match e {
-        TokenError::SigninRequired(op) => ApiError::SigninRequired {
-            signin_url: new_link(state, &op).url,
-            operator: op.to_string(),
-        },
-        TokenError::NotConfigured { field, message } => ApiError::validation(field, message),
-        TokenError::Store(s) => s.into(),
-        TokenError::OAuth(o) => oauth_failure(o),
-    }
-}
-
-fn oauth_failure(e: OAuthError) -> ApiError {
-    if let Some(claims) = e.claims() {
-        return ApiError::ClaimsChallenge {
-            claims: claims.to_string(),
-            message: e.to_string(),
-        };
-    }
-    ApiError::Upstream {
-        status: StatusCode::BAD_GATEWAY,
-        message: e.to_string(),
+/// Fills in the link of every `signin-required` answer on its way out: the error is made
+/// where the keyring and the public URL are not at hand (a token store, a Graph call).
+pub async fn signin_links(State(state): State<AppState>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(req).await;
+    match response.extensions().get::<SigninPending>() {
+        Some(SigninPending(operator)) => ApiError::SigninRequired {
+            signin_url: Some(new_link(&state, operator).url),
+            operator: operator.clone(),
+        }
+        .into_response(),
+        None => response,
     }
 }
 
@@ -104,7 +72,7 @@ pub struct SigninQuery {
 async fn signin_target(state: &AppState, raw: Option<&str>) -> Result<(Operator, TenantAccess), ApiError> {
     let raw = raw.ok_or_else(|| ApiError::validation("operator", "is required"))?;
     let code = OperatorCode::parse(raw).map_err(|m| ApiError::validation("operator", m))?;
-    state.tokens.operator_access(&code).await.map_err(|e| token_failure(state, e))
+    Ok(state.tokens.operator_access(&code).await?)
 }
 
 #[utoipa::path(post, path = "/api/v1/operators/{code}/signin", tag = "auth", security(("api_key" = [])),
@@ -158,11 +126,7 @@ pub async fn signin(State(state): State<AppState>, Query(q): Query<SigninQuery>)
     let (operator, access) = match state.tokens.operator_access(&claims.operator).await {
         Ok(found) => found,
         Err(e) => {
-            return page(
-                StatusCode::BAD_REQUEST,
-                "Sign-in not possible",
-                &token_failure(&state, e).to_string(),
-            );
+            return page(StatusCode::BAD_REQUEST, "Sign-in not possible", &ApiError::from(e).to_string());
         }
     };
     let pkce = oauth::pkce();
@@ -279,7 +243,7 @@ pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQue
     };
     let access = match state.tokens.operator_access(&pending.operator).await {
         Ok((_, access)) => access,
-        Err(e) => return failed(StatusCode::BAD_REQUEST, &token_failure(&state, e).to_string()),
+        Err(e) => return failed(StatusCode::BAD_REQUEST, &ApiError::from(e).to_string()),
     };
     let set = match oauth::redeem_code(
         state.tokens.http(),
@@ -315,7 +279,7 @@ async fn link(state: &AppState, code: &OperatorCode, set: &TokenSet, nonce: Opti
     let claims = set
         .id_token
         .as_ref()
-        .and_then(|t| oauth::unverified_claims(t.expose()))
+        .and_then(|t| oauth::unverified_claims(t.expose_secret()))
         .ok_or_else(|| ApiError::Upstream {
             status: StatusCode::BAD_GATEWAY,
             message: "the identity platform issued no ID token (is the openid scope granted?)".into(),
@@ -325,7 +289,7 @@ async fn link(state: &AppState, code: &OperatorCode, set: &TokenSet, nonce: Opti
     {
         return Err(ApiError::Forbidden("the ID token's nonce does not match this sign-in".into()));
     }
-    let (operator, access) = state.tokens.operator_access(code).await.map_err(|e| token_failure(state, e))?;
+    let (operator, access) = state.tokens.operator_access(code).await?;
     let tid = claims["tid"].as_str().unwrap_or("");
     if access.tenant.tenant_id.is_guid() && !tid.eq_ignore_ascii_case(access.tenant.tenant_id.as_str()) {
         return Err(ApiError::Forbidden(format!(
@@ -348,11 +312,7 @@ async fn link(state: &AppState, code: &OperatorCode, set: &TokenSet, nonce: Opti
             if who.is_empty() { "an unknown account" } else { &who }
         )));
     }
-    state
-        .tokens
-        .signed_in(code, &access, set)
-        .await
-        .map_err(|e| token_failure(state, e))?;
+    state.tokens.signed_in(code, &access, set).await?;
     state.store.audit_signin(code, &who, via).await?;
     tracing::info!(operator = %code, via, "operator signed in to Microsoft 365");
     Ok(who)
@@ -372,9 +332,7 @@ pub struct DeviceSignin {
     responses((status = 200, body = DeviceSignin), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 pub async fn device(State(state): State<AppState>, _caller: Caller, Path(code): Path<String>) -> Result<Json<DeviceSignin>, ApiError> {
     let (operator, access) = signin_target(&state, Some(&code)).await?;
-    let grant = oauth::start_device_code(state.tokens.http(), &access.endpoints, &access.app, DELEGATED_SCOPES)
-        .await
-        .map_err(oauth_failure)?;
+    let grant = oauth::start_device_code(state.tokens.http(), &access.endpoints, &access.app, DELEGATED_SCOPES).await?;
     let answer = DeviceSignin {
         user_code: grant.user_code.clone(),
         verification_uri: grant.verification_uri.clone(),
@@ -382,9 +340,16 @@ pub async fn device(State(state): State<AppState>, _caller: Caller, Path(code): 
         message: grant.message.clone(),
     };
     // The server polls; the operator's state (GET /api/v1/operators/{code}) shows the result.
+    // At shutdown the poll stops: the code expires unused and the operator asks again.
     let op = operator.code.clone();
-    tokio::spawn(async move {
-        match oauth::poll_device_code(state.tokens.http(), &access.endpoints, &access.app, &grant).await {
+    let workers = state.workers.clone();
+    workers.spawn("device-code sign-in", async move {
+        let poll = oauth::poll_device_code(state.tokens.http(), &access.endpoints, &access.app, &grant);
+        let polled = tokio::select! {
+            polled = poll => polled,
+            () = state.workers.cancelled() => return,
+        };
+        match polled {
             Ok(set) => {
                 if let Err(e) = link(&state, &op, &set, None, "device_code").await {
                     tracing::warn!(operator = %op, error = %e, "device sign-in refused");
@@ -408,77 +373,15 @@ pub struct Me {
     pub mail: Option<String>,
 }
 
-/// The add-in's single sign-on token, validated (SPEC §3.5), with the operator it belongs to
-/// and that operator's tenant. A token of one tenant never reaches another tenant's operator.
-/// Answers the token, the operator, their tenant and the user's object id.
-async fn sso_caller(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(String, Operator, TenantAccess, String), ApiError> {
-    use crate::identity::sso::{Expected, peek_tid};
-    let unauthorized = |m: String| ApiError::Unauthorized(m);
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(super::bearer_token)
-        .ok_or_else(|| unauthorized("the add-in's single sign-on token is required: Authorization: Bearer <token>".into()))?
-        .to_string();
-    let tid = peek_tid(&token).ok_or_else(|| unauthorized("the token is not a Microsoft identity platform token".into()))?;
-    let tenants = state.store.list_tenants().await?;
-    let tenant = tenants
-        .into_iter()
-        .find(|t| t.tenant_id.as_str().eq_ignore_ascii_case(&tid))
-        // Not which directories are served, nor whether this one is: the same answer as a
-        // token that fails validation.
-        .ok_or_else(|| unauthorized("the token is not valid for this service".into()))?;
-    let access = state
-        .tokens
-        .tenant_access(&tenant.code)
-        .await
-        .map_err(|e| token_failure(state, e))?;
-    let client_id = tenant.client_id.as_str();
-    let host = state.settings.public_url.host_str().unwrap_or("localhost");
-    // The issuer names the directory exactly as the token's `tid` does.
-    let endpoints = crate::identity::oauth::Endpoints::microsoft(tenant.authority.as_str(), &tid);
-    let expected = Expected {
-        jwks_url: endpoints.jwks,
-        issuer: endpoints.issuer,
-        audiences: vec![client_id.to_string(), format!("api://{host}/{client_id}")],
-        scope: Some("access_as_user".into()),
-    };
-    let claims = state
-        .sso
-        .validate(&token, &expected)
-        .await
-        .map_err(|e| unauthorized(e.to_string()))?;
-    let user = claims.preferred_username.clone().unwrap_or_default();
-    let operator = match headers.get("x-operator").and_then(|v| v.to_str().ok()) {
-        Some(raw) => {
-            let code = OperatorCode::parse(raw).map_err(|m| ApiError::validation("X-Operator", m))?;
-            let op = state.store.get_operator(&code).await?;
-            if op.tenant.as_ref() != Some(&tenant.code) {
-                return Err(ApiError::Forbidden(format!(
-                    "operator {code} does not belong to tenant {}, which issued this token",
-                    tenant.code
-                )));
-            }
-            op
-        }
-        None => state
-            .store
-            .operator_by_email(&tenant.code, &user)
-            .await?
-            .ok_or_else(|| ApiError::Forbidden(format!("no operator of tenant {} is {user}", tenant.code)))?,
-    };
-    if let Some(email) = &operator.email
-        && !email.as_str().eq_ignore_ascii_case(&user)
-    {
-        return Err(ApiError::Forbidden(format!("operator {} is not {user}", operator.code)));
-    }
-    Ok((token, operator, access, claims.oid.unwrap_or_default()))
-}
-
 #[utoipa::path(get, path = "/api/v1/me", tag = "auth", security(("sso" = [])),
     responses((status = 200, body = Me), (status = 401, body = crate::error::Problem, description = "Invalid token, or a claims challenge"), (status = 403, body = crate::error::Problem)))]
-pub async fn me(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Result<Json<Me>, ApiError> {
-    let (token, operator, access, oid) = sso_caller(&state, &headers).await?;
+pub async fn me(State(state): State<AppState>, caller: super::SsoCaller) -> Result<Json<Me>, ApiError> {
+    let super::SsoCaller {
+        token,
+        operator,
+        access,
+        oid,
+    } = caller;
     // The add-in's token is for us; Graph needs its own, obtained on the user's behalf.
     let graph_token = oauth::on_behalf_of(state.tokens.http(), &access.endpoints, &access.app, &token, "User.Read")
         .await
@@ -487,7 +390,7 @@ pub async fn me(State(state): State<AppState>, headers: axum::http::HeaderMap) -
             OAuthError::Refused { ref error, .. } if error == "invalid_grant" && e.claims().is_none() => {
                 ApiError::Unauthorized(format!("the identity platform refused the add-in's token: {e}"))
             }
-            other => oauth_failure(other),
+            other => other.into(),
         })?;
     let who = crate::graph::Principal::OnBehalfOf {
         tenant: access.tenant.code.clone(),
@@ -495,7 +398,7 @@ pub async fn me(State(state): State<AppState>, headers: axum::http::HeaderMap) -
         token: graph_token.access_token,
     };
     let url = format!("{}/me", crate::graph::base_url(&access.tenant));
-    let user = state.graph.get_json(&who, &url).await.map_err(|e| graph_failure(&state, e))?;
+    let user = state.graph.get_json(&who, &url).await?;
     Ok(Json(Me {
         operator: operator.code,
         tenant: access.tenant.code.to_string(),

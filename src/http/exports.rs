@@ -1,14 +1,13 @@
 //! `/api/v1/exports`: a grid in (JSON, NDJSON or CSV), a workbook out — while the caller
 //! waits, or as a background job with `Prefer: respond-async`.
 
+use super::AppState;
 use super::Client;
-use super::auth::{graph_failure, token_failure};
-use crate::app::AppState;
 use crate::domain::OperatorCode;
 use crate::error::{ApiError, Problem};
-use crate::export::jobs::{ExportJobs, Job, JobState, QueueFull, SpoolClaim};
+use crate::export::jobs::{Delivery, ExportJobs, Job, JobFailure, JobState, SpoolClaim};
 use crate::export::read::{ExportOptions, InputFormat};
-use crate::export::writer::{ExportError, Report, file_stem};
+use crate::export::writer::{Report, file_stem};
 use crate::graph::drive::{self, DriveFile};
 use axum::Json;
 use axum::body::Body;
@@ -23,6 +22,16 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 use uuid::Uuid;
+
+/// This resource's routes, merged by [`super::router`].
+pub fn routes() -> axum::Router<AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/api/v1/exports", post(create))
+        .route("/api/v1/exports/{id}", get(status))
+        .route("/api/v1/exports/{id}/content", get(content))
+        .route("/api/v1/exports/{id}/events", get(events))
+}
 
 pub const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
 
@@ -57,35 +66,43 @@ pub struct JobStatus {
     pub content: Option<String>,
     /// With `destination=onedrive`, once uploaded: `{id, name, size, webUrl}`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<DriveFile>)]
-    pub onedrive: Option<serde_json::Value>,
+    pub onedrive: Option<DriveFile>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Problem>)]
-    pub error: Option<serde_json::Value>,
+    pub error: Option<Problem>,
 }
 
-fn problem_json(e: ApiError) -> serde_json::Value {
-    serde_json::to_value(e.to_problem()).expect("a problem serializes")
+/// A background export's delivery: the upload to the operator's OneDrive, answering the
+/// driveItem or the problem a waiting caller would have got.
+#[derive(Debug)]
+pub struct ToOneDrive;
+
+impl Delivery for ToOneDrive {
+    type Receipt = DriveFile;
+    type Failure = Problem;
 }
 
-fn status_of(jobs: &ExportJobs, job: &Job) -> JobStatus {
-    let state = job.state();
-    let (name, report, content, error) = match state {
-        JobState::Queued => ("queued", None, None, None),
-        JobState::Running => ("running", None, None, None),
-        JobState::Done { report, .. } => ("done", Some(report), Some(format!("/api/v1/exports/{}/content", job.id)), None),
-        JobState::Failed { grid, message, delivery } => {
-            let problem = match (grid, delivery) {
-                (_, Some(d)) => d,
-                (Some(g), None) => problem_json(ApiError::validation(g.field, g.message)),
-                (None, None) => problem_json(ApiError::Unavailable(message)),
+/// The export jobs of this server.
+pub type Jobs = ExportJobs<ToOneDrive>;
+
+fn status_of(jobs: &Jobs, job: &Job<ToOneDrive>) -> JobStatus {
+    let (name, report, content, onedrive, error) = match job.state() {
+        JobState::Queued => ("queued", None, None, None, None),
+        JobState::Running => ("running", None, None, None, None),
+        JobState::Done { report, delivered, .. } => (
+            "done",
+            Some(report),
+            Some(format!("/api/v1/exports/{}/content", job.id)),
+            delivered,
+            None,
+        ),
+        JobState::Failed(failure) => {
+            let problem = match failure {
+                JobFailure::Delivery(problem) => problem,
+                JobFailure::Grid(g) => ApiError::from(crate::export::writer::ExportError::Grid(g)).to_problem(),
+                JobFailure::Internal(message) => ApiError::Unavailable(message).to_problem(),
             };
-            ("failed", None, None, Some(problem))
+            ("failed", None, None, None, Some(problem))
         }
-    };
-    let onedrive = match job.state() {
-        JobState::Done { delivered, .. } => delivered,
-        _ => None,
     };
     JobStatus {
         id: job.id,
@@ -134,15 +151,6 @@ fn too_large(limit: u64) -> ApiError {
     )
 }
 
-fn export_failure(e: ExportError) -> ApiError {
-    match e {
-        ExportError::Grid(g) if g.field == "body" && g.message.starts_with("is not valid JSON") => ApiError::MalformedBody(g.to_string()),
-        ExportError::Grid(g) => ApiError::validation(g.field, g.message),
-        ExportError::Io(io) => ApiError::MalformedBody(format!("the body could not be read: {io}")),
-        other => ApiError::Internal(anyhow::Error::new(other)),
-    }
-}
-
 #[utoipa::path(post, path = "/api/v1/exports", tag = "exports", security(("api_key" = [])), params(ExportQuery),
     request_body(content = String, description = "The grid: JSON grid document, NDJSON or CSV", content_type = "application/json"),
     responses(
@@ -161,7 +169,7 @@ pub async fn create(
         Some("onedrive") => {
             let op = operator_header(&headers)?;
             // Before any work: an operator who must sign in hears so now, not after the export.
-            state.tokens.operator_token(&op).await.map_err(|e| token_failure(&state, e))?;
+            state.tokens.operator_token(&op).await?;
             Some(op)
         }
         Some(other) => {
@@ -202,23 +210,25 @@ pub async fn create(
         .any(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("respond-async")));
     if respond_async {
         // Refused before the upload rather than after it.
-        state.exports.admit(&caller.0.id).map_err(queue_full)?;
+        state.exports.admit(&caller.0.id)?;
     }
     let (spool, claim) = spool_body(&state, &caller.0.id, body, limit).await?;
     if respond_async {
-        state.exports.admit(&caller.0.id).map_err(queue_full)?;
-        let deliver = operator.map(|op| -> crate::export::jobs::Deliver {
+        state.exports.admit(&caller.0.id)?;
+        let deliver = operator.map(|op| -> crate::export::jobs::Deliver<ToOneDrive> {
             let state = state.clone();
             Box::new(move |file: std::fs::File, size: u64, report: Report| {
                 Box::pin(async move {
-                    match to_onedrive(&state, &op, file, size, &report).await {
-                        Ok(item) => Ok(serde_json::to_value(item).expect("a driveItem serializes")),
-                        Err(e) => Err(problem_json(e)),
-                    }
+                    to_onedrive(&state, &op, file, size, &report).await.map_err(|e| {
+                        // Nobody waits for this answer to pass the router's layer.
+                        e.with_signin_link(|op| super::auth::new_link(&state, op).url).to_problem()
+                    })
                 })
             })
         });
-        let job = state.exports.submit(&caller.0.id, format, spool, claim, opts, deliver);
+        let job = state
+            .exports
+            .submit(&state.workers, &caller.0.id, format, spool, claim, opts, deliver);
         let location = format!("/api/v1/exports/{}", job.id);
         return Ok((
             StatusCode::ACCEPTED,
@@ -228,7 +238,7 @@ pub async fn create(
             .into_response());
     }
     let input = std::fs::File::open(&spool).map_err(anyhow::Error::from)?;
-    let finished = state.exports.run(format, input, opts).await.map_err(export_failure)?;
+    let finished = state.exports.run(format, input, opts).await?;
     drop((spool, claim));
     if let Some(op) = operator {
         let item = to_onedrive(&state, &op, finished.file, finished.size, &finished.report).await?;
@@ -239,10 +249,6 @@ pub async fn create(
         tokio::fs::File::from_std(finished.file),
         finished.size,
     ))
-}
-
-fn queue_full(e: QueueFull) -> ApiError {
-    ApiError::Unavailable(e.to_string())
 }
 
 /// Reads the whole body into a file in the export folder before the export takes a slot:
@@ -276,7 +282,7 @@ async fn spool_body(state: &AppState, owner: &str, body: Body, limit: u64) -> Re
         if seen > limit {
             return Err(too_large(limit));
         }
-        claim.grow(chunk.len() as u64).map_err(queue_full)?;
+        claim.grow(chunk.len() as u64)?;
         file.write_all(&chunk).await.map_err(anyhow::Error::from)?;
     }
     file.flush().await.map_err(anyhow::Error::from)?;
@@ -294,9 +300,7 @@ fn operator_header(headers: &HeaderMap) -> Result<OperatorCode, ApiError> {
 
 /// Uploads a finished workbook to the operator's OneDrive folder.
 async fn to_onedrive(state: &AppState, op: &OperatorCode, file: std::fs::File, size: u64, report: &Report) -> Result<DriveFile, ApiError> {
-    drive::upload_export(&state.graph, &state.settings.onedrive, op, file, size, &report.file_name())
-        .await
-        .map_err(|e| graph_failure(state, e))
+    Ok(drive::upload_export(&state.graph, &state.settings.onedrive, op, file, size, &report.file_name()).await?)
 }
 
 fn workbook_response(report: &Report, file: tokio::fs::File, size: u64) -> Response {
@@ -318,7 +322,7 @@ fn workbook_response(report: &Report, file: tokio::fs::File, size: u64) -> Respo
     response
 }
 
-fn find(state: &AppState, caller: &super::Caller, id: &str) -> Result<Arc<Job>, ApiError> {
+fn find(state: &AppState, caller: &super::Caller, id: &str) -> Result<Arc<Job<ToOneDrive>>, ApiError> {
     Uuid::parse_str(id)
         .ok()
         .and_then(|id| state.exports.get(id, &caller.0.id))
@@ -343,7 +347,7 @@ pub async fn content(State(state): State<AppState>, Client(caller): Client, Path
                 .map_err(|_| ApiError::NotFound(format!("export '{id}' has expired")))?;
             Ok(workbook_response(&report, file, size))
         }
-        JobState::Failed { .. } => Err(ApiError::Conflict {
+        JobState::Failed(_) => Err(ApiError::Conflict {
             field: "id".into(),
             message: format!("export '{id}' failed; its status says why"),
         }),

@@ -1,11 +1,22 @@
 //! Liveness, readiness and Prometheus metrics.
 
-use crate::app::AppState;
+use super::AppState;
 use crate::error::ApiError;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::time::Instant;
+
+/// The probes; `/metrics` too when it has no listener of its own.
+pub fn routes(with_metrics: bool) -> axum::Router<AppState> {
+    use axum::routing::get;
+    let probes = axum::Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz));
+    if with_metrics {
+        probes.route("/metrics", get(metrics))
+    } else {
+        probes
+    }
+}
 
 /// Liveness: the process answers. Deliberately touches nothing else.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive")))]

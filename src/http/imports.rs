@@ -1,8 +1,7 @@
 //! `/api/v1/imports`: an edited workbook back in, typed rows and problems out, and the change
 //! set against the original grid.
 
-use super::{ApiJson, Client};
-use crate::app::AppState;
+use super::{ApiJson, AppState, Client};
 use crate::error::{ApiError, Problem};
 use crate::export::import::{ImportError, ImportRequest, ImportResult, import, import_columns};
 use crate::export::model::ColumnSpec;
@@ -11,6 +10,12 @@ use axum::Json;
 use axum::extract::State;
 use base64::Engine;
 use serde::Deserialize;
+
+/// This resource's routes, merged by [`super::router`].
+pub fn routes() -> axum::Router<AppState> {
+    use axum::routing::post;
+    axum::Router::new().route("/api/v1/imports", post(create))
+}
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -41,8 +46,7 @@ pub async fn create(
     // An import is as heavy as an export: it waits for the same slots, then has a deadline.
     let _slot = state.exports.slot().await;
     let limits = state.settings.import.clone();
-    let timeout = limits.timeout_secs;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(limits.timeout_secs);
     let result = tokio::task::spawn_blocking(move || {
         // The columns as a spec string would lose nothing, but the structured form is what
         // grid documents already carry; both paths end in the same checks.
@@ -78,9 +82,5 @@ pub async fn create(
     })
     .await
     .map_err(anyhow::Error::from)?;
-    result.map(Json).map_err(|e| match e {
-        ImportError::Grid(g) => ApiError::validation(g.field, g.message),
-        ImportError::TooLarge { field, message } => ApiError::too_large(field, message),
-        ImportError::Deadline => ApiError::Unavailable(format!("the import did not finish within {timeout} seconds (import.timeout_secs)")),
-    })
+    Ok(Json(result?))
 }

@@ -1,4 +1,4 @@
-//! The HTTP edge: one file per resource, plus the extractors they share. Nothing below this
+//! The HTTP edge: one file per resource, plus the extractors they share. Nothing outside this
 //! module knows about axum.
 
 pub mod apikeys;
@@ -9,12 +9,16 @@ pub mod health;
 pub mod imports;
 pub mod openapi;
 pub mod operators;
+mod router;
 pub mod server;
 pub mod tenants;
 
-use crate::app::AppState;
+pub use router::{AppState, metrics_router, router};
+
+use crate::domain::OperatorCode;
 use crate::error::ApiError;
-use crate::store::models::{ApiKey, Role};
+use crate::identity::tokens::TenantAccess;
+use crate::store::models::{ApiKey, Operator, Role};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -147,5 +151,87 @@ impl FromRequestParts<AppState> for Client {
             return Err(ApiError::Forbidden("this endpoint needs a client API key".into()));
         }
         Ok(Client(caller))
+    }
+}
+
+/// The Office add-in's caller: its single sign-on token, validated (SPEC §3.5), with the
+/// operator it belongs to and that operator's tenant. A token of one tenant never reaches
+/// another tenant's operator.
+pub struct SsoCaller {
+    /// The add-in's token, for the on-behalf-of exchange.
+    pub token: String,
+    pub operator: Operator,
+    pub access: TenantAccess,
+    /// The user's object id in their directory.
+    pub oid: String,
+}
+
+impl FromRequestParts<AppState> for SsoCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        use crate::identity::sso::{Expected, peek_tid};
+        let unauthorized = |m: String| ApiError::Unauthorized(m);
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_token)
+            .ok_or_else(|| unauthorized("the add-in's single sign-on token is required: Authorization: Bearer <token>".into()))?
+            .to_string();
+        let tid = peek_tid(&token).ok_or_else(|| unauthorized("the token is not a Microsoft identity platform token".into()))?;
+        let tenant = state
+            .store
+            .tenant_by_directory(&tid)
+            .await?
+            // Not which directories are served, nor whether this one is: the same answer as a
+            // token that fails validation.
+            .ok_or_else(|| unauthorized("the token is not valid for this service".into()))?;
+        let access = state.tokens.tenant_access(&tenant.code).await?;
+        let client_id = tenant.client_id.as_str();
+        let host = state.settings.public_url.host_str().unwrap_or("localhost");
+        // The issuer names the directory exactly as the token's `tid` does.
+        let endpoints = crate::identity::oauth::Endpoints::microsoft(tenant.authority.as_str(), &tid);
+        let expected = Expected {
+            jwks_url: endpoints.jwks,
+            issuer: endpoints.issuer,
+            audiences: vec![client_id.to_string(), format!("api://{host}/{client_id}")],
+            scope: Some("access_as_user".into()),
+        };
+        let claims = state
+            .sso
+            .validate(&token, &expected)
+            .await
+            .map_err(|e| unauthorized(e.to_string()))?;
+        let user = claims.preferred_username.clone().unwrap_or_default();
+        let operator = match parts.headers.get("x-operator").and_then(|v| v.to_str().ok()) {
+            Some(raw) => {
+                let code = OperatorCode::parse(raw).map_err(|m| ApiError::validation("X-Operator", m))?;
+                let op = state.store.get_operator(&code).await?;
+                if op.tenant.as_ref() != Some(&tenant.code) {
+                    return Err(ApiError::Forbidden(format!(
+                        "operator {code} does not belong to tenant {}, which issued this token",
+                        tenant.code
+                    )));
+                }
+                op
+            }
+            None => state
+                .store
+                .operator_by_email(&tenant.code, &user)
+                .await?
+                .ok_or_else(|| ApiError::Forbidden(format!("no operator of tenant {} is {user}", tenant.code)))?,
+        };
+        if let Some(email) = &operator.email
+            && !email.as_str().eq_ignore_ascii_case(&user)
+        {
+            return Err(ApiError::Forbidden(format!("operator {} is not {user}", operator.code)));
+        }
+        Ok(Self {
+            token,
+            operator,
+            access,
+            oid: claims.oid.unwrap_or_default(),
+        })
     }
 }

@@ -1,50 +1,20 @@
 //! `/api/v1/operators`: ERP operators, the tenant each works in, and their sign-in state.
 
+use super::AppState;
 use super::{Admin, ApiJson};
-use crate::app::AppState;
-use crate::domain::{EmailAddress, OperatorCode, TenantCode, Validator};
+use crate::domain::{OperatorCode, OperatorInput};
 use crate::error::{ApiError, Problem};
-use crate::store::models::{NewOperator, Operator};
+use crate::store::models::Operator;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
 
-/// `PUT /api/v1/operators/{code}` (SPEC §6).
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OperatorInput {
-    /// Whether Microsoft 365 integration is on for this operator.
-    pub enabled: bool,
-    /// The tenant code; required when `enabled`.
-    pub tenant: Option<String>,
-    /// The operator's Microsoft 365 address (used as a sign-in hint).
-    pub email: Option<String>,
-}
-
-impl OperatorInput {
-    pub fn parse(self, code: &str) -> Result<NewOperator, ApiError> {
-        let mut v = Validator::default();
-        let code = v.field("code", OperatorCode::parse(code));
-        let tenant = match self.tenant.as_deref() {
-            Some(t) => v.field("tenant", TenantCode::parse(t)),
-            None => None,
-        };
-        if self.enabled && self.tenant.is_none() {
-            v.push("tenant", "is required when enabled is true");
-        }
-        let email = match self.email.as_deref() {
-            Some(e) => v.field("email", EmailAddress::parse(e)),
-            None => None,
-        };
-        v.finish(|| NewOperator {
-            code: code.expect("checked"),
-            enabled: self.enabled,
-            tenant,
-            email,
-        })
-        .map_err(ApiError::Validation)
-    }
+/// This resource's routes, merged by [`super::router`].
+pub fn routes() -> axum::Router<AppState> {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/api/v1/operators", get(list))
+        .route("/api/v1/operators/{code}", get(self::get).put(put))
 }
 
 fn path_code(raw: &str) -> Result<OperatorCode, ApiError> {
@@ -71,7 +41,7 @@ pub async fn put(
     Path(code): Path<String>,
     ApiJson(input): ApiJson<OperatorInput>,
 ) -> Result<(StatusCode, Json<Operator>), ApiError> {
-    let op = input.parse(&code)?;
+    let op = input.parse(&code).map_err(ApiError::Validation)?;
     let (saved, created) = state.store.put_operator(caller.actor(), &op).await?;
     state.tokens.forget_operator(&saved.code);
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(saved)))

@@ -1,7 +1,7 @@
 //! `/api/v1/tenants`: the Microsoft 365 tenants this installation serves (admin only).
 
+use super::AppState;
 use super::{Admin, ApiJson};
-use crate::app::AppState;
 use crate::domain::{TenantCode, TenantInput};
 use crate::error::{ApiError, Problem};
 use crate::store::models::Tenant;
@@ -10,6 +10,14 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Serialize;
+
+/// This resource's routes, merged by [`super::router`].
+pub fn routes() -> axum::Router<AppState> {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/api/v1/tenants", get(list).post(create))
+        .route("/api/v1/tenants/{code}", get(self::get).put(replace).delete(delete))
+}
 
 /// A tenant as saved, with notes about input that was accepted but ignored.
 #[derive(Serialize, utoipa::ToSchema)]

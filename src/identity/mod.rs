@@ -53,7 +53,7 @@ pub fn signin_link(
 /// has expired. Whether it was already used is the store's to say (its nonce).
 pub fn open_signin_link(keyring: &crate::store::secrets::Keyring, token: &str) -> Option<LinkClaims> {
     let payload = keyring.open(token, LINK_AAD).ok()?;
-    let mut parts = payload.expose().splitn(3, '\n');
+    let mut parts = payload.expose_secret().splitn(3, '\n');
     let operator = crate::domain::OperatorCode::parse(parts.next()?).ok()?;
     let expires_at = chrono::DateTime::from_timestamp(parts.next()?.parse().ok()?, 0)?;
     let nonce = parts.next()?.to_string();

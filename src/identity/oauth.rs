@@ -206,7 +206,7 @@ impl OAuthError {
 async fn token_request(http: &reqwest::Client, url: &str, app: &ClientApp, mut form: Vec<(&str, String)>) -> Result<TokenSet, OAuthError> {
     form.push(("client_id", app.client_id.clone()));
     if let Some(secret) = &app.secret {
-        form.push(("client_secret", secret.expose().to_string()));
+        form.push(("client_secret", secret.expose_secret().to_string()));
     }
     post_form(http, url, &form).await
 }
@@ -254,7 +254,7 @@ pub async fn redeem_code(
     let form = vec![
         ("grant_type", "authorization_code".to_string()),
         ("code", code.to_string()),
-        ("code_verifier", verifier.expose().to_string()),
+        ("code_verifier", verifier.expose_secret().to_string()),
         ("redirect_uri", redirect_uri.to_string()),
         ("scope", scope.to_string()),
     ];
@@ -270,7 +270,7 @@ pub async fn refresh(
 ) -> Result<TokenSet, OAuthError> {
     let form = vec![
         ("grant_type", "refresh_token".to_string()),
-        ("refresh_token", refresh_token.expose().to_string()),
+        ("refresh_token", refresh_token.expose_secret().to_string()),
         ("scope", scope.to_string()),
     ];
     token_request(http, &ep.token, app, form).await
@@ -343,7 +343,7 @@ pub async fn poll_device_code(
         tokio::time::sleep(interval).await;
         let form = vec![
             ("grant_type", "urn:ietf:params:oauth:grant-type:device_code".to_string()),
-            ("device_code", device.device_code.expose().to_string()),
+            ("device_code", device.device_code.expose_secret().to_string()),
         ];
         match token_request(http, &ep.token, app, form).await {
             Err(OAuthError::Refused { error, .. }) if error == "authorization_pending" && tokio::time::Instant::now() < deadline => {}
@@ -384,8 +384,11 @@ mod tests {
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(b"dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"));
         assert_eq!(challenge, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
         let p = pkce();
-        assert_eq!(p.challenge, URL_SAFE_NO_PAD.encode(Sha256::digest(p.verifier.expose().as_bytes())));
-        assert!((43..=128).contains(&p.verifier.expose().len()));
+        assert_eq!(
+            p.challenge,
+            URL_SAFE_NO_PAD.encode(Sha256::digest(p.verifier.expose_secret().as_bytes()))
+        );
+        assert!((43..=128).contains(&p.verifier.expose_secret().len()));
         assert_eq!(format!("{:?}", p.verifier), "[redacted]");
     }
 

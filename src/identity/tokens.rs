@@ -233,7 +233,7 @@ impl Tokens {
             .collect();
         for slot in slots {
             let mut cached = slot.lock().await;
-            if cached.as_ref().is_some_and(|c| c.token.expose() == used.expose()) {
+            if cached.as_ref().is_some_and(|c| c.token.same_as(used)) {
                 *cached = None;
             }
         }

@@ -287,7 +287,7 @@ impl Store {
     /// Opens the database named by `url` (`sqlite:…` or `postgres:…`) and brings its schema up
     /// to date.
     pub async fn connect(url: &Secret, keyring: Keyring) -> anyhow::Result<Self> {
-        let raw = url.expose();
+        let raw = url.expose_secret();
         let db = if raw.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(raw)
                 .context("database_url is not a valid SQLite URL")?
@@ -362,6 +362,14 @@ impl Store {
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY code");
         let rows: Vec<TenantRow> = on_pool!(self, |p| sqlx::query_as(&sql).fetch_all(p).await)?;
         Ok(rows.into_iter().map(TenantRow::into_model).collect())
+    }
+
+    /// The tenant record of a directory (a token's `tid`), found by the index that keeps one
+    /// record per directory.
+    pub async fn tenant_by_directory(&self, directory: &str) -> Result<Option<Tenant>> {
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE lower(tenant_id) = lower($1)");
+        let row: Option<TenantRow> = on_pool!(self, |p| sqlx::query_as(&sql).bind(directory).fetch_optional(p).await)?;
+        Ok(row.map(TenantRow::into_model))
     }
 
     pub async fn get_tenant(&self, code: &TenantCode) -> Result<Tenant> {
@@ -854,7 +862,7 @@ impl Store {
                 .bind(&id)
                 .bind(name)
                 .bind(role.as_str())
-                .bind(api_key_hash(token.expose()))
+                .bind(api_key_hash(token.expose_secret()))
                 .bind(Utc::now())
                 .execute(&mut *tx)
                 .await;

@@ -77,14 +77,7 @@ pub struct Operator {
     pub updated_at: DateTime<Utc>,
 }
 
-/// What an operator record is set to (`PUT /api/v1/operators/{code}`).
-#[derive(Debug, Clone)]
-pub struct NewOperator {
-    pub code: OperatorCode,
-    pub enabled: bool,
-    pub tenant: Option<TenantCode>,
-    pub email: Option<EmailAddress>,
-}
+pub use crate::domain::NewOperator;
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Company {

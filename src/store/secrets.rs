@@ -36,7 +36,7 @@ impl MasterKey {
     /// Parses a base64 encoding of exactly 32 bytes.
     pub fn parse(encoded: &Secret) -> anyhow::Result<Self> {
         let bytes = STANDARD
-            .decode(encoded.expose().trim())
+            .decode(encoded.expose_secret().trim())
             .map_err(|_| anyhow!("the master key is not valid base64; {HOW_TO_MAKE_A_KEY}"))?;
         if bytes.len() != 32 {
             bail!(
@@ -94,7 +94,7 @@ impl Keyring {
             .encrypt(
                 &Nonce::from(nonce),
                 Payload {
-                    msg: plaintext.expose().as_bytes(),
+                    msg: plaintext.expose_secret().as_bytes(),
                     aad: aad.as_bytes(),
                 },
             )
@@ -150,7 +150,7 @@ mod tests {
         let ring = Keyring::new(key, vec![]);
         let sealed = ring.seal(&Secret::new("s3cr3t"), "tenant/A/client_secret");
         assert!(!sealed.contains("s3cr3t"));
-        assert_eq!(ring.open(&sealed, "tenant/A/client_secret").unwrap().expose(), "s3cr3t");
+        assert_eq!(ring.open(&sealed, "tenant/A/client_secret").unwrap().expose_secret(), "s3cr3t");
         assert!(ring.open(&sealed, "tenant/B/client_secret").is_err());
     }
 
@@ -161,7 +161,7 @@ mod tests {
         let sealed = Keyring::new(old.clone(), vec![]).seal(&Secret::new("x"), "a");
         let ring = Keyring::new(new.clone(), vec![old]);
         assert!(!ring.is_current(&sealed));
-        assert_eq!(ring.open(&sealed, "a").unwrap().expose(), "x");
+        assert_eq!(ring.open(&sealed, "a").unwrap().expose_secret(), "x");
         assert!(Keyring::new(new, vec![]).open(&sealed, "a").is_err());
     }
 

@@ -331,7 +331,7 @@ fn cli_administers_tenants_operators_and_keys() {
             .unwrap()
             .unwrap()
     });
-    assert_eq!(secret.expose(), "cli-secret-value");
+    assert_eq!(secret.expose_secret(), "cli-secret-value");
 }
 
 /// A whole administrative scenario at debug level, in JSON logs, on PostgreSQL when
@@ -347,7 +347,7 @@ async fn no_secret_reaches_the_logs() {
     let database_url = fresh_database(backend, dir.path()).await.unwrap();
     let (_, master_key) = officebridge::store::secrets::MasterKey::generate();
     let key_file = dir.path().join("master.key");
-    std::fs::write(&key_file, master_key.expose()).unwrap();
+    std::fs::write(&key_file, master_key.expose_secret()).unwrap();
     let (ok, admin_key, err) = {
         let mut cmd = officebridge(dir.path());
         cmd.env("OFFICEBRIDGE_DATABASE_URL", &database_url)
@@ -444,7 +444,13 @@ async fn no_secret_reaches_the_logs() {
         logs.contains("\"route\":\"/api/v1/tenants\""),
         "expected JSON request spans in:\n{logs}"
     );
-    for secret in [client_secret, master_key.expose(), &admin_key, &client_key, "obk_wrong-key-guess"] {
+    for secret in [
+        client_secret,
+        master_key.expose_secret(),
+        &admin_key,
+        &client_key,
+        "obk_wrong-key-guess",
+    ] {
         assert!(!logs.contains(secret), "a secret reached the logs: {secret}");
         assert!(!audit.text.contains(secret), "a secret reached the audit log");
     }

@@ -327,7 +327,13 @@ async fn async_export_reports_progress_and_serves_the_file(app: TestApp) {
         .create_api_key("test", "other-client", officebridge::store::models::Role::Client)
         .await
         .unwrap();
-    let peek = app.http.get(app.url(&location)).bearer_auth(other.expose()).send().await.unwrap();
+    let peek = app
+        .http
+        .get(app.url(&location))
+        .bearer_auth(other.expose_secret())
+        .send()
+        .await
+        .unwrap();
     Answer::from(peek).await.assert_problem(404, None);
     Answer::from(app.client_get("/api/v1/exports/not-a-uuid").await)
         .await

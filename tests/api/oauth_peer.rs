@@ -90,19 +90,19 @@ async fn auth_code_pkce_refresh_client_credentials_and_jwks_against_a_third_part
     let tokens = oauth::redeem_code(&http, &ep, &app, &code, &pkce.verifier, redirect, scope)
         .await
         .expect("the right verifier redeems the code");
-    assert!(!tokens.access_token.expose().is_empty());
+    assert!(!tokens.access_token.expose_secret().is_empty());
     let id_token = tokens.id_token.clone().expect("an ID token");
-    let claims = oauth::unverified_claims(id_token.expose()).unwrap();
+    let claims = oauth::unverified_claims(id_token.expose_secret()).unwrap();
     assert_eq!(claims["nonce"], nonce.as_str(), "the nonce comes back in the ID token");
 
     // Refresh.
     let refreshed = oauth::refresh(&http, &ep, &app, tokens.refresh_token.as_ref().unwrap(), scope)
         .await
         .unwrap();
-    assert!(refreshed.refresh_token.is_some() && !refreshed.access_token.expose().is_empty());
+    assert!(refreshed.refresh_token.is_some() && !refreshed.access_token.expose_secret().is_empty());
     assert_ne!(
-        refreshed.refresh_token.as_ref().unwrap().expose(),
-        tokens.refresh_token.as_ref().unwrap().expose(),
+        refreshed.refresh_token.as_ref().unwrap().expose_secret(),
+        tokens.refresh_token.as_ref().unwrap().expose_secret(),
         "a new refresh token"
     );
 
@@ -125,20 +125,20 @@ async fn auth_code_pkce_refresh_client_credentials_and_jwks_against_a_third_part
         scope: None,
     };
     validator
-        .validate(id_token.expose(), &expected)
+        .validate(id_token.expose_secret(), &expected)
         .await
         .expect("a genuine token validates");
     let wrong_aud = Expected {
         audiences: vec!["someone-else".into()],
         ..expected.clone()
     };
-    assert!(validator.validate(id_token.expose(), &wrong_aud).await.is_err());
+    assert!(validator.validate(id_token.expose_secret(), &wrong_aud).await.is_err());
     let wrong_iss = Expected {
         issuer: "http://localhost:1".into(),
         ..expected.clone()
     };
-    assert!(validator.validate(id_token.expose(), &wrong_iss).await.is_err());
-    let mut parts: Vec<String> = id_token.expose().split('.').map(String::from).collect();
+    assert!(validator.validate(id_token.expose_secret(), &wrong_iss).await.is_err());
+    let mut parts: Vec<String> = id_token.expose_secret().split('.').map(String::from).collect();
     parts[2] = parts[2].chars().rev().collect();
     assert!(validator.validate(&parts.join("."), &expected).await.is_err());
     assert_eq!(validator.jwks_fetches(), 1, "the JWKS is cached");

@@ -629,7 +629,7 @@ async fn concurrent_callers_share_one_refresh(l: Linked) {
     let before = token_calls(&l).await;
     let calls = (0..8).map(|_| {
         let (tokens, code) = (tokens.clone(), code.clone());
-        tokio::spawn(async move { tokens.operator_token(&code).await.map(|t| t.expose().to_string()) })
+        tokio::spawn(async move { tokens.operator_token(&code).await.map(|t| t.expose_secret().to_string()) })
     });
     let got: Vec<String> = futures_util::future::join_all(calls)
         .await
@@ -713,7 +713,7 @@ async fn cli_export_to_onedrive() {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_officebridge"));
         cmd.current_dir(dir.path())
             .env("OFFICEBRIDGE_DATABASE_URL", &l.app.database_url)
-            .env("OFFICEBRIDGE_MASTER_KEY", l.app.master_key.expose())
+            .env("OFFICEBRIDGE_MASTER_KEY", l.app.master_key.expose_secret())
             .env("OFFICEBRIDGE_ALLOW_EMULATOR", "true")
             .env("OFFICEBRIDGE_LOG__LEVEL", "warn")
             .args(args);

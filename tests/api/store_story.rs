@@ -49,7 +49,10 @@ async fn reseal_moves_every_secret_to_the_new_key(app: TestApp) {
     let url = Secret::new(app.database_url.clone());
     let with_new = Store::connect(&url, Keyring::new(new, vec![])).await.unwrap();
     let a = TenantCode::parse("A").unwrap();
-    assert_eq!(with_new.tenant_client_secret(&a).await.unwrap().unwrap().expose(), "secret-a");
+    assert_eq!(
+        with_new.tenant_client_secret(&a).await.unwrap().unwrap().expose_secret(),
+        "secret-a"
+    );
     let with_old = Store::connect(&url, Keyring::new(old, vec![])).await.unwrap();
     assert!(with_old.tenant_client_secret(&a).await.is_err());
     assert_eq!(app.audit_actions().await[0], "key.rotate");

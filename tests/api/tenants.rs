@@ -54,7 +54,10 @@ async fn client_secret_is_write_only_and_encrypted_at_rest(app: TestApp) {
     let stored = raw[0].as_deref().unwrap();
     assert!(stored.starts_with("v1.") && !stored.contains(secret), "stored in clear: {stored}");
     let code = officebridge::domain::TenantCode::parse("CONTOSO").unwrap();
-    assert_eq!(app.store.tenant_client_secret(&code).await.unwrap().unwrap().expose(), secret);
+    assert_eq!(
+        app.store.tenant_client_secret(&code).await.unwrap().unwrap().expose_secret(),
+        secret
+    );
 
     let audit = app.admin_get("/api/v1/audit").await;
     assert!(audit.json[0]["detail"]["client_secret"] == "set" && !audit.text.contains(secret));
@@ -75,7 +78,7 @@ async fn replace_keeps_clears_and_audits(app: TestApp) {
     let replaced = app.admin_put("/api/v1/tenants/CONTOSO", &echo).await;
     assert_eq!(replaced.status, 200, "{}", replaced.text);
     assert_eq!(
-        app.store.tenant_client_secret(&code).await.unwrap().unwrap().expose(),
+        app.store.tenant_client_secret(&code).await.unwrap().unwrap().expose_secret(),
         "first-secret"
     );
 

@@ -3,9 +3,8 @@
 
 use crate::app::{self, Application};
 use crate::config::{EXAMPLE_TOML, Settings};
-use crate::domain::{OperatorCode, Secret, SecretField, TenantCode, TenantInput};
+use crate::domain::{OperatorCode, OperatorInput, Secret, SecretField, TenantCode, TenantInput};
 use crate::export::read::InputFormat;
-use crate::http::operators::OperatorInput;
 use crate::store::Store;
 use crate::store::models::Role;
 use crate::store::secrets::{Keyring, MasterKey};
@@ -14,6 +13,8 @@ use clap::{Args, Parser, Subcommand};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
+mod export;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -61,6 +62,7 @@ pub enum Command {
     #[command(subcommand)]
     Apikeys(ApiKeysCommand),
     /// Run the Microsoft 365 emulator (identity platform and Graph) for development and tests.
+    #[cfg(feature = "emulator")]
     Emulator {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8081")]
@@ -215,9 +217,17 @@ pub enum ApiKeysCommand {
 }
 
 fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
+    #[allow(unused_mut)] // only --dev, built with the emulator, changes them
     let mut settings = Settings::load(cli.config.as_deref())?;
+    // Before logging is set up (the settings say how), so on standard error.
+    for warning in &settings.warnings {
+        eprintln!("warning: {warning}");
+    }
     if cli.dev {
-        app::prepare_dev(&mut settings)?;
+        #[cfg(feature = "emulator")]
+        crate::dev::prepare_dev(&mut settings)?;
+        #[cfg(not(feature = "emulator"))]
+        anyhow::bail!("--dev needs the Microsoft 365 emulator, and this build has none (built without the `emulator` feature)");
     }
     Ok(settings)
 }
@@ -323,10 +333,7 @@ async fn operators(settings: &Settings, cmd: OperatorsCommand) -> anyhow::Result
             email,
             enabled,
         } => {
-            let op = OperatorInput { enabled, tenant, email }.parse(&code).map_err(|e| match e {
-                crate::error::ApiError::Validation(errors) => field_errors(errors),
-                other => anyhow::anyhow!(other.to_string()),
-            })?;
+            let op = OperatorInput { enabled, tenant, email }.parse(&code).map_err(field_errors)?;
             print_json(&store.put_operator(&cli_actor(), &op).await?.0)
         }
         OperatorsCommand::List => print_json(&store.list_operators().await?),
@@ -344,7 +351,7 @@ async fn apikeys(settings: &Settings, cmd: ApiKeysCommand) -> anyhow::Result<()>
                 key.name,
                 key.role.as_str()
             );
-            println!("{}", token.expose());
+            println!("{}", token.expose_secret());
             Ok(())
         }
         ApiKeysCommand::List => print_json(&store.list_api_keys().await?),
@@ -369,7 +376,7 @@ async fn rotate_key(cli: &Cli, settings: &Settings, new_key_file: Option<PathBuf
         (None, None) => None,
     };
     if let Some(path) = &staged {
-        app::write_private(path, encoded.expose())?;
+        app::write_private(path, encoded.expose_secret())?;
     }
     let count = store.reseal_secrets(&cli_actor(), &Keyring::new(new_key.clone(), vec![])).await?;
     if let (None, Some(dev)) = (&new_key_file, &dev_key_file) {
@@ -386,34 +393,10 @@ async fn rotate_key(cli: &Cli, settings: &Settings, new_key_file: Option<PathBuf
         Some(_) => eprintln!("dev mode: {} now holds the new key", dev_key_file.expect("dev").display()),
         None => {
             eprintln!("the new master key follows; configure it as master_key and restart every instance:");
-            println!("{}", encoded.expose());
+            println!("{}", encoded.expose_secret());
         }
     }
     Ok(())
-}
-
-/// Says where the emulator is and what the demo tenant is, for a person setting up a tenant.
-fn announce_emulator(base: &str) {
-    use crate::emulator::seed::{DEMO_CLIENT_ID, DEMO_DOMAIN, DEMO_TENANT_ID, DEMO_USER};
-    println!("Microsoft 365 emulator listening on {base}");
-    println!("  demo tenant {DEMO_DOMAIN} ({DEMO_TENANT_ID}), app {DEMO_CLIENT_ID} (secret demo-client-secret), user {DEMO_USER}");
-}
-
-async fn run_emulator(listen: SocketAddr, seed: Option<PathBuf>) -> anyhow::Result<()> {
-    crate::telemetry::init_logs(&crate::config::LogSettings {
-        format: crate::config::LogFormat::Text,
-        level: "info".into(),
-    });
-    let seed = match seed {
-        Some(path) => crate::emulator::seed::Seed::load(&path)?,
-        None => crate::emulator::seed::Seed::demo(),
-    };
-    let (base, server) = crate::emulator::spawn(listen, seed).await?;
-    announce_emulator(&base);
-    tokio::select! {
-        () = app::shutdown_signal() => Ok(()),
-        r = server => r.map_err(Into::into),
-    }
 }
 
 async fn serve(cli: &Cli, mut settings: Settings, listen: Option<SocketAddr>) -> anyhow::Result<()> {
@@ -421,33 +404,20 @@ async fn serve(cli: &Cli, mut settings: Settings, listen: Option<SocketAddr>) ->
         settings.listen = addr;
     }
     crate::telemetry::init_logs(&settings.log);
-    let data_dir = settings.data_dir.clone();
-    // The emulator runs in-process on a port of its own; tenant DEMO points at it, and it is
-    // the one loopback address a tenant may use.
+    #[cfg(feature = "emulator")]
     let emulator = if cli.dev {
-        let (base, server) = crate::emulator::spawn("127.0.0.1:0".parse().expect("valid"), crate::emulator::seed::Seed::demo()).await?;
-        settings.emulator_url = Some(base.clone());
-        Some((base, server))
+        Some(crate::dev::start_emulator(&mut settings).await?)
     } else {
         None
     };
+    #[cfg(not(feature = "emulator"))]
+    let _ = cli;
+    #[cfg(feature = "emulator")]
+    let data_dir = settings.data_dir.clone();
     let application = Application::build(settings).await?;
-    if let Some((base, _emulator)) = &emulator {
-        announce_emulator(base);
-        app::seed_dev_tenant(application.store(), base).await?;
-        println!(
-            "dev mode: tenant {} is the emulator; operator {} is signed in as its demo user",
-            app::DEV_TENANT,
-            app::DEV_OPERATOR
-        );
-        match app::ensure_dev_keys(application.store(), &data_dir).await? {
-            Some(keys) => {
-                println!("dev mode: API keys created (also in {}):", data_dir.join("dev-keys.json").display());
-                println!("  admin:  {}", keys.admin);
-                println!("  client: {}", keys.client);
-            }
-            None => println!("dev mode: API keys are in {}", data_dir.join("dev-keys.json").display()),
-        }
+    #[cfg(feature = "emulator")]
+    if let Some(emulator) = &emulator {
+        crate::dev::provision(application.store(), emulator, &data_dir).await?;
     }
     println!("officebridge listening on http://{}", application.local_addr());
     tracing::info!(addr = %application.local_addr(), backend = application.store().backend(), "listening");
@@ -470,7 +440,7 @@ async fn export_to_onedrive(settings: &Settings, mut args: ExportArgs) -> anyhow
         args.output = Some(scratch.path().join(format!("{stem}.xlsx")));
     }
     let output = args.output.clone().expect("set above");
-    let report = tokio::task::spawn_blocking(move || crate::export::cli::export(args)).await??;
+    let report = tokio::task::spawn_blocking(move || export::export(args)).await??;
     let store = open_store(settings).await?;
     let tokens = std::sync::Arc::new(crate::identity::tokens::Tokens::new(
         crate::identity::oauth::http_client(),
@@ -515,18 +485,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Export(args) => {
-            return tokio::task::spawn_blocking(move || crate::export::cli::export(args))
-                .await?
-                .map(drop);
+            return tokio::task::spawn_blocking(move || export::export(args)).await?.map(drop);
         }
-        Command::Import(args) => return tokio::task::spawn_blocking(move || crate::export::cli::import(args)).await?,
-        Command::Emulator { listen, seed } => return run_emulator(listen, seed).await,
+        Command::Import(args) => return tokio::task::spawn_blocking(move || export::import(args)).await?,
+        #[cfg(feature = "emulator")]
+        Command::Emulator { listen, seed } => return crate::dev::run_emulator(listen, seed).await,
         _ => {}
     }
     let settings = load_settings(&cli)?;
     match cli.command {
         Command::Serve { listen } => serve(&cli, settings, listen).await,
-        Command::DefaultConfig | Command::Export(_) | Command::Import(_) | Command::Emulator { .. } => unreachable!("handled above"),
+        #[cfg(feature = "emulator")]
+        Command::Emulator { .. } => unreachable!("handled above"),
+        Command::DefaultConfig | Command::Export(_) | Command::Import(_) => unreachable!("handled above"),
         Command::Migrate => {
             open_store(&settings).await?;
             eprintln!("database schema is up to date");

@@ -1,8 +1,8 @@
 //! `officebridge export` and `officebridge import`.
 
-use super::import::{ImportRequest, import as read_workbook, import_columns};
-use super::read::{ExportOptions, InputFormat, export as run_export, parse_grid_document};
-use crate::cli::{ExportArgs, ImportArgs};
+use super::{ExportArgs, ImportArgs};
+use crate::export::import::{ImportRequest, import as read_workbook, import_columns};
+use crate::export::read::{ExportOptions, InputFormat, export as run_export, parse_grid_document};
 use anyhow::{Context, bail};
 use std::io::{BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -57,7 +57,7 @@ fn open_input(path: &Path) -> anyhow::Result<Box<dyn Read + Send>> {
 }
 
 /// Writes the workbook and answers what was written.
-pub fn export(args: ExportArgs) -> anyhow::Result<super::writer::Report> {
+pub fn export(args: ExportArgs) -> anyhow::Result<crate::export::writer::Report> {
     let stdin = args.input.as_os_str() == "-";
     let format = match (args.format, InputFormat::from_path(&args.input)) {
         (Some(f), _) | (None, Some(f)) => f,
