@@ -224,6 +224,6 @@ pub async fn seed_dev_tenant(store: &Store, emulator: &str) -> anyhow::Result<()
         .context("the emulator sent no code")?;
     let tokens = oauth::redeem_code(&http, &endpoints, &app, &code, &pkce.verifier, redirect_uri, scope).await?;
     let refresh = tokens.refresh_token.context("the emulator issued no refresh token")?;
-    store.store_refresh_token(DEV_OPERATOR, &refresh).await?;
+    store.store_refresh_token(&operator, &refresh).await?;
     Ok(())
 }

@@ -73,6 +73,7 @@ fn unreadable(e: std::io::Error) -> GraphError {
 /// Uploads `file` (`size` bytes) as `folder/name` to the principal's drive at `base` (the
 /// tenant's [`super::base_url`]) with conflict behaviour `rename`.
 #[allow(clippy::too_many_arguments)] // each is a different thing the upload needs; a struct would only rename them
+#[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn upload(
     graph: &Graph,
     who: &Principal,
@@ -134,6 +135,7 @@ pub async fn upload(
 
 /// Uploads a finished export to the operator's OneDrive, in the folder configured for them
 /// (operator, else tenant, else the default).
+#[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn upload_export(
     graph: &Graph,
     cfg: &crate::config::OneDriveSettings,

@@ -193,6 +193,7 @@ impl Graph {
 
     /// Sends a request built by `build` with the principal's token, retrying as the module
     /// says. `replayable` is false for bodies that cannot be sent twice; those are never retried.
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     pub async fn send(
         &self,
         who: &Principal,
@@ -226,6 +227,7 @@ impl Graph {
     }
 
     /// A request that carries no token (the pre-authenticated upload URL), with the same retries.
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     pub async fn send_anonymous(
         &self,
         replayable: bool,
@@ -241,6 +243,7 @@ impl Graph {
     }
 
     /// `GET` as JSON.
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     pub async fn get_json(&self, who: &Principal, url: &str) -> Result<Value, GraphError> {
         let resp = self.send(who, true, |http| http.get(url)).await?;
         resp.json().await.map_err(GraphError::transport)
@@ -281,6 +284,7 @@ impl<'a> Retrier<'a> {
 
     /// Waits before the next attempt, or returns the error when the answer is final or the
     /// budget is spent.
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     pub async fn after(&mut self, outcome: Result<reqwest::Response, reqwest::Error>, replayable: bool) -> Result<(), GraphError> {
         let (error, hint) = match outcome {
             Ok(r) => {
@@ -301,6 +305,7 @@ impl<'a> Retrier<'a> {
     }
 
     /// Waits `hint` (a `Retry-After`) or the backoff, unless retrying is not allowed.
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     pub async fn wait(&mut self, error: GraphError, hint: Option<Duration>, replayable: bool) -> Result<(), GraphError> {
         let delay = hint.unwrap_or_else(|| self.policy.backoff(self.attempt));
         self.attempt += 1;

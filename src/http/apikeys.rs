@@ -34,12 +34,14 @@ pub struct ApiKeyCreated {
 }
 
 #[utoipa::path(get, path = "/api/v1/apikeys", tag = "apikeys", security(("api_key" = [])), responses((status = 200, body = [ApiKey])))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn list(State(state): State<AppState>, _: Admin) -> Result<Json<Vec<ApiKey>>, ApiError> {
     Ok(Json(state.store.list_api_keys().await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/apikeys", tag = "apikeys", security(("api_key" = [])), request_body = ApiKeyInput,
     responses((status = 201, body = ApiKeyCreated), (status = 409, body = Problem), (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn create(
     State(state): State<AppState>,
     Admin(caller): Admin,
@@ -57,6 +59,7 @@ pub async fn create(
 
 #[utoipa::path(delete, path = "/api/v1/apikeys/{id}", tag = "apikeys", security(("api_key" = [])),
     responses((status = 204), (status = 404, body = Problem)))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn revoke(State(state): State<AppState>, Admin(caller): Admin, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     state.store.revoke_api_key(caller.actor(), &id).await?;
     Ok(StatusCode::NO_CONTENT)

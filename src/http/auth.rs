@@ -79,6 +79,7 @@ async fn signin_target(state: &AppState, raw: Option<&str>) -> Result<(Operator,
     params(("code" = String, Path, description = "The operator code (upper case)")),
     responses((status = 201, body = crate::identity::SigninLink), (status = 401, body = crate::error::Problem),
         (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn issue_link(
     State(state): State<AppState>,
     caller: Caller,
@@ -330,6 +331,7 @@ pub struct DeviceSignin {
 
 #[utoipa::path(post, path = "/api/v1/operators/{code}/signin/device", tag = "auth", security(("api_key" = [])),
     responses((status = 200, body = DeviceSignin), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn device(State(state): State<AppState>, _caller: Caller, Path(code): Path<String>) -> Result<Json<DeviceSignin>, ApiError> {
     let (operator, access) = signin_target(&state, Some(&code)).await?;
     let grant = oauth::start_device_code(state.tokens.http(), &access.endpoints, &access.app, DELEGATED_SCOPES).await?;
@@ -375,6 +377,7 @@ pub struct Me {
 
 #[utoipa::path(get, path = "/api/v1/me", tag = "auth", security(("sso" = [])),
     responses((status = 200, body = Me), (status = 401, body = crate::error::Problem, description = "Invalid token, or a claims challenge"), (status = 403, body = crate::error::Problem)))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn me(State(state): State<AppState>, caller: super::SsoCaller) -> Result<Json<Me>, ApiError> {
     let super::SsoCaller {
         token,

@@ -157,6 +157,7 @@ fn too_large(limit: u64) -> ApiError {
         (status = 200, description = "The workbook", content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
         (status = 202, body = JobStatus, description = "With Prefer: respond-async"),
         (status = 400, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn create(
     State(state): State<AppState>,
     Client(caller): Client,
@@ -331,6 +332,7 @@ fn find(state: &AppState, caller: &super::Caller, id: &str) -> Result<Arc<Job<To
 
 #[utoipa::path(get, path = "/api/v1/exports/{id}", tag = "exports", security(("api_key" = [])),
     responses((status = 200, body = JobStatus), (status = 404, body = Problem)))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn status(State(state): State<AppState>, Client(caller): Client, Path(id): Path<String>) -> Result<Json<JobStatus>, ApiError> {
     let job = find(&state, &caller, &id)?;
     Ok(Json(status_of(&state.exports, &job)))
@@ -338,6 +340,7 @@ pub async fn status(State(state): State<AppState>, Client(caller): Client, Path(
 
 #[utoipa::path(get, path = "/api/v1/exports/{id}/content", tag = "exports", security(("api_key" = [])),
     responses((status = 200, content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"), (status = 404, body = Problem), (status = 409, body = Problem)))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn content(State(state): State<AppState>, Client(caller): Client, Path(id): Path<String>) -> Result<Response, ApiError> {
     let job = find(&state, &caller, &id)?;
     match job.state() {
@@ -360,6 +363,7 @@ pub async fn content(State(state): State<AppState>, Client(caller): Client, Path
 
 #[utoipa::path(get, path = "/api/v1/exports/{id}/events", tag = "exports", security(("api_key" = [])),
     responses((status = 200, content_type = "text/event-stream", description = "`progress` events with the job status, then one `done` or `failed`")))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn events(State(state): State<AppState>, Client(caller): Client, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let job = find(&state, &caller, &id)?;
     let jobs = state.exports.clone();

@@ -35,6 +35,7 @@ pub struct ImportInput {
 
 #[utoipa::path(post, path = "/api/v1/imports", tag = "imports", security(("api_key" = [])), request_body = ImportInput,
     responses((status = 200, body = ImportResult), (status = 400, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn create(
     State(state): State<AppState>,
     Client(_caller): Client,

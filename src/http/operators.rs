@@ -23,18 +23,21 @@ fn path_code(raw: &str) -> Result<OperatorCode, ApiError> {
 
 #[utoipa::path(get, path = "/api/v1/operators", tag = "operators", security(("api_key" = [])),
     responses((status = 200, body = [Operator]), (status = 403, body = Problem)))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn list(State(state): State<AppState>, _: Admin) -> Result<Json<Vec<Operator>>, ApiError> {
     Ok(Json(state.store.list_operators().await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/operators/{code}", tag = "operators", security(("api_key" = [])),
     responses((status = 200, body = Operator), (status = 404, body = Problem)))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn get(State(state): State<AppState>, _: Admin, Path(code): Path<String>) -> Result<Json<Operator>, ApiError> {
     Ok(Json(state.store.get_operator(&path_code(&code)?).await?))
 }
 
 #[utoipa::path(put, path = "/api/v1/operators/{code}", tag = "operators", security(("api_key" = [])), request_body = OperatorInput,
     responses((status = 200, body = Operator), (status = 201, body = Operator), (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn put(
     State(state): State<AppState>,
     Admin(caller): Admin,

@@ -35,12 +35,14 @@ pub(crate) fn path_code(raw: &str) -> Result<TenantCode, ApiError> {
 
 #[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", security(("api_key" = [])),
     responses((status = 200, body = [Tenant]), (status = 401, body = Problem), (status = 403, body = Problem)))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn list(State(state): State<AppState>, _: Admin) -> Result<Json<Vec<Tenant>>, ApiError> {
     Ok(Json(state.store.list_tenants().await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", security(("api_key" = [])), request_body = TenantInput,
     responses((status = 201, body = TenantSaved), (status = 409, body = Problem), (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn create(
     State(state): State<AppState>,
     Admin(caller): Admin,
@@ -61,12 +63,14 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/api/v1/tenants/{code}", tag = "tenants", security(("api_key" = [])),
     responses((status = 200, body = Tenant), (status = 404, body = Problem)))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn get(State(state): State<AppState>, _: Admin, Path(code): Path<String>) -> Result<Json<Tenant>, ApiError> {
     Ok(Json(state.store.get_tenant(&path_code(&code)?).await?))
 }
 
 #[utoipa::path(put, path = "/api/v1/tenants/{code}", tag = "tenants", security(("api_key" = [])), request_body = TenantInput,
     responses((status = 200, body = TenantSaved), (status = 404, body = Problem), (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn replace(
     State(state): State<AppState>,
     Admin(caller): Admin,
@@ -87,6 +91,7 @@ pub async fn replace(
 
 #[utoipa::path(delete, path = "/api/v1/tenants/{code}", tag = "tenants", security(("api_key" = [])),
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem, description = "operators still use the tenant")))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn delete(State(state): State<AppState>, Admin(caller): Admin, Path(code): Path<String>) -> Result<StatusCode, ApiError> {
     let code = path_code(&code)?;
     state.store.delete_tenant(caller.actor(), &code).await?;

@@ -183,20 +183,20 @@ impl Tokens {
         if let Some(token) = Cached::fresh(&cached) {
             return Ok(token);
         }
-        let Some(refresh_token) = self.store.operator_refresh_token(code.as_str()).await? else {
+        let Some(refresh_token) = self.store.operator_refresh_token(code).await? else {
             return Err(TokenError::SigninRequired(code.clone()));
         };
         match oauth::refresh(&self.http, &access.endpoints, &access.app, &refresh_token, DELEGATED_SCOPES).await {
             Ok(set) => {
                 if let Some(rt) = &set.refresh_token {
-                    self.store.store_refresh_token(code.as_str(), rt).await?;
+                    self.store.store_refresh_token(code, rt).await?;
                 }
                 *cached = Some(Cached::of(&set));
                 Ok(set.access_token)
             }
             Err(e) if e.needs_signin() => {
                 tracing::warn!(operator = %code, error = %e, "refresh token refused; the operator must sign in again");
-                self.store.require_signin(code.as_str()).await?;
+                self.store.require_signin(code).await?;
                 *cached = None;
                 Err(TokenError::SigninRequired(code.clone()))
             }
@@ -210,7 +210,7 @@ impl Tokens {
         let Some(rt) = &set.refresh_token else {
             return Err(OAuthError::Malformed("no refresh token was issued; is offline_access granted?".into()).into());
         };
-        self.store.store_refresh_token(code.as_str(), rt).await?;
+        self.store.store_refresh_token(code, rt).await?;
         // Whatever was cached for the operator belonged to the grant this one replaces.
         self.forget_operator(code);
         *Self::slot(&self.delegated, &Self::operator_key(code, access)).lock().await = Some(Cached::of(set));

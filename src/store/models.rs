@@ -54,11 +54,12 @@ impl SigninState {
         }
     }
 
-    pub(crate) fn from_db(raw: &str) -> Self {
+    pub(crate) fn from_db(raw: &str) -> Option<Self> {
         match raw {
-            "linked" => Self::Linked,
-            "signin_required" => Self::SigninRequired,
-            _ => Self::Never,
+            "linked" => Some(Self::Linked),
+            "signin_required" => Some(Self::SigninRequired),
+            "never" => Some(Self::Never),
+            _ => None,
         }
     }
 }
@@ -103,8 +104,12 @@ impl Role {
         }
     }
 
-    pub(crate) fn from_db(raw: &str) -> Self {
-        if raw == "admin" { Self::Admin } else { Self::Client }
+    pub(crate) fn from_db(raw: &str) -> Option<Self> {
+        match raw {
+            "admin" => Some(Self::Admin),
+            "client" => Some(Self::Client),
+            _ => None,
+        }
     }
 }
 

@@ -77,7 +77,10 @@ async fn moving_an_operator_unlinks_the_account(app: TestApp) {
         email: None,
     };
     app.store.put_operator("t", &op("A")).await.unwrap();
-    app.store.store_refresh_token("jdoe", &Secret::new("refresh-token")).await.unwrap();
+    app.store
+        .store_refresh_token(&OperatorCode::parse("jdoe").unwrap(), &Secret::new("refresh-token"))
+        .await
+        .unwrap();
     let same = app.store.put_operator("t", &op("A")).await.unwrap().0;
     assert_eq!(same.signin, SigninState::Linked);
     let moved = app.store.put_operator("t", &op("B")).await.unwrap().0;
