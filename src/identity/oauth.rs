@@ -8,8 +8,7 @@ use crate::domain::Secret;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
-use serde::Deserialize;
-use sha2::{Digest, Sha256};
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Where a tenant's identity platform answers.
@@ -80,19 +79,19 @@ pub struct Pkce {
     pub challenge: String,
 }
 
-/// 32 random bytes, base64url: used for verifiers, states and nonces.
+/// 32 random bytes, base64url: used for states and nonces.
 pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// A fresh PKCE pair, made by oauth2-rs (32 random bytes, S256).
 pub fn pkce() -> Pkce {
-    let verifier = random_token();
-    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let (challenge, verifier) = oauth2::PkceCodeChallenge::new_random_sha256();
     Pkce {
-        verifier: Secret::new(verifier),
-        challenge,
+        verifier: Secret::new(verifier.into_secret()),
+        challenge: challenge.as_str().to_string(),
     }
 }
 
@@ -104,28 +103,6 @@ pub struct AuthorizeRequest<'a> {
     pub nonce: &'a str,
     pub challenge: &'a str,
     pub login_hint: Option<&'a str>,
-}
-
-/// The URL the browser is sent to (v2-oauth2-auth-code-flow.md, "Request an authorization code").
-pub fn authorize_url(ep: &Endpoints, app: &ClientApp, r: &AuthorizeRequest) -> Result<String, url::ParseError> {
-    let mut url = url::Url::parse(&ep.authorize)?;
-    {
-        let mut q = url.query_pairs_mut();
-        q.append_pair("client_id", &app.client_id)
-            .append_pair("response_type", "code")
-            .append_pair("redirect_uri", r.redirect_uri)
-            .append_pair("response_mode", "query")
-            .append_pair("scope", r.scope)
-            .append_pair("state", r.state)
-            .append_pair("nonce", r.nonce)
-            .append_pair("code_challenge", r.challenge)
-            .append_pair("code_challenge_method", "S256")
-            .append_pair("prompt", "select_account");
-        if let Some(hint) = r.login_hint {
-            q.append_pair("login_hint", hint);
-        }
-    }
-    Ok(url.to_string())
 }
 
 /// What a token endpoint answers on success.
@@ -172,7 +149,6 @@ fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Err
 pub enum OAuthError {
     #[error("the identity platform refused: {error}: {description}")]
     Refused {
-        status: u16,
         error: String,
         description: String,
         codes: Vec<u64>,
@@ -201,44 +177,232 @@ impl OAuthError {
     }
 }
 
-/// Posts a form to a token endpoint. Redirects are never followed (a redirected token request
-/// would carry the grant and secret to another host), see [`http_client`].
-async fn token_request(http: &reqwest::Client, url: &str, app: &ClientApp, mut form: Vec<(&str, String)>) -> Result<TokenSet, OAuthError> {
-    form.push(("client_id", app.client_id.clone()));
-    if let Some(secret) = &app.secret {
-        form.push(("client_secret", secret.expose_secret().to_string()));
-    }
-    post_form(http, url, &form).await
+/// What Entra's token endpoint answers when it refuses (reference-error-codes.md): the OAuth
+/// `error` and `error_description` (with the AADSTS code), plus `error_codes` and the
+/// `claims` challenge, which oauth2-rs's standard error type would drop.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntraError {
+    pub error: String,
+    #[serde(default)]
+    pub error_description: String,
+    #[serde(default)]
+    pub error_codes: Vec<u64>,
+    #[serde(default)]
+    pub claims: Option<String>,
 }
 
-/// Posts a form and reads the answer: `T` on success, the OAuth error body otherwise.
-async fn post_form<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &str, form: &[(&str, String)]) -> Result<T, OAuthError> {
-    let resp = http.post(url).form(form).send().await.map_err(OAuthError::Transport)?;
-    let status = resp.status();
-    let body = resp.bytes().await.map_err(OAuthError::Transport)?;
-    if status.is_success() {
-        return serde_json::from_slice(&body).map_err(|e| OAuthError::Malformed(format!("{url} answered: {e}")));
+impl std::fmt::Display for EntraError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.error, self.error_description)
     }
-    #[derive(Deserialize)]
-    struct Refusal {
-        error: String,
-        #[serde(default)]
-        error_description: String,
-        #[serde(default)]
-        error_codes: Vec<u64>,
-        #[serde(default)]
-        claims: Option<String>,
+}
+
+impl oauth2::ErrorResponse for EntraError {}
+
+/// A token type as the server names it (`Bearer`, in any case).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AnyTokenType(String);
+
+impl oauth2::TokenType for AnyTokenType {}
+
+/// A successful token answer as oauth2-rs parses it, with what Entra adds (the ID token) and
+/// lifetimes sent as strings by some servers.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EntraTokens {
+    access_token: oauth2::AccessToken,
+    #[serde(default = "bearer")]
+    token_type: AnyTokenType,
+    #[serde(default, deserialize_with = "seconds")]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    refresh_token: Option<oauth2::RefreshToken>,
+    #[serde(default, rename = "scope", deserialize_with = "scope_list")]
+    scopes: Option<Vec<oauth2::Scope>>,
+    #[serde(default)]
+    id_token: Option<String>,
+}
+
+fn bearer() -> AnyTokenType {
+    AnyTokenType("Bearer".into())
+}
+
+impl oauth2::TokenResponse for EntraTokens {
+    type TokenType = AnyTokenType;
+
+    fn access_token(&self) -> &oauth2::AccessToken {
+        &self.access_token
     }
-    match serde_json::from_slice::<Refusal>(&body) {
-        Ok(r) => Err(OAuthError::Refused {
-            status: status.as_u16(),
-            error: r.error,
-            description: r.error_description,
-            codes: r.error_codes,
-            claims: r.claims.filter(|c| !c.is_empty()),
-        }),
-        Err(_) => Err(OAuthError::Malformed(format!("{url} answered {status}"))),
+
+    fn token_type(&self) -> &AnyTokenType {
+        &self.token_type
     }
+
+    fn expires_in(&self) -> Option<Duration> {
+        self.expires_in.map(Duration::from_secs)
+    }
+
+    fn refresh_token(&self) -> Option<&oauth2::RefreshToken> {
+        self.refresh_token.as_ref()
+    }
+
+    fn scopes(&self) -> Option<&Vec<oauth2::Scope>> {
+        self.scopes.as_ref()
+    }
+}
+
+fn scope_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<oauth2::Scope>>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.map(|s| s.split_whitespace().map(|x| oauth2::Scope::new(x.to_string())).collect()))
+}
+
+impl From<EntraTokens> for TokenSet {
+    fn from(t: EntraTokens) -> Self {
+        Self {
+            access_token: Secret::new(t.access_token.into_secret()),
+            refresh_token: t.refresh_token.map(|r| Secret::new(r.into_secret())),
+            id_token: t.id_token.map(Secret::new),
+            expires_in: t.expires_in,
+            scope: t.scopes.map(|s| s.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(" ")),
+        }
+    }
+}
+
+/// Entra's `message` beside the standard device-authorization fields.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EntraDeviceFields {
+    #[serde(default)]
+    message: Option<String>,
+}
+
+impl oauth2::ExtraDeviceAuthorizationFields for EntraDeviceFields {}
+
+/// oauth2-rs's client as Entra needs it: its error and token types, the client secret in
+/// the request body (AuthType::RequestBody; Entra accepts Basic too, but documents the body).
+type EntraClient = oauth2::Client<
+    EntraError,
+    EntraTokens,
+    oauth2::basic::BasicTokenIntrospectionResponse,
+    oauth2::StandardRevocableToken,
+    oauth2::basic::BasicRevocationErrorResponse,
+    oauth2::EndpointSet,
+    oauth2::EndpointMaybeSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointSet,
+>;
+
+fn client(ep: &Endpoints, app: &ClientApp) -> Result<EntraClient, OAuthError> {
+    let url = |what: &str, e: url::ParseError| OAuthError::Malformed(format!("the {what} endpoint is not a URL: {e}"));
+    let device = ep
+        .device
+        .as_deref()
+        .map(|d| oauth2::DeviceAuthorizationUrl::new(d.to_string()).map_err(|e| url("device authorization", e)))
+        .transpose()?;
+    let mut c = oauth2::Client::new(oauth2::ClientId::new(app.client_id.clone()))
+        .set_auth_uri(oauth2::AuthUrl::new(ep.authorize.clone()).map_err(|e| url("authorization", e))?)
+        .set_token_uri(oauth2::TokenUrl::new(ep.token.clone()).map_err(|e| url("token", e))?)
+        .set_device_authorization_url_option(device)
+        .set_auth_type(oauth2::AuthType::RequestBody);
+    if let Some(secret) = &app.secret {
+        c = c.set_client_secret(oauth2::ClientSecret::new(secret.expose_secret().to_string()));
+    }
+    Ok(c)
+}
+
+/// How long one call to the identity platform may take: a token answer is small and quick,
+/// so a stalled one is a failure to report, not to wait for (the shared client allows
+/// minutes, for upload fragments).
+const TOKEN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The shared client as oauth2-rs's HTTP client, with the token-call timeout. A named type
+/// with a boxed future rather than a closure: a closure's borrowed future is not `Send` for
+/// every lifetime, which axum's handlers need.
+struct TokenHttp<'h>(&'h reqwest::Client);
+
+impl<'c> oauth2::AsyncHttpClient<'c> for TokenHttp<'_> {
+    type Error = reqwest::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<oauth2::HttpResponse, reqwest::Error>> + Send + 'c>>;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(send(self.0, request))
+    }
+}
+
+/// Sends one of oauth2-rs's requests through the shared client, with the token-call timeout.
+async fn send(http: &reqwest::Client, request: oauth2::HttpRequest) -> Result<oauth2::HttpResponse, reqwest::Error> {
+    let (parts, body) = request.into_parts();
+    let response = http
+        .request(parts.method, parts.uri.to_string())
+        .headers(parts.headers)
+        .body(body)
+        .timeout(TOKEN_CALL_TIMEOUT)
+        .send()
+        .await?;
+    let mut answer = oauth2::http::Response::builder().status(response.status());
+    if let Some(headers) = answer.headers_mut() {
+        *headers = response.headers().clone();
+    }
+    let body = response.bytes().await?.to_vec();
+    Ok(answer.body(body).expect("status and headers came from a response"))
+}
+
+impl<E: oauth2::ErrorResponse + Into<EntraError> + 'static> From<oauth2::RequestTokenError<reqwest::Error, E>> for OAuthError {
+    fn from(e: oauth2::RequestTokenError<reqwest::Error, E>) -> Self {
+        match e {
+            oauth2::RequestTokenError::ServerResponse(refusal) => {
+                let r: EntraError = refusal.into();
+                Self::Refused {
+                    error: r.error,
+                    description: r.error_description,
+                    codes: r.error_codes,
+                    claims: r.claims.filter(|c| !c.is_empty()),
+                }
+            }
+            oauth2::RequestTokenError::Request(e) => Self::Transport(e),
+            oauth2::RequestTokenError::Parse(e, _) => Self::Malformed(format!("the token answer does not parse: {e}")),
+            oauth2::RequestTokenError::Other(m) => Self::Malformed(m),
+        }
+    }
+}
+
+/// The device flow's errors come as oauth2-rs's standard type (it reads
+/// `authorization_pending` and `slow_down` itself); what is left of them is kept.
+impl From<oauth2::DeviceCodeErrorResponse> for EntraError {
+    fn from(e: oauth2::DeviceCodeErrorResponse) -> Self {
+        Self {
+            error: e.error().as_ref().to_string(),
+            error_description: e.error_description().cloned().unwrap_or_default(),
+            error_codes: Vec::new(),
+            claims: None,
+        }
+    }
+}
+
+fn scopes(scope: &str) -> impl Iterator<Item = oauth2::Scope> + '_ {
+    scope.split_whitespace().map(|s| oauth2::Scope::new(s.to_string()))
+}
+
+/// The URL the browser is sent to (v2-oauth2-auth-code-flow.md, "Request an authorization
+/// code"), built by oauth2-rs; `nonce`, `response_mode`, `prompt` and `login_hint` are
+/// OpenID Connect and Entra parameters it passes through.
+pub fn authorize_url(ep: &Endpoints, app: &ClientApp, r: &AuthorizeRequest) -> Result<String, OAuthError> {
+    let redirect = oauth2::RedirectUrl::new(r.redirect_uri.to_string())
+        .map_err(|e| OAuthError::Malformed(format!("the redirect URI is not a URL: {e}")))?;
+    let state = r.state.to_string();
+    let client = client(ep, app)?;
+    let mut request = client
+        .authorize_url(move || oauth2::CsrfToken::new(state))
+        .set_redirect_uri(std::borrow::Cow::Owned(redirect))
+        .add_scopes(scopes(r.scope))
+        .add_extra_param("response_mode", "query")
+        .add_extra_param("nonce", r.nonce)
+        .add_extra_param("code_challenge", r.challenge)
+        .add_extra_param("code_challenge_method", "S256")
+        .add_extra_param("prompt", "select_account");
+    if let Some(hint) = r.login_hint {
+        request = request.add_extra_param("login_hint", hint);
+    }
+    Ok(request.url().0.to_string())
 }
 
 /// Redeems an authorization code (with its PKCE verifier).
@@ -251,14 +415,17 @@ pub async fn redeem_code(
     redirect_uri: &str,
     scope: &str,
 ) -> Result<TokenSet, OAuthError> {
-    let form = vec![
-        ("grant_type", "authorization_code".to_string()),
-        ("code", code.to_string()),
-        ("code_verifier", verifier.expose_secret().to_string()),
-        ("redirect_uri", redirect_uri.to_string()),
-        ("scope", scope.to_string()),
-    ];
-    token_request(http, &ep.token, app, form).await
+    let redirect = oauth2::RedirectUrl::new(redirect_uri.to_string())
+        .map_err(|e| OAuthError::Malformed(format!("the redirect URI is not a URL: {e}")))?;
+    let call = TokenHttp(http);
+    let tokens = client(ep, app)?
+        .exchange_code(oauth2::AuthorizationCode::new(code.to_string()))
+        .set_pkce_verifier(oauth2::PkceCodeVerifier::new(verifier.expose_secret().to_string()))
+        .set_redirect_uri(std::borrow::Cow::Owned(redirect))
+        .add_extra_param("scope", scope)
+        .request_async(&call)
+        .await?;
+    Ok(tokens.into())
 }
 
 pub async fn refresh(
@@ -268,21 +435,30 @@ pub async fn refresh(
     refresh_token: &Secret,
     scope: &str,
 ) -> Result<TokenSet, OAuthError> {
-    let form = vec![
-        ("grant_type", "refresh_token".to_string()),
-        ("refresh_token", refresh_token.expose_secret().to_string()),
-        ("scope", scope.to_string()),
-    ];
-    token_request(http, &ep.token, app, form).await
+    let token = oauth2::RefreshToken::new(refresh_token.expose_secret().to_string());
+    let call = TokenHttp(http);
+    let tokens = client(ep, app)?
+        .exchange_refresh_token(&token)
+        .add_scopes(scopes(scope))
+        .request_async(&call)
+        .await?;
+    Ok(tokens.into())
 }
 
 /// Client credentials; `scope` is `{resource}/.default`.
 pub async fn client_credentials(http: &reqwest::Client, ep: &Endpoints, app: &ClientApp, scope: &str) -> Result<TokenSet, OAuthError> {
-    let form = vec![("grant_type", "client_credentials".to_string()), ("scope", scope.to_string())];
-    token_request(http, &ep.token, app, form).await
+    let call = TokenHttp(http);
+    let tokens = client(ep, app)?
+        .exchange_client_credentials()
+        .add_scopes(scopes(scope))
+        .request_async(&call)
+        .await?;
+    Ok(tokens.into())
 }
 
-/// Exchanges a token for our API (from the add-in) for a Graph token, on behalf of its user.
+/// Exchanges a token for our API (from the add-in) for a Graph token, on behalf of its user
+/// (v2-oauth2-on-behalf-of-flow.md). oauth2-rs has no builder for the `jwt-bearer` grant, so
+/// this one request is ours; it answers in the same token and error types.
 pub async fn on_behalf_of(
     http: &reqwest::Client,
     ep: &Endpoints,
@@ -290,67 +466,70 @@ pub async fn on_behalf_of(
     assertion: &str,
     scope: &str,
 ) -> Result<TokenSet, OAuthError> {
-    let form = vec![
+    let mut form = vec![
         ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer".to_string()),
         ("assertion", assertion.to_string()),
         ("requested_token_use", "on_behalf_of".to_string()),
         ("scope", scope.to_string()),
+        ("client_id", app.client_id.clone()),
     ];
-    token_request(http, &ep.token, app, form).await
+    if let Some(secret) = &app.secret {
+        form.push(("client_secret", secret.expose_secret().to_string()));
+    }
+    let resp = http
+        .post(&ep.token)
+        .form(&form)
+        .timeout(TOKEN_CALL_TIMEOUT)
+        .send()
+        .await
+        .map_err(OAuthError::Transport)?;
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(OAuthError::Transport)?;
+    if status.is_success() {
+        let tokens: EntraTokens = serde_json::from_slice(&body).map_err(|e| OAuthError::Malformed(format!("the token answer does not parse: {e}")))?;
+        return Ok(tokens.into());
+    }
+    let refusal: EntraError =
+        serde_json::from_slice(&body).map_err(|_| OAuthError::Malformed(format!("the token endpoint answered {status}")))?;
+    Err(oauth2::RequestTokenError::<reqwest::Error, EntraError>::ServerResponse(refusal).into())
 }
 
 /// A device-code grant in progress (v2-oauth2-device-code.md).
-#[derive(Deserialize)]
 pub struct DeviceCode {
-    pub device_code: Secret,
     pub user_code: String,
     pub verification_uri: String,
-    #[serde(deserialize_with = "required_seconds")]
     pub expires_in: u64,
-    #[serde(default = "five", deserialize_with = "required_seconds")]
-    pub interval: u64,
-    #[serde(default)]
     pub message: Option<String>,
-}
-
-fn five() -> u64 {
-    5
-}
-
-fn required_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    seconds(d)?.ok_or_else(|| serde::de::Error::custom("expected a number of seconds"))
+    grant: oauth2::DeviceAuthorizationResponse<EntraDeviceFields>,
 }
 
 pub async fn start_device_code(http: &reqwest::Client, ep: &Endpoints, app: &ClientApp, scope: &str) -> Result<DeviceCode, OAuthError> {
-    let url = ep
-        .device
-        .as_deref()
-        .ok_or_else(|| OAuthError::Malformed("this provider has no device authorization endpoint".into()))?;
-    post_form(http, url, &[("client_id", app.client_id.clone()), ("scope", scope.to_string())]).await
+    let call = TokenHttp(http);
+    let grant: oauth2::DeviceAuthorizationResponse<EntraDeviceFields> = client(ep, app)?
+        .exchange_device_code()
+        .map_err(|_| OAuthError::Malformed("this provider has no device authorization endpoint".into()))?
+        .add_scopes(scopes(scope))
+        .request_async(&call)
+        .await?;
+    Ok(DeviceCode {
+        user_code: grant.user_code().secret().clone(),
+        verification_uri: grant.verification_uri().to_string(),
+        expires_in: grant.expires_in().as_secs(),
+        message: grant.extra_fields().message.clone(),
+        grant,
+    })
 }
 
-/// Polls the token endpoint until the user finishes (or declines, or the code expires),
-/// waiting `interval` between polls and 5 s more after each `slow_down`.
-pub async fn poll_device_code(
-    http: &reqwest::Client,
-    ep: &Endpoints,
-    app: &ClientApp,
-    device: &DeviceCode,
-) -> Result<TokenSet, OAuthError> {
-    let mut interval = Duration::from_secs(device.interval.max(1));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(device.expires_in);
-    loop {
-        tokio::time::sleep(interval).await;
-        let form = vec![
-            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code".to_string()),
-            ("device_code", device.device_code.expose_secret().to_string()),
-        ];
-        match token_request(http, &ep.token, app, form).await {
-            Err(OAuthError::Refused { error, .. }) if error == "authorization_pending" && tokio::time::Instant::now() < deadline => {}
-            Err(OAuthError::Refused { error, .. }) if error == "slow_down" => interval += Duration::from_secs(5),
-            other => return other,
-        }
-    }
+/// Polls the token endpoint until the user finishes (or declines, or the code expires):
+/// oauth2-rs waits the interval between polls and 5 s more after each `slow_down`.
+pub async fn poll_device_code(http: &reqwest::Client, ep: &Endpoints, app: &ClientApp, device: &DeviceCode) -> Result<TokenSet, OAuthError> {
+    let call = TokenHttp(http);
+    let client = client(ep, app)?;
+    let tokens = client
+        .exchange_device_access_token(&device.grant)
+        .request_async(&call, tokio::time::sleep, None)
+        .await?;
+    Ok(tokens.into())
 }
 
 /// The claims of a JWT, read without checking its signature. Only for ID tokens received
@@ -377,6 +556,7 @@ pub fn http_client() -> reqwest::Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     /// RFC 7636 appendix B: the S256 challenge of a known verifier.
     #[test]
@@ -398,6 +578,35 @@ mod tests {
         assert_eq!(t.expires_in, Some(3599));
         let shown = format!("{t:?}");
         assert!(!shown.contains("secret"), "{shown}");
+    }
+
+    /// Entra's refusal keeps what oauth2-rs's standard error drops: the AADSTS codes and the
+    /// claims challenge (reference-error-codes.md, claims-challenge.md).
+    #[test]
+    fn refusals_keep_error_codes_and_claims() {
+        let body = r#"{"error":"interaction_required","error_description":"AADSTS50076: MFA","error_codes":[50076],"claims":"{\"access_token\":{}}"}"#;
+        let refusal: EntraError = serde_json::from_str(body).unwrap();
+        let e: OAuthError = oauth2::RequestTokenError::<reqwest::Error, EntraError>::ServerResponse(refusal).into();
+        assert!(e.needs_signin());
+        assert_eq!(e.claims(), Some("{\"access_token\":{}}"));
+        match e {
+            OAuthError::Refused { codes, description, .. } => {
+                assert_eq!(codes, [50076]);
+                assert!(description.starts_with("AADSTS50076"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn entra_token_answers_carry_the_id_token_and_string_lifetimes() {
+        let t: EntraTokens =
+            serde_json::from_str(r#"{"access_token":"at","token_type":"Bearer","expires_in":"3599","scope":"openid User.Read","id_token":"x.y.z"}"#)
+                .unwrap();
+        let set = TokenSet::from(t);
+        assert_eq!(set.expires_in, Some(3599));
+        assert_eq!(set.scope.as_deref(), Some("openid User.Read"));
+        assert_eq!(set.id_token.unwrap().expose_secret(), "x.y.z");
     }
 
     #[test]
