@@ -477,15 +477,6 @@ pub async fn user_drive(
     drive_request(emu, Some(user), method, rest, q, headers, body).await
 }
 
-/// Parses `bytes {start}-{end}/{total}`.
-fn content_range(headers: &HeaderMap) -> Option<(u64, u64, u64)> {
-    let v = headers.get(header::CONTENT_RANGE)?.to_str().ok()?.strip_prefix("bytes ")?;
-    let (range, total) = v.split_once('/')?;
-    let (start, end) = range.split_once('-')?;
-    let (start, end, total) = (start.trim().parse().ok()?, end.trim().parse().ok()?, total.trim().parse().ok()?);
-    (start <= end && end < total).then_some((start, end, total))
-}
-
 /// What the upload URL needs to know about a session, without its bytes.
 struct SessionView {
     total: Option<u64>,
@@ -576,50 +567,33 @@ pub async fn upload_url(
             "The upload is not complete or was not started with deferCommit.",
         ),
         Method::PUT => {
-            let Some((start, end, total)) = content_range(&headers) else {
-                return graph_error(
-                    &headers,
-                    StatusCode::BAD_REQUEST,
-                    "invalidRequest",
-                    "A valid Content-Range header (bytes start-end/total) is required.",
-                );
-            };
-            let length = end - start + 1;
-            if body.len() as u64 != length {
-                return graph_error(
-                    &headers,
-                    StatusCode::BAD_REQUEST,
-                    "invalidRequest",
-                    "The Content-Range does not match the length of the content.",
-                );
-            }
-            if body.len() > FRAGMENT_LIMIT {
-                return graph_error(
-                    &headers,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "requestTooLarge",
-                    "A fragment must be smaller than 60 MiB.",
-                );
-            }
-            if session.total.is_some_and(|t| t != total) {
-                return graph_error(
-                    &headers,
-                    StatusCode::BAD_REQUEST,
-                    "invalidRequest",
-                    "The total size in Content-Range differs from the upload session's.",
-                );
-            }
-            let next = session.received;
-            if start != next {
+            use super::graph::{FragmentRefused, check_fragment};
+            let invalid = |m: &str| graph_error(&headers, StatusCode::BAD_REQUEST, "invalidRequest", m);
+            let fragment = match check_fragment(&headers, body.len(), FRAGMENT_LIMIT, session.total, session.received) {
+                Ok(f) => f,
+                Err(FragmentRefused::NoRange) => return invalid("A valid Content-Range header (bytes start-end/total) is required."),
+                Err(FragmentRefused::LengthMismatch) => return invalid("The Content-Range does not match the length of the content."),
+                Err(FragmentRefused::TooLarge) => {
+                    return graph_error(
+                        &headers,
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "requestTooLarge",
+                        "A fragment must be smaller than 60 MiB.",
+                    );
+                }
+                Err(FragmentRefused::TotalChanged) => return invalid("The total size in Content-Range differs from the upload session's."),
                 // A fragment already received, or one that skips ahead.
-                return graph_error(
-                    &headers,
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    "invalidRange",
-                    &format!("The fragment starts at {start}; the next expected byte is {next}."),
-                );
-            }
-            let last = end + 1 == total;
+                Err(FragmentRefused::OutOfOrder { start, next }) => {
+                    return graph_error(
+                        &headers,
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        "invalidRange",
+                        &format!("The fragment starts at {start}; the next expected byte is {next}."),
+                    );
+                }
+            };
+            let (length, total) = (fragment.bytes(), fragment.total);
+            let last = fragment.is_last();
             if !last && length % FRAGMENT_UNIT != 0 {
                 return graph_error(
                     &headers,

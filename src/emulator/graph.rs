@@ -206,3 +206,76 @@ pub fn refuse_authorization(headers: &HeaderMap, code: &str) -> Option<Response>
         )
     })
 }
+
+/// One fragment PUT to an upload URL, as both kinds of upload session check it (OneDrive's
+/// driveItem sessions, upload-large-files-sdk.md / driveitem-createuploadsession.md; Outlook's
+/// attachment sessions, outlook-large-attachments.md): `Content-Range: bytes start-end/total`
+/// matching the body, the session's total, in order, within the size limit. Each caller words
+/// the refusal in its own service's error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FragmentRefused {
+    /// No `Content-Range`, or not `bytes start-end/total` with start ≤ end < total.
+    NoRange,
+    /// Larger than the session type allows in one request.
+    TooLarge,
+    /// The range's length is not the body's.
+    LengthMismatch,
+    /// The total differs from the session's.
+    TotalChanged,
+    /// A fragment already received or one that skips ahead; `next` is the byte expected.
+    OutOfOrder { start: u64, next: u64 },
+}
+
+/// A fragment that passed [`check_fragment`]: its first and last byte and the total.
+#[derive(Debug, Clone, Copy)]
+pub struct Fragment {
+    pub start: u64,
+    pub end: u64,
+    pub total: u64,
+}
+
+impl Fragment {
+    pub fn bytes(&self) -> u64 {
+        self.end - self.start + 1
+    }
+
+    pub fn is_last(&self) -> bool {
+        self.end + 1 == self.total
+    }
+}
+
+/// Checks a fragment of `body_len` bytes against a session that has `received` bytes and,
+/// once known, `total`.
+pub fn check_fragment(
+    headers: &HeaderMap,
+    body_len: usize,
+    limit: usize,
+    total: Option<u64>,
+    received: u64,
+) -> Result<Fragment, FragmentRefused> {
+    let range = (|| {
+        let v = headers.get(header::CONTENT_RANGE)?.to_str().ok()?.strip_prefix("bytes ")?;
+        let (span, total) = v.split_once('/')?;
+        let (start, end) = span.split_once('-')?;
+        let (start, end, total): (u64, u64, u64) = (start.trim().parse().ok()?, end.trim().parse().ok()?, total.trim().parse().ok()?);
+        (start <= end && end < total).then_some(Fragment { start, end, total })
+    })();
+    // The size first: a request past the limit is refused whatever its range says.
+    if body_len > limit {
+        return Err(FragmentRefused::TooLarge);
+    }
+    let fragment = range.ok_or(FragmentRefused::NoRange)?;
+    if fragment.bytes() != body_len as u64 {
+        return Err(FragmentRefused::LengthMismatch);
+    }
+    if total.is_some_and(|t| t != fragment.total) {
+        return Err(FragmentRefused::TotalChanged);
+    }
+    if fragment.start != received {
+        return Err(FragmentRefused::OutOfOrder {
+            start: fragment.start,
+            next: received,
+        });
+    }
+    Ok(fragment)
+}

@@ -477,37 +477,31 @@ pub async fn attachment_upload(
         }
         Method::GET => Json(status(received)).into_response(),
         Method::PUT => {
-            let range = headers
-                .get(header::CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("bytes "))
-                .and_then(|v| {
-                    let (span, total) = v.split_once('/')?;
-                    let (a, b) = span.split_once('-')?;
-                    Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?, total.parse::<u64>().ok()?))
-                });
-            let Some((start, end, total)) = range else {
-                return bad("A Content-Range header (bytes start-end/total) is required.");
+            use super::graph::{FragmentRefused, check_fragment};
+            let fragment = match check_fragment(&headers, body.len(), ATTACHMENT_FRAGMENT_LIMIT, Some(size), received) {
+                Ok(f) => f,
+                Err(FragmentRefused::NoRange) => return bad("A Content-Range header (bytes start-end/total) is required."),
+                Err(FragmentRefused::TooLarge) => {
+                    return graph_error(
+                        &headers,
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "RequestEntityTooLarge",
+                        "Upload at most 4 MB per request.",
+                    );
+                }
+                Err(FragmentRefused::LengthMismatch | FragmentRefused::TotalChanged) => {
+                    return bad("The Content-Range does not match the content or the attachment's size.");
+                }
+                Err(FragmentRefused::OutOfOrder { next, .. }) => {
+                    return graph_error(
+                        &headers,
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        "ErrorInvalidRequest",
+                        &format!("Bytes must be uploaded in order; the next expected byte is {next}."),
+                    );
+                }
             };
-            if body.len() > ATTACHMENT_FRAGMENT_LIMIT {
-                return graph_error(
-                    &headers,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "RequestEntityTooLarge",
-                    "Upload at most 4 MB per request.",
-                );
-            }
-            if total != size || end < start || end - start + 1 != body.len() as u64 || end >= size {
-                return bad("The Content-Range does not match the content or the attachment's size.");
-            }
-            if start != received {
-                return graph_error(
-                    &headers,
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    "ErrorInvalidRequest",
-                    &format!("Bytes must be uploaded in order; the next expected byte is {received}."),
-                );
-            }
+            let end = fragment.end;
             let finished = {
                 let mut mail = emu.mail();
                 let s = mail.sessions.get_mut(&token).expect("checked above");

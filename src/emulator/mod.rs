@@ -6,7 +6,6 @@
 //! State lives in memory, seeded from [`seed::Seed`]. Test hooks live under `/_emulator/`.
 
 pub mod batch;
-pub mod device;
 pub mod directory;
 pub mod drive;
 pub mod faults;
@@ -75,7 +74,7 @@ struct Inner {
     pending: Mutex<HashMap<String, PendingSignin>>,
     drive: Mutex<drive::DriveState>,
     faults: Mutex<Vec<faults::Fault>>,
-    devices: Mutex<HashMap<String, device::DeviceGrant>>,
+    devices: Mutex<HashMap<String, identity::device::DeviceGrant>>,
     mail: Mutex<mail::MailState>,
     requests: Mutex<Vec<faults::Logged>>,
     throttle: Mutex<throttle::ThrottleState>,
@@ -156,7 +155,7 @@ impl Emulator {
         self.inner.mail.lock().expect("mail lock")
     }
 
-    pub fn devices(&self) -> std::sync::MutexGuard<'_, HashMap<String, device::DeviceGrant>> {
+    pub fn devices(&self) -> std::sync::MutexGuard<'_, HashMap<String, identity::device::DeviceGrant>> {
         self.inner.devices.lock().expect("devices lock")
     }
 
@@ -228,9 +227,12 @@ impl Emulator {
                 get(identity::authorize).post(identity::authorize_submit),
             )
             .route("/{tenant}/oauth2/v2.0/token", post(identity::token))
-            .route("/{tenant}/oauth2/v2.0/devicecode", post(device::authorize))
-            .route("/devicelogin", get(device::login_page).post(device::login_submit))
-            .route("/_emulator/devicecode/{user_code}/expire", post(device::expire))
+            .route("/{tenant}/oauth2/v2.0/devicecode", post(identity::device::authorize))
+            .route(
+                "/devicelogin",
+                get(identity::device::login_page).post(identity::device::login_submit),
+            )
+            .route("/_emulator/devicecode/{user_code}/expire", post(identity::device::expire))
             .route("/v1.0/me", get(graph::me))
             .route("/v1.0/$batch", post(batch::batch))
             .route("/v1.0/me/drive/{*rest}", any(drive::me_drive))

@@ -486,7 +486,8 @@ pub async fn on_behalf_of(
     let status = resp.status();
     let body = resp.bytes().await.map_err(OAuthError::Transport)?;
     if status.is_success() {
-        let tokens: EntraTokens = serde_json::from_slice(&body).map_err(|e| OAuthError::Malformed(format!("the token answer does not parse: {e}")))?;
+        let tokens: EntraTokens =
+            serde_json::from_slice(&body).map_err(|e| OAuthError::Malformed(format!("the token answer does not parse: {e}")))?;
         return Ok(tokens.into());
     }
     let refusal: EntraError =
@@ -522,7 +523,12 @@ pub async fn start_device_code(http: &reqwest::Client, ep: &Endpoints, app: &Cli
 
 /// Polls the token endpoint until the user finishes (or declines, or the code expires):
 /// oauth2-rs waits the interval between polls and 5 s more after each `slow_down`.
-pub async fn poll_device_code(http: &reqwest::Client, ep: &Endpoints, app: &ClientApp, device: &DeviceCode) -> Result<TokenSet, OAuthError> {
+pub async fn poll_device_code(
+    http: &reqwest::Client,
+    ep: &Endpoints,
+    app: &ClientApp,
+    device: &DeviceCode,
+) -> Result<TokenSet, OAuthError> {
     let call = TokenHttp(http);
     let client = client(ep, app)?;
     let tokens = client
@@ -600,9 +606,10 @@ mod tests {
 
     #[test]
     fn entra_token_answers_carry_the_id_token_and_string_lifetimes() {
-        let t: EntraTokens =
-            serde_json::from_str(r#"{"access_token":"at","token_type":"Bearer","expires_in":"3599","scope":"openid User.Read","id_token":"x.y.z"}"#)
-                .unwrap();
+        let t: EntraTokens = serde_json::from_str(
+            r#"{"access_token":"at","token_type":"Bearer","expires_in":"3599","scope":"openid User.Read","id_token":"x.y.z"}"#,
+        )
+        .unwrap();
         let set = TokenSet::from(t);
         assert_eq!(set.expires_in, Some(3599));
         assert_eq!(set.scope.as_deref(), Some("openid User.Read"));

@@ -2,8 +2,8 @@
 //! and RFC 8628 (`slow_down`): `/devicecode` hands out a user code, the user signs in at
 //! `/devicelogin` on another device, and the client polls `/token` meanwhile.
 
-use super::identity::{aad_error, app_in_tenant, scopes_granted, unknown_app, user_tokens};
-use super::{Emulator, opaque};
+use super::{aad_error, app_in_tenant, scopes_granted, unknown_app, user_tokens};
+use crate::emulator::{Emulator, opaque};
 use axum::Form;
 use axum::Json;
 use axum::extract::{Path, State};
