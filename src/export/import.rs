@@ -358,6 +358,28 @@ impl SheetRow<'_> {
 /// key names no column; [`ImportError::TooLarge`] when it holds more than `req.limits`
 /// allows; [`ImportError::Deadline`] past `req.deadline`. Cell-level trouble is not an error:
 /// it is listed in `problems`.
+///
+/// # Examples
+///
+/// A workbook exported from a CSV, read back with the same columns:
+///
+/// ```
+/// use officebridge::config::ImportSettings;
+/// use officebridge::export::import::{import, import_columns, ImportRequest};
+/// use officebridge::export::read::{export, ExportOptions, InputFormat};
+/// use std::io::Cursor;
+///
+/// let mut xlsx = Cursor::new(Vec::new());
+/// export(InputFormat::Csv, "Sku,Qty\nA-1,3\n".as_bytes(), &mut xlsx, &ExportOptions::default(), Default::default())?;
+///
+/// let limits = ImportSettings::default();
+/// let (columns, _) = import_columns(Some("Sku=text,Qty=integer"), None, None, &limits)?;
+/// let req = ImportRequest { columns: &columns, sheet: None, key: None, original: None, limits: &limits, deadline: None };
+/// let result = import(Cursor::new(xlsx.into_inner()), &req)?;
+/// assert_eq!(result.rows[0]["Qty"], 3);
+/// assert!(result.problems.is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn import<R: Read + Seek>(mut workbook: R, req: &ImportRequest) -> Result<ImportResult, ImportError> {
     check_parts(&mut workbook, req.limits, req.deadline)?;
     let mut book: Xlsx<_> = Xlsx::new(workbook).map_err(unreadable)?;

@@ -390,6 +390,27 @@ fn new_export(meta: GridMeta, opts: &ExportOptions, progress: Arc<AtomicU64>) ->
 ///
 /// [`ExportError::Grid`] names the field, line or cell at fault; the other variants are
 /// I/O failures. On error, what was written to `out` is not a workbook and must be discarded.
+///
+/// # Examples
+///
+/// A CSV with one declared column (the other is inferred) into a workbook in memory:
+///
+/// ```
+/// use officebridge::export::read::{export, ExportOptions, InputFormat};
+/// use std::io::Cursor;
+///
+/// let csv = "Code,Amount\n00123,12.50\nA-7,3\n";
+/// let opts = ExportOptions {
+///     columns: Some("Code=text".into()),
+///     title: Some("Invoices".into()),
+///     ..Default::default()
+/// };
+/// let mut xlsx = Cursor::new(Vec::new());
+/// let report = export(InputFormat::Csv, csv.as_bytes(), &mut xlsx, &opts, Default::default())?;
+/// assert_eq!(report.rows, 2);
+/// assert!(xlsx.get_ref().starts_with(b"PK"), "an XLSX is a zip");
+/// # Ok::<(), officebridge::export::writer::ExportError>(())
+/// ```
 pub fn export<R: BufRead + Send, W: Write + Seek + Send>(
     format: InputFormat,
     input: R,
@@ -412,7 +433,29 @@ fn skip_bom<R: BufRead>(input: &mut R) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Parses a grid document, naming the field at fault.
+/// Parses a grid document (SPEC §3.1), naming the field at fault.
+///
+/// # Errors
+///
+/// A [`GridError`] of kind `Syntax` when the input is not JSON, else one naming the field
+/// (`sheets[0].title`) and the rule it breaks. Column types and cells are checked later,
+/// by the export.
+///
+/// # Examples
+///
+/// ```
+/// use officebridge::export::model::GridErrorKind;
+/// use officebridge::export::read::parse_grid_document;
+///
+/// let doc = r#"{"sheets":[{"name":"Stock","columns":[{"key":"qty","type":"integer"}],"rows":[{"qty":3}]}]}"#;
+/// let grid = parse_grid_document(doc.as_bytes()).unwrap();
+/// assert_eq!(grid.sheets.len(), 1);
+///
+/// let cut_short = r#"{"sheets":[{"columns":"#;
+/// let e = parse_grid_document(cut_short.as_bytes()).unwrap_err();
+/// assert_eq!(e.kind, GridErrorKind::Syntax);
+/// assert_eq!(e.field, "body");
+/// ```
 pub fn parse_grid_document<R: BufRead>(mut input: R) -> Result<GridDocument, GridError> {
     skip_bom(&mut input).map_err(|e| GridError::new("body", format!("could not be read: {e}")))?;
     let mut de = serde_json::Deserializer::from_reader(input);

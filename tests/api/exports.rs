@@ -63,7 +63,27 @@ on_both_backends!(
     async_export_reports_progress_and_serves_the_file,
     failed_async_export_says_why,
     import_returns_rows_problems_and_changes,
+    shutdown_finishes_background_exports_first,
 );
+
+/// SIGTERM while a background export runs: the process ends only once the job has finished
+/// and its workbook is complete (issue 11: background work is supervised and drained).
+async fn shutdown_finishes_background_exports_first(mut app: TestApp) {
+    let csv: String = std::iter::once("order,qty\n".to_string())
+        .chain((0..200_000).map(|i| format!("SO-{i},{i}\n")))
+        .collect();
+    let resp = app
+        .client_post("/api/v1/exports", "text/csv", csv, &[("prefer", "respond-async")])
+        .await;
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    app.stop().await.expect("a clean shutdown");
+    let file = app.data_dir().join("exports").join(format!("{id}.xlsx"));
+    let bytes = std::fs::read(&file).expect("the job's workbook was written before the process ended");
+    let mut book: calamine::Xlsx<_> = calamine::open_workbook_from_rs(std::io::Cursor::new(bytes)).expect("a complete workbook");
+    let sheet = calamine::Reader::worksheet_range_at(&mut book, 0).unwrap().unwrap();
+    assert_eq!(sheet.height(), 200_001, "header and every row");
+}
 
 async fn json_grid_downloads_a_typed_workbook(app: TestApp) {
     let grid = spec_grid(spec_rows());

@@ -27,8 +27,9 @@ pub struct TestApp {
     pub database_url: String,
     pub master_key: Secret,
     pub backend: Backend,
-    _dir: tempfile::TempDir,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 /// The PostgreSQL server to test against, from `OFFICEBRIDGE_TEST_POSTGRES_URL`. Unset, the
@@ -109,7 +110,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     let (_, client_key) = store.create_api_key("test", "test-client", Role::Client).await.unwrap();
     assert_eq!(admin.role, Role::Admin);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run(async {
+    let running = tokio::spawn(app.run(async {
         let _ = rx.await;
     }));
     Some(TestApp {
@@ -122,9 +123,23 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
         database_url,
         master_key,
         backend,
-        _dir: dir,
-        _shutdown: tx,
+        dir,
+        shutdown: Some(tx),
+        running: Some(running),
     })
+}
+
+impl TestApp {
+    /// Shuts the application down as SIGTERM does and waits until `run` has returned.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.running.take() {
+            Some(running) => running.await.expect("run does not panic"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A response read whole: status, content type and JSON body (Null when not JSON).
@@ -180,7 +195,7 @@ impl Answer {
 
 impl TestApp {
     pub fn data_dir(&self) -> &std::path::Path {
-        self._dir.path()
+        self.dir.path()
     }
 
     pub fn url(&self, path: &str) -> String {
