@@ -183,7 +183,9 @@ impl From<TokenError> for ApiError {
                 operator,
                 signin_url: None,
             },
-            TokenError::NotConfigured { field, message } => Self::validation(field, message),
+            // The operator comes from the `X-Operator` header (or the path, which names it too).
+            TokenError::OperatorNotReady(message) => Self::validation("X-Operator", message),
+            TokenError::TenantNotReady { field, message } => Self::validation(field, message),
             TokenError::Store(s) => s.into(),
             TokenError::OAuth(o) => o.into(),
         }

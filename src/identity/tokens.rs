@@ -33,9 +33,12 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 pub enum TokenError {
     #[error("operator '{0}' must sign in to Microsoft 365")]
     SigninRequired(OperatorCode),
-    /// The operator or tenant cannot use Microsoft 365 as configured.
+    /// The operator named by the request cannot use Microsoft 365 as configured.
+    #[error("{0}")]
+    OperatorNotReady(String),
+    /// The tenant lacks a setting this call needs (`field` names the tenant record's field).
     #[error("{message}")]
-    NotConfigured { field: &'static str, message: String },
+    TenantNotReady { field: &'static str, message: String },
     #[error(transparent)]
     OAuth(#[from] OAuthError),
     #[error(transparent)]
@@ -155,16 +158,12 @@ impl Tokens {
     pub async fn operator_access(&self, code: &OperatorCode) -> Result<(Operator, TenantAccess), TokenError> {
         let operator = self.store.get_operator(code).await?;
         if !operator.enabled {
-            return Err(TokenError::NotConfigured {
-                field: "X-Operator",
-                message: format!("operator '{code}' does not have Microsoft 365 integration enabled"),
-            });
+            return Err(TokenError::OperatorNotReady(format!(
+                "operator '{code}' does not have Microsoft 365 integration enabled"
+            )));
         }
         let Some(tenant) = operator.tenant.clone() else {
-            return Err(TokenError::NotConfigured {
-                field: "X-Operator",
-                message: format!("operator '{code}' has no tenant"),
-            });
+            return Err(TokenError::OperatorNotReady(format!("operator '{code}' has no tenant")));
         };
         let access = self.tenant_access(&tenant).await?;
         Ok((operator, access))
@@ -248,7 +247,7 @@ impl Tokens {
             return Ok(token);
         }
         if access.app.secret.is_none() {
-            return Err(TokenError::NotConfigured {
+            return Err(TokenError::TenantNotReady {
                 field: "client_secret",
                 message: format!("tenant '{code}' has no client secret, which application permissions need"),
             });
