@@ -41,6 +41,12 @@ pub enum ApiError {
     /// A body or what it holds passes a configured bound: 413 naming the field and the setting.
     #[error("{message}")]
     PayloadTooLarge { field: String, message: String },
+    /// No enabled email profile covers a company and function: 404 `/problems/no-profile`.
+    #[error("no enabled email profile sends {function} for company {company}: add one for the company or the system (or a default)")]
+    NoProfile {
+        company: crate::domain::CompanyCode,
+        function: crate::domain::Function,
+    },
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -100,7 +106,7 @@ impl ApiError {
         match self {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::NoProfile { .. } => StatusCode::NOT_FOUND,
             Self::MalformedBody(_) => StatusCode::BAD_REQUEST,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict { .. } => StatusCode::CONFLICT,
@@ -120,6 +126,7 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not-found",
+            Self::NoProfile { .. } => "no-profile",
             Self::MalformedBody(_) => "malformed-body",
             Self::Validation(_) => "validation",
             Self::Conflict { .. } => "conflict",

@@ -77,3 +77,11 @@ mod tests {
         assert!(EmailAddress::parse(&format!("{}@c.com", "a".repeat(65))).is_err());
     }
 }
+
+/// Deserialized through [`EmailAddress::parse`]: a stored or received value is checked again.
+impl<'de> serde::Deserialize<'de> for EmailAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <String as serde::Deserialize>::deserialize(d)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}

@@ -5,6 +5,7 @@ mod codes;
 mod email;
 mod endpoints;
 mod operator;
+mod profile;
 mod secret;
 mod tenant;
 
@@ -12,6 +13,10 @@ pub use codes::{CompanyCode, OperatorCode, TenantCode};
 pub use email::EmailAddress;
 pub use endpoints::{Authority, GraphEndpoint, RedirectUrl};
 pub use operator::{NewOperator, OperatorInput};
+pub use profile::{
+    ApplyTo, Function, GraphDelegateSettings, GraphDirectSettings, NewProfile, OnAmbiguous, ProfileInput, ProfileName, ProfileSummary,
+    Provider, ProviderSettings, Resolution, Scope, SecretKind, SmtpAuth, SmtpSecurity, SmtpSettings, resolve,
+};
 pub use secret::Secret;
 pub use tenant::{ClientId, DirectoryId, NewTenant, Platform, SecretField, SecretUpdate, TenantInput};
 

@@ -4,11 +4,13 @@
 pub mod apikeys;
 pub mod audit;
 pub mod auth;
+pub mod companies;
 pub mod exports;
 pub mod health;
 pub mod imports;
 pub mod openapi;
 pub mod operators;
+pub mod profiles;
 mod router;
 pub mod server;
 pub mod tenants;

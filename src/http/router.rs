@@ -1,7 +1,7 @@
 //! The composition root of the HTTP edge: the state every handler shares, and the one place
 //! where each resource's routes are merged and layered. A new resource adds one line here.
 
-use super::{apikeys, audit, auth, exports, health, imports, openapi, operators, tenants};
+use super::{apikeys, audit, auth, companies, exports, health, imports, openapi, operators, profiles, tenants};
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::graph::Graph;
@@ -48,6 +48,8 @@ pub fn router(state: AppState) -> Router {
         .merge(apikeys::routes())
         .merge(audit::routes())
         .merge(auth::routes())
+        .merge(companies::routes())
+        .merge(profiles::routes())
         .layer(DefaultBodyLimit::max(state.settings.http.json_body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout));
     // Exports stream large bodies and run for minutes: their own limits, no timeout.

@@ -121,6 +121,7 @@ mod apikeys;
 mod audit;
 mod companies;
 mod operators;
+mod profiles;
 mod rotation;
 mod signin;
 mod tenants;

@@ -142,3 +142,58 @@ pub struct PendingSignin {
     pub redirect_uri: String,
     pub expires_at: DateTime<Utc>,
 }
+
+/// An email profile's provider settings as reads show them: every setting, and the
+/// write-only secret only as whether it is set.
+#[derive(Debug, Clone, Serialize)]
+pub enum SettingsView {
+    #[serde(rename = "smtp")]
+    Smtp {
+        #[serde(flatten)]
+        settings: crate::domain::SmtpSettings,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        password: Option<SecretState>,
+    },
+    #[serde(rename = "graph_delegate")]
+    GraphDelegate(crate::domain::GraphDelegateSettings),
+    #[serde(rename = "graph_direct")]
+    GraphDirect {
+        #[serde(flatten)]
+        settings: crate::domain::GraphDirectSettings,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_secret: Option<SecretState>,
+    },
+}
+
+/// An email profile as the API answers it (SPEC §6 "Email profile").
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Profile {
+    #[schema(value_type = String, example = "AR-STATEMENTS")]
+    pub name: crate::domain::ProfileName,
+    pub description: String,
+    pub provider: crate::domain::Provider,
+    /// `"system"` or `{"companies": [...]}`.
+    #[schema(value_type = Object)]
+    pub apply_to: crate::domain::ApplyTo,
+    pub enabled: bool,
+    pub functions: Vec<crate::domain::Function>,
+    /// The provider's settings under its name (`smtp`, `graph_delegate`, `graph_direct`).
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub settings: SettingsView,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Profile {
+    /// What resolution needs of it.
+    pub fn summary(&self) -> crate::domain::ProfileSummary {
+        crate::domain::ProfileSummary {
+            name: self.name.clone(),
+            provider: self.provider,
+            apply_to: self.apply_to.clone(),
+            enabled: self.enabled,
+            functions: self.functions.iter().copied().collect(),
+        }
+    }
+}

@@ -272,6 +272,19 @@ impl Store {
                     ),
                 });
             }
+            let profiles: Vec<String> = sqlx::query_scalar("SELECT name FROM email_profiles WHERE tenant_code = $1 ORDER BY name")
+                .bind(code.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+            if !profiles.is_empty() {
+                return Err(StoreError::Conflict {
+                    field: "code",
+                    message: format!(
+                        "tenant '{code}' is still used by email profiles: {}; change or remove them first",
+                        profiles.join(", ")
+                    ),
+                });
+            }
             let done = sqlx::query("DELETE FROM tenants WHERE code = $1")
                 .bind(code.as_str())
                 .execute(&mut *tx)

@@ -13,6 +13,7 @@ mod oauth_peer;
 mod onedrive;
 mod operations;
 mod operators;
+mod profiles;
 mod sso;
 mod store_story;
 mod tenants;
