@@ -48,6 +48,14 @@ impl fmt::Display for EmailAddress {
     }
 }
 
+/// Deserialized through [`EmailAddress::parse`]: a stored or received value is checked again.
+impl<'de> serde::Deserialize<'de> for EmailAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <String as serde::Deserialize>::deserialize(d)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::EmailAddress;
@@ -75,13 +83,5 @@ mod tests {
             assert!(EmailAddress::parse(bad).is_err(), "{bad}");
         }
         assert!(EmailAddress::parse(&format!("{}@c.com", "a".repeat(65))).is_err());
-    }
-}
-
-/// Deserialized through [`EmailAddress::parse`]: a stored or received value is checked again.
-impl<'de> serde::Deserialize<'de> for EmailAddress {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = <String as serde::Deserialize>::deserialize(d)?;
-        Self::parse(&raw).map_err(serde::de::Error::custom)
     }
 }

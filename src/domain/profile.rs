@@ -957,14 +957,8 @@ mod tests {
                 profile("C-DEF", acme(), true, &[Function::Default]),
                 profile("S-DEF", ApplyTo::System, true, &[Function::Default]),
             ];
-            let expected: Vec<(&str, &str, Function)> = if f.is_specific_document() {
-                vec![
-                    ("C-DOCS", "company", Function::AllDocuments),
-                    ("S-DOCS", "system", Function::AllDocuments),
-                    ("C-DEF", "company", Function::Default),
-                    ("S-DEF", "system", Function::Default),
-                ]
-            } else if f == Function::AllDocuments {
+            // A specific document function, and all_documents itself, find all_documents first.
+            let expected: Vec<(&str, &str, Function)> = if f.is_specific_document() || f == Function::AllDocuments {
                 vec![
                     ("C-DOCS", "company", Function::AllDocuments),
                     ("S-DOCS", "system", Function::AllDocuments),
