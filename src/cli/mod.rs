@@ -61,6 +61,12 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Apikeys(ApiKeysCommand),
+    /// Manage the ERP's companies (which email profiles apply to).
+    #[command(subcommand)]
+    Companies(CompaniesCommand),
+    /// Manage email profiles: which mailbox sends what, for whom.
+    #[command(subcommand)]
+    Profiles(ProfilesCommand),
     /// Run the Microsoft 365 emulator (identity platform and Graph) for development and tests.
     #[cfg(feature = "emulator")]
     Emulator {
@@ -202,6 +208,43 @@ pub enum OperatorsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum CompaniesCommand {
+    /// Create a company or rename it.
+    Set {
+        code: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// List companies (JSON).
+    List,
+    /// Show one company (JSON).
+    Show { code: String },
+    /// Remove a company no email profile names.
+    Remove { code: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfilesCommand {
+    /// Add a profile from its JSON (the API's format; `-` reads standard input).
+    Add { file: PathBuf },
+    /// List profiles (JSON; secrets only as whether they are set).
+    List,
+    /// Show one profile (JSON).
+    Show { name: String },
+    /// Replace a profile with the JSON in FILE (a secret left out or `{"set": true}` is kept).
+    Update { name: String, file: PathBuf },
+    /// Remove a profile.
+    Remove { name: String },
+    /// Which profile would send for a company and function, and why.
+    Resolve {
+        #[arg(long)]
+        company: String,
+        #[arg(long)]
+        function: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ApiKeysCommand {
     /// Create a key; it is printed once and only its hash is stored.
     Create {
@@ -338,6 +381,82 @@ async fn operators(settings: &Settings, cmd: OperatorsCommand) -> anyhow::Result
         }
         OperatorsCommand::List => print_json(&store.list_operators().await?),
         OperatorsCommand::Show { code } => print_json(&store.get_operator(&OperatorCode::parse(&code).map_err(anyhow::Error::msg)?).await?),
+    }
+}
+
+async fn companies(settings: &Settings, cmd: CompaniesCommand) -> anyhow::Result<()> {
+    use crate::domain::CompanyCode;
+    let store = open_store(settings).await?;
+    let code = |raw: &str| CompanyCode::parse(raw).map_err(|m| anyhow::anyhow!("code: {m}"));
+    match cmd {
+        CompaniesCommand::Set { code: raw, name } => {
+            let code = code(&raw)?;
+            let name = crate::http::companies::CompanyInput { name }
+                .parse()
+                .map_err(|e| anyhow::anyhow!("name: {e}"))?;
+            store.put_company(&cli_actor(), &code, &name).await?;
+            print_json(&store.get_company(&code).await?)
+        }
+        CompaniesCommand::List => print_json(&store.list_companies().await?),
+        CompaniesCommand::Show { code: raw } => print_json(&store.get_company(&code(&raw)?).await?),
+        CompaniesCommand::Remove { code: raw } => {
+            let code = code(&raw)?;
+            store.delete_company(&cli_actor(), &code).await?;
+            eprintln!("company {code} removed");
+            Ok(())
+        }
+    }
+}
+
+/// A profile's JSON from a file or standard input, parsed as the API parses it.
+fn read_profile(file: &PathBuf, name: Option<&str>) -> anyhow::Result<crate::domain::NewProfile> {
+    let text = if file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        s
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    let input: crate::domain::ProfileInput = crate::http::parse_json(text.as_bytes()).map_err(|e| match e {
+        crate::error::ApiError::Validation(errors) => field_errors(errors),
+        other => anyhow::anyhow!("{}: {other}", file.display()),
+    })?;
+    let profile = input.parse(name).map_err(field_errors)?;
+    for w in &profile.warnings {
+        eprintln!("warning: {}: {}", w.field, w.message);
+    }
+    Ok(profile)
+}
+
+async fn profiles(settings: &Settings, cmd: ProfilesCommand) -> anyhow::Result<()> {
+    use crate::domain::{CompanyCode, Function, ProfileName};
+    let store = open_store(settings).await?;
+    let name = |raw: &str| ProfileName::parse(raw).map_err(|m| anyhow::anyhow!("name: {m}"));
+    match cmd {
+        ProfilesCommand::Add { file } => {
+            let profile = read_profile(&file, None)?;
+            print_json(&store.create_profile(&cli_actor(), &profile).await?)
+        }
+        ProfilesCommand::List => print_json(&store.list_profiles().await?),
+        ProfilesCommand::Show { name: raw } => print_json(&store.get_profile(&name(&raw)?).await?),
+        ProfilesCommand::Update { name: raw, file } => {
+            let profile = read_profile(&file, Some(name(&raw)?.as_str()))?;
+            print_json(&store.replace_profile(&cli_actor(), &profile).await?)
+        }
+        ProfilesCommand::Remove { name: raw } => {
+            let name = name(&raw)?;
+            store.delete_profile(&cli_actor(), &name).await?;
+            eprintln!("email profile {name} removed");
+            Ok(())
+        }
+        ProfilesCommand::Resolve { company, function } => {
+            let company = CompanyCode::parse(&company).map_err(|m| anyhow::anyhow!("--company: {m}"))?;
+            let function = Function::parse(&function).map_err(|m| anyhow::anyhow!("--function: {m}"))?;
+            match store.resolve_profile(&company, function).await? {
+                Some(r) => print_json(&r),
+                None => anyhow::bail!("{}", crate::error::ApiError::NoProfile { company, function }),
+            }
+        }
     }
 }
 
@@ -507,5 +626,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenants(cmd) => tenants(&settings, cmd).await,
         Command::Operators(cmd) => operators(&settings, cmd).await,
         Command::Apikeys(cmd) => apikeys(&settings, cmd).await,
+        Command::Companies(cmd) => companies(&settings, cmd).await,
+        Command::Profiles(cmd) => profiles(&settings, cmd).await,
     }
 }

@@ -3,7 +3,7 @@
 //! message before one is sent (admin only).
 
 use super::{Admin, ApiJson, AppState};
-use crate::domain::{CompanyCode, FieldError, Function, ProfileInput, ProfileName, Resolution, resolve};
+use crate::domain::{CompanyCode, FieldError, Function, ProfileInput, ProfileName, Resolution};
 use crate::error::{ApiError, Problem};
 use crate::store::models::Profile;
 use axum::Json;
@@ -105,17 +105,20 @@ pub struct ResolveQuery {
     pub function: Option<String>,
 }
 
-/// Which profile sends for (company, function) — the rule of SPEC §2, shared with the CLI.
-pub async fn resolve_for(store: &crate::store::Store, company: Option<&str>, function: Option<&str>) -> Result<Resolution, ApiError> {
+#[utoipa::path(get, path = "/api/v1/profiles/resolve", tag = "profiles", security(("api_key" = [])), params(ResolveQuery),
+    responses((status = 200, body = Resolution), (status = 404, body = Problem, description = "`/problems/no-profile`: no enabled profile covers it"),
+        (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
+pub async fn resolution(State(state): State<AppState>, _: Admin, Query(q): Query<ResolveQuery>) -> Result<Json<Resolution>, ApiError> {
     let mut v = crate::domain::Validator::default();
-    let company = match company {
+    let company = match q.company.as_deref() {
         Some(c) => v.field("company", CompanyCode::parse(c)),
         None => {
             v.push("company", "is required");
             None
         }
     };
-    let function = match function {
+    let function = match q.function.as_deref() {
         Some(f) => v.field("function", Function::parse(f)),
         None => {
             v.push("function", "is required");
@@ -125,17 +128,8 @@ pub async fn resolve_for(store: &crate::store::Store, company: Option<&str>, fun
     let (company, function) = v
         .finish(|| (company.expect("checked"), function.expect("checked")))
         .map_err(ApiError::Validation)?;
-    if let Err(crate::store::StoreError::NotFound { .. }) = store.get_company(&company).await {
-        return Err(ApiError::validation("company", format!("no company has code '{company}'")));
+    match state.store.resolve_profile(&company, function).await? {
+        Some(r) => Ok(Json(r)),
+        None => Err(ApiError::NoProfile { company, function }),
     }
-    let profiles: Vec<_> = store.list_profiles().await?.iter().map(Profile::summary).collect();
-    resolve(&profiles, &company, function).ok_or(ApiError::NoProfile { company, function })
-}
-
-#[utoipa::path(get, path = "/api/v1/profiles/resolve", tag = "profiles", security(("api_key" = [])), params(ResolveQuery),
-    responses((status = 200, body = Resolution), (status = 404, body = Problem, description = "`/problems/no-profile`: no enabled profile covers it"),
-        (status = 422, body = Problem)))]
-#[tracing::instrument(skip_all, err(level = "debug"))]
-pub async fn resolution(State(state): State<AppState>, _: Admin, Query(q): Query<ResolveQuery>) -> Result<Json<Resolution>, ApiError> {
-    Ok(Json(resolve_for(&state.store, q.company.as_deref(), q.function.as_deref()).await?))
 }

@@ -374,6 +374,20 @@ impl Store {
         claim_conflict(function.as_str(), scope.key(), holder.as_deref().unwrap_or("another profile"))
     }
 
+    /// Which profile sends for `company` and `function` (SPEC §2), `None` when none does.
+    /// An unknown company is an error naming `company`.
+    #[tracing::instrument(skip_all, err(level = "debug"))]
+    pub async fn resolve_profile(&self, company: &CompanyCode, function: Function) -> Result<Option<crate::domain::Resolution>> {
+        if let Err(StoreError::NotFound { .. }) = self.get_company(company).await {
+            return Err(StoreError::Invalid {
+                field: "company",
+                message: format!("no company has code '{company}'"),
+            });
+        }
+        let profiles: Vec<_> = self.list_profiles().await?.iter().map(Profile::summary).collect();
+        Ok(crate::domain::resolve(&profiles, company, function))
+    }
+
     #[tracing::instrument(skip_all, err(level = "debug"))]
     pub async fn delete_profile(&self, actor: &str, name: &ProfileName) -> Result<()> {
         in_tx!(self, |tx| {

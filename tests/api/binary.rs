@@ -430,6 +430,36 @@ async fn no_secret_reaches_the_logs() {
         .send()
         .await
         .unwrap();
+    // An email profile's password, saved, refused (a conflict) and replaced.
+    let profile_password = "Pw!email-profile-4417";
+    let put = |path: &str, body: Value| {
+        http.put(format!("{}{path}", server.base))
+            .bearer_auth(&admin_key)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(put("/api/v1/companies/ACME", json!({"name": "Acme"})).await.unwrap().status(), 201);
+    let profile = json!({"name": "P", "provider": "smtp", "apply_to": "system", "functions": ["default"],
+        "smtp": {"host": "mail.example.com", "from": "a@example.com", "auth": "password", "username": "u", "password": profile_password}});
+    let saved = http
+        .post(format!("{}/api/v1/profiles", server.base))
+        .bearer_auth(&admin_key)
+        .json(&profile)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 201);
+    let mut clash = profile.clone();
+    clash["name"] = json!("P2");
+    let refused = http
+        .post(format!("{}/api/v1/profiles", server.base))
+        .bearer_auth(&admin_key)
+        .json(&clash)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    assert_eq!(put("/api/v1/profiles/P", profile.clone()).await.unwrap().status(), 200);
     let audit = Answer::from(
         http.get(format!("{}/api/v1/audit", server.base))
             .bearer_auth(&admin_key)
@@ -446,6 +476,7 @@ async fn no_secret_reaches_the_logs() {
     );
     for secret in [
         client_secret,
+        profile_password,
         master_key.expose_secret(),
         &admin_key,
         &client_key,
@@ -454,4 +485,73 @@ async fn no_secret_reaches_the_logs() {
         assert!(!logs.contains(secret), "a secret reached the logs: {secret}");
         assert!(!audit.text.contains(secret), "a secret reached the audit log");
     }
+}
+
+/// Companies and email profiles from the command line (issue 12): the same rules as the API,
+/// errors naming the field or the profile already holding a function, no password printed.
+#[test]
+fn cli_administers_companies_and_email_profiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ok, out, err) = run(d, &["--dev", "companies", "set", "acme", "--name", "Acme Ltd"], None);
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["code"], "ACME");
+    let profile = json!({
+        "name": "ACME-AR", "provider": "smtp", "apply_to": {"companies": ["ACME"]},
+        "functions": ["documents_accounts_receivable"],
+        "smtp": {"host": "mail.acme.example", "port": 25, "from": "ar@acme.example",
+                 "auth": "password", "username": "ar", "password": "cli-profile-pw"}
+    });
+    let (ok, out, err) = run(d, &["--dev", "profiles", "add", "-"], Some(&profile.to_string()));
+    assert!(ok, "{err}");
+    assert!(!out.contains("cli-profile-pw") && !err.contains("cli-profile-pw"));
+    assert!(err.contains("warning: smtp.port"), "port 25 is a warning: {err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["smtp"]["password"],
+        json!({"set": true})
+    );
+
+    let (ok, out, err) = run(
+        d,
+        &[
+            "--dev",
+            "profiles",
+            "resolve",
+            "--company",
+            "ACME",
+            "--function",
+            "documents_accounts_receivable",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap(),
+        json!({"profile": "ACME-AR", "provider": "smtp", "scope": "company", "function": "documents_accounts_receivable"})
+    );
+    let (ok, _, err) = run(
+        d,
+        &["--dev", "profiles", "resolve", "--company", "ACME", "--function", "all_reports"],
+        None,
+    );
+    assert!(!ok && err.contains("all_reports") && err.contains("ACME"), "{err}");
+
+    // The same claim again: refused, naming the first; a bad field: named.
+    let mut second = profile.clone();
+    second["name"] = json!("ACME-AR-2");
+    let (ok, _, err) = run(d, &["--dev", "profiles", "add", "-"], Some(&second.to_string()));
+    assert!(!ok && err.contains("'ACME-AR'"), "{err}");
+    second["smtp"]["port"] = json!(0);
+    let (ok, _, err) = run(d, &["--dev", "profiles", "add", "-"], Some(&second.to_string()));
+    assert!(!ok && err.contains("smtp.port"), "{err}");
+
+    let (ok, _, err) = run(d, &["--dev", "companies", "remove", "ACME"], None);
+    assert!(!ok && err.contains("ACME-AR"), "a company in use is kept: {err}");
+    let (ok, out, _) = run(d, &["--dev", "profiles", "list"], None);
+    assert!(ok && !out.contains("cli-profile-pw"));
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().len(), 1);
+    let (ok, _, err) = run(d, &["--dev", "profiles", "remove", "acme-ar"], None);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(d, &["--dev", "companies", "remove", "ACME"], None);
+    assert!(ok, "{err}");
 }
