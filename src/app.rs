@@ -106,8 +106,10 @@ impl Application {
                 }
             }
         });
+        let templates = Arc::new(crate::mail::templates::Templates::new(settings.mail.templates_dir.clone()));
         let state = AppState {
             store,
+            templates,
             tokens,
             graph,
             sso,

@@ -105,6 +105,15 @@ impl Default for ExportSettings {
     }
 }
 
+/// Mail: where installation- and company-specific templates live.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MailSettings {
+    /// A folder whose `{template}/…` and `companies/{CODE}/{template}/…` files win, piece by
+    /// piece, over the built-in templates.
+    pub templates_dir: Option<PathBuf>,
+}
+
 /// Bounds on an imported workbook, checked before anything is built from it (issue 10): an
 /// XLSX is a zip, and a few kilobytes of it can inflate to gigabytes or name cells a million
 /// rows apart.
@@ -205,6 +214,7 @@ struct Raw {
     signin: SigninSettings,
     export: ExportSettings,
     import: ImportSettings,
+    mail: MailSettings,
     onedrive: OneDriveSettings,
 }
 
@@ -235,6 +245,7 @@ impl Default for Raw {
             signin: SigninSettings::default(),
             export: ExportSettings::default(),
             import: ImportSettings::default(),
+            mail: MailSettings::default(),
             onedrive: OneDriveSettings::default(),
         }
     }
@@ -263,6 +274,7 @@ pub struct Settings {
     pub signin: SigninSettings,
     pub export: ExportSettings,
     pub import: ImportSettings,
+    pub mail: MailSettings,
     pub onedrive: OneDriveSettings,
 }
 
@@ -334,6 +346,7 @@ impl Settings {
             signin: raw.signin,
             export: raw.export,
             import: raw.import,
+            mail: raw.mail,
             onedrive: raw.onedrive,
         })
     }

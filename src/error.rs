@@ -272,6 +272,18 @@ impl From<ImportError> for ApiError {
     }
 }
 
+impl From<crate::mail::templates::TemplateError> for ApiError {
+    fn from(e: crate::mail::templates::TemplateError) -> Self {
+        use crate::mail::templates::TemplateError;
+        match e {
+            TemplateError::Unknown(_) => Self::NotFound(e.to_string()),
+            TemplateError::Missing { ref variable, .. } => Self::validation(format!("variables.{variable}"), e.to_string()),
+            TemplateError::SubjectLineBreak { .. } => Self::validation("subject", e.to_string()),
+            TemplateError::Invalid { .. } => Self::validation("template", e.to_string()),
+        }
+    }
+}
+
 impl From<QueueFull> for ApiError {
     fn from(e: QueueFull) -> Self {
         Self::Unavailable(e.to_string())

@@ -27,6 +27,8 @@ pub mod graph;
 pub mod http;
 /// OAuth flows, the token store, and single sign-on token validation.
 pub mod identity;
+/// Mail: templates (and, to come, the outbox and its delivery).
+pub mod mail;
 /// Storage over SQLite or PostgreSQL, and encryption of secrets at rest.
 pub mod store;
 /// Logs and metrics.

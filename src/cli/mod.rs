@@ -67,6 +67,9 @@ pub enum Command {
     /// Manage email profiles: which mailbox sends what, for whom.
     #[command(subcommand)]
     Profiles(ProfilesCommand),
+    /// List the mail templates, or preview one for a company.
+    #[command(subcommand)]
+    Templates(TemplatesCommand),
     /// Run the Microsoft 365 emulator (identity platform and Graph) for development and tests.
     #[cfg(feature = "emulator")]
     Emulator {
@@ -241,6 +244,21 @@ pub enum ProfilesCommand {
         company: String,
         #[arg(long)]
         function: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplatesCommand {
+    /// The templates there are (built-in and overrides).
+    List,
+    /// Render a template: its subject, HTML and text, as JSON.
+    Preview {
+        name: String,
+        #[arg(long)]
+        company: String,
+        /// A JSON object of variables (`-` reads standard input).
+        #[arg(long)]
+        variables: Option<PathBuf>,
     },
 }
 
@@ -460,6 +478,26 @@ async fn profiles(settings: &Settings, cmd: ProfilesCommand) -> anyhow::Result<(
     }
 }
 
+async fn templates(settings: &Settings, cmd: TemplatesCommand) -> anyhow::Result<()> {
+    let templates = crate::mail::templates::Templates::new(settings.mail.templates_dir.clone());
+    match cmd {
+        TemplatesCommand::List => print_json(&templates.names()),
+        TemplatesCommand::Preview { name, company, variables } => {
+            let code = crate::domain::CompanyCode::parse(&company).map_err(|m| anyhow::anyhow!("--company: {m}"))?;
+            let company = open_store(settings).await?.get_company(&code).await?;
+            let variables: serde_json::Value = match variables {
+                None => serde_json::Value::Null,
+                Some(path) if path.as_os_str() == "-" => serde_json::from_reader(std::io::stdin()).context("--variables: not JSON")?,
+                Some(path) => {
+                    serde_json::from_str(&std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?)
+                        .context("--variables: not JSON")?
+                }
+            };
+            print_json(&templates.render(&name, &code, &company.name, &variables)?)
+        }
+    }
+}
+
 async fn apikeys(settings: &Settings, cmd: ApiKeysCommand) -> anyhow::Result<()> {
     let store = open_store(settings).await?;
     match cmd {
@@ -628,5 +666,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Apikeys(cmd) => apikeys(&settings, cmd).await,
         Command::Companies(cmd) => companies(&settings, cmd).await,
         Command::Profiles(cmd) => profiles(&settings, cmd).await,
+        Command::Templates(cmd) => templates(&settings, cmd).await,
     }
 }

@@ -13,6 +13,7 @@ pub mod operators;
 pub mod profiles;
 mod router;
 pub mod server;
+pub mod templates;
 pub mod tenants;
 
 pub use router::{AppState, metrics_router, router};

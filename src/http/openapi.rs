@@ -45,6 +45,7 @@ impl Modify for ApiKeyAuth {
         super::companies::list, super::companies::get, super::companies::put, super::companies::delete,
         super::profiles::list, super::profiles::create, super::profiles::get, super::profiles::replace, super::profiles::delete,
         super::profiles::resolution,
+        super::templates::list, super::templates::preview,
         super::exports::create, super::exports::status, super::exports::content, super::exports::events,
         super::imports::create,
         super::auth::signin, super::auth::callback, super::auth::issue_link, super::auth::device, super::auth::me,

@@ -1,7 +1,7 @@
 //! The composition root of the HTTP edge: the state every handler shares, and the one place
 //! where each resource's routes are merged and layered. A new resource adds one line here.
 
-use super::{apikeys, audit, auth, companies, exports, health, imports, openapi, operators, profiles, tenants};
+use super::{apikeys, audit, auth, companies, exports, health, imports, openapi, operators, profiles, templates, tenants};
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::graph::Graph;
@@ -27,6 +27,8 @@ pub struct AppState {
     pub sso: Arc<SsoValidator>,
     pub exports: Arc<exports::Jobs>,
     pub settings: Arc<Settings>,
+    /// The mail templates: built-in, with the installation's overrides.
+    pub templates: Arc<crate::mail::templates::Templates>,
     pub metrics: PrometheusHandle,
     /// Where background work started by a request (device-code polling, export jobs) runs,
     /// so it is supervised and drained at shutdown.
@@ -50,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes())
         .merge(companies::routes())
         .merge(profiles::routes())
+        .merge(templates::routes())
         .layer(DefaultBodyLimit::max(state.settings.http.json_body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout));
     // Exports stream large bodies and run for minutes: their own limits, no timeout.

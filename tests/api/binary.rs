@@ -547,6 +547,26 @@ fn cli_administers_companies_and_email_profiles() {
 
     let (ok, _, err) = run(d, &["--dev", "companies", "remove", "ACME"], None);
     assert!(!ok && err.contains("ACME-AR"), "a company in use is kept: {err}");
+
+    let (ok, out, err) = run(d, &["--dev", "templates", "list"], None);
+    assert!(ok && out.contains("\"document\""), "{err}");
+    let vars = json!({"document": {"kind": "Statement", "number": "S-9"}, "recipient": {"name": "Ann"}});
+    let (ok, out, err) = run(
+        d,
+        &["--dev", "templates", "preview", "document", "--company", "ACME", "--variables", "-"],
+        Some(&vars.to_string()),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["subject"],
+        "Statement S-9 from Acme Ltd"
+    );
+    let (ok, _, err) = run(
+        d,
+        &["--dev", "templates", "preview", "document", "--company", "ACME", "--variables", "-"],
+        Some(r#"{"recipient": {"name": "Ann"}}"#),
+    );
+    assert!(!ok && err.contains("document."), "the missing variable is named: {err}");
     let (ok, out, _) = run(d, &["--dev", "profiles", "list"], None);
     assert!(ok && !out.contains("cli-profile-pw"));
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().len(), 1);

@@ -13,7 +13,59 @@ on_both_backends!(
     the_claim_rule_is_409_naming_the_first_profile,
     resolve_answers_which_profile_and_why,
     profile_secrets_are_kept_replaced_and_cleared_as_the_tenant_secret_is,
+    template_previews_render_or_name_what_is_missing,
 );
+
+async fn template_previews_render_or_name_what_is_missing(app: TestApp) {
+    companies(&app, &["ACME"]).await;
+    let names = app.admin_get("/api/v1/templates").await;
+    assert_eq!(names.json, json!(["document", "password_reset", "report", "test"]));
+    let vars = json!({"document": {"kind": "Invoice", "number": "INV-7"}, "recipient": {"name": "Bo <b@x>"}});
+    let r = app
+        .admin_post("/api/v1/templates/document/preview", &json!({"company": "ACME", "variables": vars}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["subject"], "Invoice INV-7 from ACME Ltd");
+    assert!(r.json["html"].as_str().unwrap().contains("Bo &lt;b@x&gt;"), "{}", r.text);
+    assert!(r.json["text"].as_str().unwrap().contains("Bo <b@x>"));
+    // The client key (the ERP) may preview too.
+    let as_client = app
+        .http
+        .post(app.url("/api/v1/templates/test/preview"))
+        .bearer_auth(&app.client_key)
+        .json(&json!({"company": "ACME", "variables": {"profile": "AR"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_client.status(), 200);
+
+    let missing = app
+        .admin_post(
+            "/api/v1/templates/document/preview",
+            &json!({"company": "ACME", "variables": {"recipient": {"name": "A"}, "document": {"kind": "Invoice"}}}),
+        )
+        .await;
+    missing.assert_problem(422, Some("variables.document.number"));
+    app.admin_post(
+        "/api/v1/templates/document/preview",
+        &json!({"company": "NOSUCH", "variables": vars}),
+    )
+    .await
+    .assert_problem(422, Some("company"));
+    let injected = json!({"document": {"kind": "Invoice\r\nBcc: x@evil.example", "number": "1"}, "recipient": {"name": "A"}});
+    app.admin_post(
+        "/api/v1/templates/document/preview",
+        &json!({"company": "ACME", "variables": injected}),
+    )
+    .await
+    .assert_problem(422, Some("subject"));
+    app.admin_post("/api/v1/templates/nosuch/preview", &json!({"company": "ACME"}))
+        .await
+        .assert_problem(404, None);
+    app.admin_post("/api/v1/templates/document/preview", &json!({"company": "ACME", "vars": {}}))
+        .await
+        .assert_problem(422, Some("vars"));
+}
 
 async fn companies(app: &TestApp, codes: &[&str]) {
     for code in codes {
