@@ -3,6 +3,7 @@
 //! Parsed here once, every field error reported at once; the store checks what needs the
 //! database (companies and tenants that exist, the function claim rule).
 
+use super::tenant::{required, secret_field, secret_update};
 use super::{ClientId, CompanyCode, EmailAddress, FieldError, SecretField, SecretUpdate, TenantCode, Validator};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -346,10 +347,6 @@ impl fmt::Display for ProfileName {
     }
 }
 
-fn secret_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<SecretField>>, D::Error> {
-    Option::<SecretField>::deserialize(d).map(Some)
-}
-
 /// `apply_to` as it arrives: `"system"` or `{"companies": [...]}`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
@@ -434,32 +431,6 @@ pub struct NewProfile {
     pub secret: SecretUpdate,
     /// Accepted, but worth a second look.
     pub warnings: Vec<FieldError>,
-}
-
-fn secret_update(v: &mut Validator, field: &str, raw: Option<Option<SecretField>>) -> SecretUpdate {
-    match raw {
-        None | Some(Some(SecretField::Marker { set: true })) => SecretUpdate::Keep,
-        Some(None) | Some(Some(SecretField::Marker { set: false })) => SecretUpdate::Clear,
-        Some(Some(SecretField::Value(s))) if s.expose_secret().is_empty() => {
-            v.push(field, "must not be empty (use null to clear it)");
-            SecretUpdate::Keep
-        }
-        Some(Some(SecretField::Value(s))) if s.expose_secret().len() > 1024 => {
-            v.push(field, "must be at most 1024 characters");
-            SecretUpdate::Keep
-        }
-        Some(Some(SecretField::Value(s))) => SecretUpdate::Set(s),
-    }
-}
-
-fn required<T>(v: &mut Validator, field: &str, raw: Option<&str>, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
-    match raw {
-        Some(raw) => v.field(field, parse(raw)),
-        None => {
-            v.push(field, "is required");
-            None
-        }
-    }
 }
 
 /// A host name or address for SMTP: letters, digits, `.`, `-`, `:` (IPv6) and `[]`.

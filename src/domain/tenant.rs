@@ -131,7 +131,9 @@ pub enum SecretField {
     Marker { set: bool },
 }
 
-fn secret_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<SecretField>>, D::Error> {
+/// Deserializes a write-only field so that absent (`None`), `null` (`Some(None)`) and a value
+/// or marker (`Some(Some(..))`) stay apart.
+pub(super) fn secret_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<SecretField>>, D::Error> {
     Option::<SecretField>::deserialize(d).map(Some)
 }
 
@@ -219,19 +221,7 @@ impl TenantInput {
             Some(raw) => v.field("graph_endpoint", GraphEndpoint::parse(raw, emulator)),
             None => Some(GraphEndpoint::global()),
         };
-        let client_secret = match self.client_secret {
-            None | Some(Some(SecretField::Marker { set: true })) => SecretUpdate::Keep,
-            Some(None) | Some(Some(SecretField::Marker { set: false })) => SecretUpdate::Clear,
-            Some(Some(SecretField::Value(s))) if s.expose_secret().trim().is_empty() => {
-                v.push("client_secret", "must not be empty (use null to clear it)");
-                SecretUpdate::Keep
-            }
-            Some(Some(SecretField::Value(s))) if s.expose_secret().len() > 1024 => {
-                v.push("client_secret", "must be at most 1024 characters");
-                SecretUpdate::Keep
-            }
-            Some(Some(SecretField::Value(s))) => SecretUpdate::Set(s),
-        };
+        let client_secret = secret_update(&mut v, "client_secret", self.client_secret);
         let warnings = match self.exchange_web_service.as_deref().map(str::trim) {
             Some(ews) if !ews.is_empty() => vec![
                 "exchange_web_service is ignored: Exchange Web Services is retired in Exchange Online; officebridge uses Microsoft Graph"
@@ -254,7 +244,26 @@ impl TenantInput {
     }
 }
 
-fn required<T>(v: &mut Validator, field: &str, raw: Option<&str>, parse: fn(&str) -> Result<T, String>) -> Option<T> {
+/// What a write does to a write-only field, checked: a string sets it (not empty, at most
+/// 1024 characters), `null` or `{"set": false}` clears it, absent or `{"set": true}` keeps it.
+pub(super) fn secret_update(v: &mut Validator, field: &str, raw: Option<Option<SecretField>>) -> SecretUpdate {
+    match raw {
+        None | Some(Some(SecretField::Marker { set: true })) => SecretUpdate::Keep,
+        Some(None) | Some(Some(SecretField::Marker { set: false })) => SecretUpdate::Clear,
+        Some(Some(SecretField::Value(s))) if s.expose_secret().trim().is_empty() => {
+            v.push(field, "must not be empty (use null to clear it)");
+            SecretUpdate::Keep
+        }
+        Some(Some(SecretField::Value(s))) if s.expose_secret().len() > 1024 => {
+            v.push(field, "must be at most 1024 characters");
+            SecretUpdate::Keep
+        }
+        Some(Some(SecretField::Value(s))) => SecretUpdate::Set(s),
+    }
+}
+
+/// Parses a required field, recording "is required" when it is absent.
+pub(super) fn required<T>(v: &mut Validator, field: &str, raw: Option<&str>, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
     match raw {
         Some(raw) => v.field(field, parse(raw)),
         None => {

@@ -87,7 +87,10 @@ macro_rules! in_tx {
     ($store:expr, |$tx:ident| $body:expr) => {
         match &$store.db {
             Db::Sqlite(pool) => {
-                let mut $tx = pool.begin().await?;
+                // IMMEDIATE takes the write lock at the start: a deferred transaction that
+                // reads and then writes while another one writes fails at once with
+                // SQLITE_BUSY (busy_timeout cannot help it), which two racing requests hit.
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 let out = $body;
                 $tx.commit().await?;
                 out
