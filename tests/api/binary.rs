@@ -570,6 +570,24 @@ fn cli_administers_companies_and_email_profiles() {
     let (ok, out, _) = run(d, &["--dev", "profiles", "list"], None);
     assert!(ok && !out.contains("cli-profile-pw"));
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().len(), 1);
+    // rotate-key re-seals the profile's password too.
+    let (ok, _, err) = run(d, &["--dev", "rotate-key"], None);
+    assert!(ok && err.contains("re-encrypted 1 secret"), "{err}");
+    let key = std::fs::read_to_string(d.join("data/master.key")).unwrap();
+    let password = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let ring = officebridge::store::secrets::Keyring::new(
+            officebridge::store::secrets::MasterKey::parse(&officebridge::domain::Secret::new(key.trim())).unwrap(),
+            vec![],
+        );
+        let url = officebridge::domain::Secret::new(format!("sqlite://{}/data/officebridge.db", d.display()));
+        let store = officebridge::store::Store::connect(&url, ring).await.unwrap();
+        store
+            .profile_secret(&officebridge::domain::ProfileName::parse("ACME-AR").unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+    });
+    assert_eq!(password.expose_secret(), "cli-profile-pw");
     let (ok, _, err) = run(d, &["--dev", "profiles", "remove", "acme-ar"], None);
     assert!(ok, "{err}");
     let (ok, _, err) = run(d, &["--dev", "companies", "remove", "ACME"], None);

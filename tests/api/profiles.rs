@@ -14,7 +14,86 @@ on_both_backends!(
     resolve_answers_which_profile_and_why,
     profile_secrets_are_kept_replaced_and_cleared_as_the_tenant_secret_is,
     template_previews_render_or_name_what_is_missing,
+    resolution_through_the_store_for_every_function,
 );
+
+/// The resolution rule against stored profiles, for every function: the company's own, the
+/// system's, the all_documents and default fallbacks, each passed over once disabled.
+async fn resolution_through_the_store_for_every_function(app: TestApp) {
+    use officebridge::domain::{CompanyCode, Function, ProfileInput, ProfileName};
+    companies(&app, &["ACME"]).await;
+    let acme = CompanyCode::parse("ACME").unwrap();
+    let save = |name: &str, scope: Value, function: Function, enabled: bool| {
+        let mut p = system_profile(name, &[function.as_str()]);
+        p["apply_to"] = scope;
+        p["enabled"] = json!(enabled);
+        let input: ProfileInput = serde_json::from_value(p).unwrap();
+        input.parse(None).unwrap()
+    };
+    let company = || json!({"companies": ["ACME"]});
+    let system = || json!("system");
+    let store = &app.store;
+    let actor = "test";
+    // The fallbacks stay for the whole test: company and system all_documents and default.
+    let fallbacks = [
+        ("C-DOCS", company(), Function::AllDocuments),
+        ("S-DOCS", system(), Function::AllDocuments),
+        ("C-DEF", company(), Function::Default),
+        ("S-DEF", system(), Function::Default),
+    ];
+    for (name, scope, f) in &fallbacks {
+        store.create_profile(actor, &save(name, scope.clone(), *f, true)).await.unwrap();
+    }
+    let answer = |r: Option<officebridge::domain::Resolution>| r.map(|r| (r.profile.to_string(), r.scope, r.function));
+    for f in Function::ALL
+        .into_iter()
+        .filter(|f| !matches!(f, Function::AllDocuments | Function::Default))
+    {
+        let own = format!("OWN-{}", f.as_str());
+        let sys = format!("SYS-{}", f.as_str());
+        store.create_profile(actor, &save(&own, company(), f, true)).await.unwrap();
+        store.create_profile(actor, &save(&sys, system(), f, true)).await.unwrap();
+        assert_eq!(
+            answer(store.resolve_profile(&acme, f).await.unwrap()),
+            Some((own.clone(), "company", f)),
+            "{f}"
+        );
+        store.replace_profile(actor, &save(&own, company(), f, false)).await.unwrap();
+        assert_eq!(
+            answer(store.resolve_profile(&acme, f).await.unwrap()),
+            Some((sys.clone(), "system", f)),
+            "{f}"
+        );
+        store.replace_profile(actor, &save(&sys, system(), f, false)).await.unwrap();
+        let fallback = if f.is_specific_document() {
+            ("C-DOCS".to_string(), "company", Function::AllDocuments)
+        } else {
+            ("C-DEF".to_string(), "company", Function::Default)
+        };
+        assert_eq!(answer(store.resolve_profile(&acme, f).await.unwrap()), Some(fallback), "{f}");
+        for name in [&own, &sys] {
+            store.delete_profile(actor, &ProfileName::parse(name).unwrap()).await.unwrap();
+        }
+    }
+    // The fallbacks in order, each disabled in turn.
+    let order = [
+        (Function::DocumentQuality, vec!["C-DOCS", "S-DOCS", "C-DEF", "S-DEF"]),
+        (Function::AllDocuments, vec!["C-DOCS", "S-DOCS", "C-DEF", "S-DEF"]),
+        (Function::AllReports, vec!["C-DEF", "S-DEF"]),
+    ];
+    for (f, expected) in order {
+        for (i, name) in expected.iter().enumerate() {
+            let got = store.resolve_profile(&acme, f).await.unwrap().map(|r| r.profile.to_string());
+            assert_eq!(got.as_deref(), Some(*name), "{f}, step {i}");
+            let (n, scope, func) = fallbacks.iter().find(|(n, _, _)| n == name).unwrap();
+            store.replace_profile(actor, &save(n, scope.clone(), *func, false)).await.unwrap();
+        }
+        assert_eq!(store.resolve_profile(&acme, f).await.unwrap(), None, "{f}: every profile disabled");
+        for (n, scope, func) in &fallbacks {
+            store.replace_profile(actor, &save(n, scope.clone(), *func, true)).await.unwrap();
+        }
+    }
+}
 
 async fn template_previews_render_or_name_what_is_missing(app: TestApp) {
     companies(&app, &["ACME"]).await;
