@@ -15,6 +15,7 @@ pub fn routes() -> axum::Router<AppState> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// At most this many entries (1–1000, default 100).
     pub limit: Option<i64>,

@@ -62,6 +62,7 @@ pub async fn signin_links(State(state): State<AppState>, req: axum::extract::Req
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SigninQuery {
     /// The sign-in link's token, as issued by `POST /api/v1/operators/{code}/signin` or a
     /// `signin-required` answer.
@@ -204,6 +205,7 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CallbackQuery {
     pub code: Option<String>,
     pub state: Option<String>,

@@ -36,8 +36,10 @@ pub fn routes() -> axum::Router<AppState> {
 pub const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
-    /// `download` (default): the workbook is the answer. `onedrive`: not available yet.
+    /// `download` (default): the workbook is the answer. `onedrive`: into the OneDrive of the
+    /// operator named by `X-Operator` (`201` with the driveItem).
     pub destination: Option<String>,
     /// CSV column types, `Name=type[:arg…],…` (missing ones are inferred).
     pub columns: Option<String>,

@@ -98,6 +98,7 @@ pub async fn delete(State(state): State<AppState>, Admin(caller): Admin, Path(na
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ResolveQuery {
     /// The company the message is sent for.
     pub company: Option<String>,

@@ -37,3 +37,71 @@ async fn probes_metrics_and_openapi(app: TestApp) {
 
     app.get_with("/no/such/route", None).await.assert_problem(404, None);
 }
+
+/// The OpenAPI document validates (openapi-spec-validator, a tool we did not write), every
+/// operation id is unique, every parameter is where the route really takes it, and problems
+/// are typed `application/problem+json` (issue 18, item 3).
+#[tokio::test]
+async fn the_openapi_document_is_valid_and_generator_friendly() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await.unwrap();
+    let doc = app.get_with("/openapi.json", None).await.json;
+    let mut ids = std::collections::HashSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let in_path: Vec<String> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(String::from)
+            .collect();
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            assert!(ids.insert(id.to_string()), "operationId {id} repeats ({method} {path})");
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let name = p["name"].as_str().unwrap();
+                if p["in"] == "path" {
+                    assert!(
+                        in_path.iter().any(|n| n == name),
+                        "{method} {path}: '{name}' is declared in the path but is not in it"
+                    );
+                }
+            }
+            for name in &in_path {
+                let declared = op["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["in"] == "path" && p["name"] == *name);
+                assert!(declared, "{method} {path}: path parameter '{name}' is not declared");
+            }
+            for (status, answer) in op["responses"].as_object().unwrap() {
+                if status.starts_with('4') || status.starts_with('5') {
+                    if let Some(content) = answer["content"].as_object() {
+                        assert!(
+                            content.keys().all(|k| k == "application/problem+json" || k == "text/html"),
+                            "{method} {path} {status}: problems are application/problem+json, not {:?}",
+                            content.keys().collect::<Vec<_>>()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if crate::helpers::python_has("openapi_spec_validator") {
+        let file = app.data_dir().join("openapi.json");
+        std::fs::write(&file, doc.to_string()).unwrap();
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import json,sys; from openapi_spec_validator import validate; validate(json.load(open(sys.argv[1]))); print('valid')",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openapi-spec-validator: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
