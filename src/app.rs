@@ -67,6 +67,17 @@ impl Application {
             let port = listener.local_addr()?.port();
             let _ = settings.public_url.set_port(Some(port));
         }
+        // A public URL on this machine that names another port sends every sign-in back to
+        // a port nobody listens on; behind a proxy the ports differ on purpose.
+        let actual = listener.local_addr()?.port();
+        let local = matches!(settings.public_url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+        if local && settings.public_url.port_or_known_default() != Some(actual) {
+            tracing::warn!(
+                public_url = %settings.public_url,
+                port = actual,
+                "public_url names another port than the server listens on: sign-in redirects will not come back (set public_url or --public-url)"
+            );
+        }
         let metrics_listener = match settings.metrics.listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)

@@ -197,7 +197,8 @@ impl OneDriveSettings {
 #[derive(Serialize, Deserialize)]
 struct Raw {
     listen: SocketAddr,
-    public_url: String,
+    /// Unset: `http://localhost:8080`, or in `--dev` the listening address.
+    public_url: Option<String>,
     data_dir: PathBuf,
     database_url: Option<String>,
     database_url_file: Option<PathBuf>,
@@ -222,7 +223,7 @@ impl Default for Raw {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".parse().expect("valid"),
-            public_url: "http://localhost:8080".into(),
+            public_url: None,
             data_dir: "./data".into(),
             database_url: None,
             database_url_file: None,
@@ -256,6 +257,8 @@ impl Default for Raw {
 pub struct Settings {
     pub listen: SocketAddr,
     pub public_url: url::Url,
+    /// Whether `public_url` was configured (else `--dev` derives it from `listen`).
+    pub public_url_explicit: bool,
     pub data_dir: PathBuf,
     pub database_url: Secret,
     pub master_key: Option<Secret>,
@@ -279,6 +282,24 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Where users reach this server when nobody said: the listening address, a loopback one
+    /// as `localhost` (what app registrations name; any port matches there). Port 0 is filled
+    /// in once the listener has one.
+    pub fn public_url_from_listen(&mut self) {
+        // 0.0.0.0 listens on every address, this machine's loopback among them.
+        let host = if self.listen.ip().is_loopback() || self.listen.ip().is_unspecified() {
+            "localhost".to_string()
+        } else {
+            match self.listen.ip() {
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                ip => ip.to_string(),
+            }
+        };
+        if let Ok(url) = url::Url::parse(&format!("http://{host}:{}", self.listen.port())) {
+            self.public_url = url;
+        }
+    }
+
     /// The emulator a tenant record may point at, when one is allowed.
     pub fn emulator(&self) -> Option<&str> {
         self.emulator_url.as_deref().filter(|_| self.allow_emulator)
@@ -314,7 +335,9 @@ impl Settings {
         fig = fig.merge(Env::prefixed("OFFICEBRIDGE_").split("__"));
         let raw: Raw = fig.extract().context("invalid configuration")?;
         raw.onedrive.check()?;
-        let public_url = url::Url::parse(&raw.public_url).context("public_url is not an absolute URL")?;
+        let public_url_explicit = raw.public_url.is_some();
+        let public_url =
+            url::Url::parse(raw.public_url.as_deref().unwrap_or("http://localhost:8080")).context("public_url is not an absolute URL")?;
         let warnings = unknown_variables(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()));
         let previous_master_keys = match (raw.previous_master_keys, raw.previous_master_keys_file) {
             (keys, None) => keys.into_iter().map(Secret::new).collect(),
@@ -332,6 +355,7 @@ impl Settings {
         Ok(Self {
             listen: raw.listen,
             public_url,
+            public_url_explicit,
             data_dir: raw.data_dir,
             database_url,
             master_key: secret_from("master_key", raw.master_key, raw.master_key_file)?,

@@ -40,6 +40,9 @@ pub enum Command {
         /// Address to listen on, overriding the configuration (for example 0.0.0.0:8080).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// The URL users and Office reach this server at, overriding `public_url`.
+        #[arg(long, value_parser = parse_public_url)]
+        public_url: Option<url::Url>,
     },
     /// Print a fully commented example configuration file.
     DefaultConfig,
@@ -275,6 +278,15 @@ pub enum ApiKeysCommand {
     List,
     /// Revoke a key by id or name.
     Revoke { id_or_name: String },
+}
+
+/// `--public-url`: an absolute http(s) URL.
+fn parse_public_url(raw: &str) -> Result<url::Url, String> {
+    match url::Url::parse(raw) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
+        Ok(_) => Err("must be an http or https URL with a host, such as https://officebridge.contoso.com".into()),
+        Err(e) => Err(format!("is not a URL ({e}); give one such as https://officebridge.contoso.com")),
+    }
 }
 
 fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
@@ -556,9 +568,18 @@ async fn rotate_key(cli: &Cli, settings: &Settings, new_key_file: Option<PathBuf
     Ok(())
 }
 
-async fn serve(cli: &Cli, mut settings: Settings, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+async fn serve(cli: &Cli, mut settings: Settings, listen: Option<SocketAddr>, public_url: Option<url::Url>) -> anyhow::Result<()> {
     if let Some(addr) = listen {
         settings.listen = addr;
+    }
+    match public_url {
+        Some(url) => {
+            settings.public_url = url;
+            settings.public_url_explicit = true;
+        }
+        // In development the browser comes back to wherever this server listens.
+        None if settings.dev && !settings.public_url_explicit => settings.public_url_from_listen(),
+        None => {}
     }
     crate::telemetry::init_logs(&settings.log);
     #[cfg(feature = "emulator")]
@@ -651,7 +672,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let settings = load_settings(&cli)?;
     match cli.command {
-        Command::Serve { listen } => serve(&cli, settings, listen).await,
+        Command::Serve { listen, ref public_url } => serve(&cli, settings, listen, public_url.clone()).await,
         #[cfg(feature = "emulator")]
         Command::Emulator { .. } => unreachable!("handled above"),
         Command::DefaultConfig | Command::Export(_) | Command::Import(_) => unreachable!("handled above"),

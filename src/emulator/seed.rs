@@ -177,6 +177,11 @@ impl Seed {
                             uri: "http://localhost/auth/callback".into(),
                             platform: "public_client".into(),
                         },
+                        // The same by the loopback literal, for OFFICEBRIDGE_PUBLIC_URL=http://127.0.0.1:PORT.
+                        SeedRedirect {
+                            uri: "http://127.0.0.1/auth/callback".into(),
+                            platform: "public_client".into(),
+                        },
                     ],
                     delegated_scopes: [
                         "User.Read",

@@ -163,6 +163,20 @@ async fn serve_dev_answers_healthz_within_two_seconds_and_writes_dev_keys() {
     let refused = Answer::from(refused).await;
     refused.assert_problem(422, Some("authority"));
     assert!(refused.text.contains("the configured Microsoft 365 emulator"), "{}", refused.text);
+    // public_url follows --listen in dev mode: a sign-in link comes back to this port
+    // (issue 18: it pointed at localhost:8080 whatever the port).
+    let port = server.base.rsplit(':').next().unwrap().to_string();
+    let link: Value = http
+        .post(format!("{}/api/v1/operators/DEMO/signin", server.base))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = link["url"].as_str().unwrap();
+    assert!(url.starts_with(&format!("http://localhost:{port}/auth/signin?link=")), "{url}");
     // Tenant DEMO is the in-process emulator and operator DEMO is signed in: an export lands
     // in OneDrive right after start.
     let exported = onedrive_export(&http, &server.base, client).await;
@@ -202,6 +216,19 @@ async fn onedrive_export(http: &reqwest::Client, base: &str, client_key: &str) -
     let body: Value = r.json().await.unwrap();
     assert_eq!(status, 201, "{body}");
     body
+}
+
+#[test]
+fn a_public_url_that_is_not_a_url_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, err) = run(
+        dir.path(),
+        &["--dev", "serve", "--listen", "127.0.0.1:0", "--public-url", "officebridge here"],
+        None,
+    );
+    assert!(!ok && err.contains("--public-url") && err.contains("is not a URL"), "{err}");
+    let (ok, _, err) = run(dir.path(), &["--dev", "serve", "--public-url", "ftp://example.com"], None);
+    assert!(!ok && err.contains("http or https"), "{err}");
 }
 
 #[test]

@@ -10,12 +10,11 @@ pub(super) fn redirect_registered(app: &SeedApp, uri: &str) -> bool {
             return true;
         }
         match (url::Url::parse(&r.uri), url::Url::parse(uri)) {
+            // reply-url.md, "Localhost exceptions": for http://localhost and the loopback IP
+            // literals the port is not compared; scheme, host and path are.
             (Ok(reg), Ok(got)) => {
-                reg.scheme() == "http"
-                    && got.scheme() == "http"
-                    && reg.host_str() == Some("localhost")
-                    && got.host_str() == Some("localhost")
-                    && reg.path() == got.path()
+                let loopback = matches!(reg.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+                reg.scheme() == "http" && got.scheme() == "http" && loopback && reg.host_str() == got.host_str() && reg.path() == got.path()
             }
             _ => false,
         }

@@ -291,6 +291,26 @@ async fn authorize_errors_and_mfa() {
     assert_eq!(resp.status(), 400);
     assert!(resp.headers().get("location").is_none());
     assert!(resp.text().await.unwrap().contains("AADSTS50011"));
+    // reply-url.md, "Localhost exceptions": the port of a loopback redirect is not compared —
+    // for localhost and for 127.0.0.1 alike — but the host and the path are.
+    for (uri, registered) in [
+        ("http://localhost:5123/auth/callback", true),
+        ("http://127.0.0.1:5123/auth/callback", true),
+        ("http://127.0.0.1:5123/elsewhere", false),
+        ("http://127.0.0.2:5123/auth/callback", false),
+    ] {
+        let resp = authorize(vec![
+            ("client_id", DEMO_CLIENT_ID),
+            ("response_type", "code"),
+            ("redirect_uri", uri),
+            ("scope", "User.Read"),
+        ])
+        .await
+        .unwrap();
+        let status = resp.status();
+        let page = resp.text().await.unwrap();
+        assert_eq!(!page.contains("AADSTS50011"), registered, "{uri}: {status}");
+    }
     let resp = authorize(vec![
         ("client_id", "00000000-0000-0000-0000-000000000009"),
         ("response_type", "code"),
