@@ -16,6 +16,11 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// How long one Graph call may take: JSON answers and simple uploads (at most 4 MiB) are
+/// quick, so a stalled call is retried or reported; only upload-session fragments (10 MiB
+/// and more, sent by `drive`) keep the shared client's long timeout.
+const GRAPH_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 use tokio::sync::Semaphore;
 
 /// Outlook allows 4 concurrent requests per app and mailbox.
@@ -212,7 +217,11 @@ impl Graph {
         let mut refreshed = false;
         let mut retry = Retrier::new(&self.policy);
         loop {
-            let outcome = build(self.http()).bearer_auth(token.expose_secret()).send().await;
+            let outcome = build(self.http())
+                .bearer_auth(token.expose_secret())
+                .timeout(GRAPH_CALL_TIMEOUT)
+                .send()
+                .await;
             match outcome {
                 Ok(r) if r.status().is_success() => return Ok(r),
                 Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED && !refreshed => {
@@ -235,7 +244,7 @@ impl Graph {
     ) -> Result<reqwest::Response, GraphError> {
         let mut retry = Retrier::new(&self.policy);
         loop {
-            match build(self.http()).send().await {
+            match build(self.http()).timeout(GRAPH_CALL_TIMEOUT).send().await {
                 Ok(r) if r.status().is_success() => return Ok(r),
                 other => retry.after(other, replayable).await?,
             }
