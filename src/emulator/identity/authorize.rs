@@ -175,6 +175,17 @@ pub async fn authorize_submit(State(emu): State<Emulator>, Form(form): Form<Hash
             ),
         );
     };
+    if user.mfa && form.contains_key("decline") {
+        // The user denied the second-factor prompt: the app hears access_denied
+        // (reference-error-codes.md, AADSTS500121) and no code is issued.
+        emu.pending().remove(&request);
+        return redirect_error(
+            &pending.redirect_uri,
+            pending.state.as_deref(),
+            "access_denied",
+            "AADSTS500121: Authentication failed during strong authentication request.",
+        );
+    }
     if user.mfa && form.get("mfa").map(String::as_str) != Some("approved") {
         let mut r = page(
             StatusCode::OK,
@@ -182,7 +193,7 @@ pub async fn authorize_submit(State(emu): State<Emulator>, Form(form): Form<Hash
             &format!(
                 "<p>{} needs a second factor.</p><form method=\"post\"><input type=\"hidden\" name=\"request\" value=\"{request}\">\
                  <input type=\"hidden\" name=\"user\" value=\"{}\"><input type=\"hidden\" name=\"mfa\" value=\"approved\">\
-                 <button type=\"submit\">Approve</button></form>",
+                 <button type=\"submit\">Approve</button> <button type=\"submit\" name=\"decline\" value=\"1\">Decline</button></form>",
                 escape(&user.display_name),
                 escape(&user.user_principal_name)
             ),

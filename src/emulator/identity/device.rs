@@ -3,7 +3,7 @@
 //! `/devicelogin` on another device, and the client polls `/token` meanwhile.
 
 use super::{aad_error, app_in_tenant, scopes_granted, unknown_app, user_tokens};
-use crate::emulator::{Emulator, opaque};
+use crate::emulator::{Emulator, escape, opaque};
 use axum::Form;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -192,7 +192,18 @@ pub async fn login_submit(State(emu): State<Emulator>, Form(form): Form<HashMap<
         );
     };
     if user.mfa && form.get("mfa").map(String::as_str) != Some("approved") {
-        let mut r = page(StatusCode::OK, "<p>Approve the sign-in request on your second factor.</p>");
+        // The same step as the authorize page's: approve or decline, with what the first form
+        // carried, so a person (or a test reading the page) can finish it.
+        let hidden = |name: &str, value: &str| format!("<input type=\"hidden\" name=\"{name}\" value=\"{}\">", escape(value));
+        let body = format!(
+            "<h1>Approve sign in request</h1><p>{} needs a second factor.</p><form method=\"post\">{}{}{}\
+             <button type=\"submit\">Approve</button> <button type=\"submit\" name=\"decline\" value=\"1\">Decline</button></form>",
+            escape(&upn),
+            hidden("user_code", &code),
+            hidden("user", &upn),
+            hidden("mfa", "approved"),
+        );
+        let mut r = page(StatusCode::OK, &body);
         r.headers_mut()
             .insert("x-emulator-mfa", axum::http::HeaderValue::from_static("required"));
         return r;

@@ -494,6 +494,116 @@ async fn device_code_flow() {
         "authorization_pending",
         "MFA not yet approved"
     );
+    // The step page offers Approve and Decline (issue 18: it had no button); pressing one
+    // sends only what the page renders.
+    let page = step.text().await.unwrap();
+    let approve = form_submission(&page, "Approve");
+    assert_eq!(login_fields(emu, approve).await, 200);
+    let (status, tokens) = poll(mfa["device_code"].as_str().unwrap().into()).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(claims(tokens["access_token"].as_str().unwrap()).1["amr"], json!(["pwd", "mfa"]));
+
+    let declined = start().await;
+    let step = login(vec![
+        ("user_code", declined["user_code"].as_str().unwrap().into()),
+        ("user", "mfa.user@demo.onmicrosoft.com".into()),
+    ])
+    .await
+    .unwrap();
+    let decline = form_submission(&step.text().await.unwrap(), "Decline");
+    assert_eq!(login_fields(emu, decline).await, 200);
+    assert_eq!(
+        poll(declined["device_code"].as_str().unwrap().into()).await.1["error"],
+        "authorization_declined"
+    );
+}
+
+/// What a browser sends when `button` (by its label) of the page's form is pressed: the
+/// form's inputs with their values, and the button's own name and value if it has one.
+fn form_submission(html: &str, button: &str) -> Vec<(String, String)> {
+    let attr = |tag: &str, name: &str| {
+        let key = format!("{name}=\"");
+        tag.find(&key).map(|i| {
+            let rest = &tag[i + key.len()..];
+            rest[..rest.find('"').unwrap()].to_string()
+        })
+    };
+    assert!(html.contains("<form"), "the page has a form: {html}");
+    let form = html
+        .split("<form")
+        .skip(1)
+        .map(|f| &f[..f.find("</form>").unwrap()])
+        .find(|f| {
+            f.split("<button")
+                .skip(1)
+                .any(|t| t[t.find('>').unwrap() + 1..].starts_with(button))
+        })
+        .unwrap_or_else(|| panic!("no form with a {button} button in {html}"));
+    let mut fields: Vec<(String, String)> = form
+        .split("<input")
+        .skip(1)
+        .filter_map(|t| {
+            let tag = &t[..t.find('>').unwrap()];
+            Some((attr(tag, "name")?, attr(tag, "value").unwrap_or_default()))
+        })
+        .collect();
+    let pressed = form
+        .split("<button")
+        .skip(1)
+        .find(|t| t[t.find('>').unwrap() + 1..].starts_with(button))
+        .unwrap_or_else(|| panic!("no {button} button in {form}"));
+    let tag = &pressed[..pressed.find('>').unwrap()];
+    if let (Some(name), Some(value)) = (attr(tag, "name"), attr(tag, "value")) {
+        fields.push((name, value));
+    }
+    fields
+}
+
+/// The authorization page and its second-factor step, driven by the fields they render (the
+/// device-code page's step is the same; issue 18).
+#[tokio::test]
+async fn the_sign_in_pages_are_completed_through_what_they_render() {
+    let emu = emulator().await;
+    let endpoint = format!("{}/{DEMO_TENANT_ID}/oauth2/v2.0/authorize", emu.base);
+    for (button, approved) in [("Approve", true), ("Decline", false)] {
+        let url = url::Url::parse_with_params(
+            &endpoint,
+            &[
+                ("client_id", DEMO_CLIENT_ID),
+                ("response_type", "code"),
+                ("redirect_uri", "https://localhost"),
+                ("scope", "User.Read"),
+                ("state", "s1"),
+            ],
+        )
+        .unwrap();
+        let picker = emu.http.get(url).send().await.unwrap().text().await.unwrap();
+        let pick = form_submission(&picker, "MFA User");
+        let step = emu.http.post(&endpoint).form(&pick).send().await.unwrap();
+        assert_eq!(step.headers()["x-emulator-mfa"], "required");
+        let press = form_submission(&step.text().await.unwrap(), button);
+        let back = emu.http.post(&endpoint).form(&press).send().await.unwrap();
+        assert_eq!(back.status(), 302, "{button}");
+        let location = url::Url::parse(back.headers()["location"].to_str().unwrap()).unwrap();
+        assert_eq!(query(&location, "state").as_deref(), Some("s1"));
+        if approved {
+            assert!(query(&location, "code").is_some(), "{location}");
+        } else {
+            assert_eq!(query(&location, "error").as_deref(), Some("access_denied"), "{location}");
+            assert!(query(&location, "code").is_none());
+        }
+    }
+}
+
+async fn login_fields(emu: &Emu, fields: Vec<(String, String)>) -> u16 {
+    let resp = emu
+        .http
+        .post(format!("{}/devicelogin", emu.base))
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    resp.status().as_u16()
 }
 
 /// entra-docs: docs/identity-platform/v2-oauth2-on-behalf-of-flow.md (request, `aud` of the
