@@ -63,13 +63,12 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         // Port 0 (tests, a quick local run) picks a free port; the public URL follows it, or
         // sign-in would send the browser back to a port nobody listens on.
+        let actual = listener.local_addr()?.port();
         if settings.listen.port() == 0 && settings.public_url.port_or_known_default() == Some(0) {
-            let port = listener.local_addr()?.port();
-            let _ = settings.public_url.set_port(Some(port));
+            let _ = settings.public_url.set_port(Some(actual));
         }
         // A public URL on this machine that names another port sends every sign-in back to
         // a port nobody listens on; behind a proxy the ports differ on purpose.
-        let actual = listener.local_addr()?.port();
         let local = matches!(settings.public_url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
         if local && settings.public_url.port_or_known_default() != Some(actual) {
             tracing::warn!(

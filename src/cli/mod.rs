@@ -319,14 +319,18 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_secret_file(path: &PathBuf) -> anyhow::Result<String> {
-    let mut text = String::new();
+/// A file's text, or standard input's for `-`.
+fn read_text(path: &PathBuf) -> anyhow::Result<String> {
     if path.as_os_str() == "-" {
+        let mut text = String::new();
         std::io::stdin().read_to_string(&mut text)?;
-    } else {
-        text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        return Ok(text);
     }
-    Ok(text.trim_end_matches(['\r', '\n']).to_string())
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn read_secret_file(path: &PathBuf) -> anyhow::Result<String> {
+    Ok(read_text(path)?.trim_end_matches(['\r', '\n']).to_string())
 }
 
 /// Field errors as one message, for the terminal.
@@ -440,13 +444,7 @@ async fn companies(settings: &Settings, cmd: CompaniesCommand) -> anyhow::Result
 
 /// A profile's JSON from a file or standard input, parsed as the API parses it.
 fn read_profile(file: &PathBuf, name: Option<&str>) -> anyhow::Result<crate::domain::NewProfile> {
-    let text = if file.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s)?;
-        s
-    } else {
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
-    };
+    let text = read_text(file)?;
     let input: crate::domain::ProfileInput = crate::http::parse_json(text.as_bytes()).map_err(|e| match e {
         crate::error::ApiError::Validation(errors) => field_errors(errors),
         other => anyhow::anyhow!("{}: {other}", file.display()),
@@ -499,11 +497,7 @@ async fn templates(settings: &Settings, cmd: TemplatesCommand) -> anyhow::Result
             let company = open_store(settings).await?.get_company(&code).await?;
             let variables: serde_json::Value = match variables {
                 None => serde_json::Value::Null,
-                Some(path) if path.as_os_str() == "-" => serde_json::from_reader(std::io::stdin()).context("--variables: not JSON")?,
-                Some(path) => {
-                    serde_json::from_str(&std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?)
-                        .context("--variables: not JSON")?
-                }
+                Some(path) => serde_json::from_str(&read_text(&path)?).context("--variables: not JSON")?,
             };
             print_json(&templates.render(&name, &code, &company.name, &variables)?)
         }

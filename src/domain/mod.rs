@@ -57,6 +57,18 @@ impl Validator {
         }
     }
 
+    /// Like [`Validator::field`] for a value that must be given: absent, it records
+    /// "is required".
+    pub fn required<T>(&mut self, field: &str, raw: Option<&str>, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+        match raw {
+            Some(raw) => self.field(field, parse(raw)),
+            None => {
+                self.push(field, "is required");
+                None
+            }
+        }
+    }
+
     pub fn push(&mut self, field: &str, message: impl Into<String>) {
         self.errors.push(FieldError::new(field, message));
     }

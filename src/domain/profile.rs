@@ -3,7 +3,7 @@
 //! Parsed here once, every field error reported at once; the store checks what needs the
 //! database (companies and tenants that exist, the function claim rule).
 
-use super::tenant::{required, secret_field, secret_update};
+use super::tenant::{secret_field, secret_update};
 use super::{ClientId, CompanyCode, EmailAddress, FieldError, SecretField, SecretUpdate, TenantCode, Validator};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -448,7 +448,7 @@ fn smtp_host(raw: &str) -> Result<String, String> {
 
 impl SmtpInput {
     fn parse(self, v: &mut Validator, warnings: &mut Vec<FieldError>) -> (Option<SmtpSettings>, SecretUpdate) {
-        let host = required(v, "smtp.host", self.host.as_deref(), smtp_host);
+        let host = v.required("smtp.host", self.host.as_deref(), smtp_host);
         let port = match self.port {
             Some(p) if (1..=65535).contains(&p) => Some(p as u16),
             Some(p) => {
@@ -473,7 +473,7 @@ impl SmtpInput {
                 None
             }
         };
-        let from = required(v, "smtp.from", self.from.as_deref(), EmailAddress::parse);
+        let from = v.required("smtp.from", self.from.as_deref(), EmailAddress::parse);
         let from_name = self.from_name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
         if from_name
             .as_ref()
@@ -504,7 +504,7 @@ impl SmtpInput {
                     v.push("smtp.tenant", "is only for auth: xoauth2");
                 }
                 password = secret_update(v, "smtp.password", self.password);
-                let username = required(v, "smtp.username", self.username.as_deref(), |u| {
+                let username = v.required("smtp.username", self.username.as_deref(), |u| {
                     let u = u.trim();
                     if u.is_empty() || u.len() > 256 {
                         Err("must be 1 to 256 characters".to_string())
@@ -521,7 +521,8 @@ impl SmtpInput {
                 if self.username.is_some() {
                     v.push("smtp.username", "is not used with auth: xoauth2 (the from address is the mailbox)");
                 }
-                required(v, "smtp.tenant", self.tenant.as_deref(), TenantCode::parse).map(|tenant| SmtpAuth::Xoauth2 { tenant })
+                v.required("smtp.tenant", self.tenant.as_deref(), TenantCode::parse)
+                    .map(|tenant| SmtpAuth::Xoauth2 { tenant })
             }
             other => {
                 v.push("smtp.auth", format!("'{other}' is not none, password or xoauth2"));
@@ -587,7 +588,7 @@ impl ProfileInput {
         if description.chars().count() > 200 {
             v.push("description", "must be at most 200 characters");
         }
-        let provider = required(&mut v, "provider", self.provider.as_deref(), Provider::parse);
+        let provider = v.required("provider", self.provider.as_deref(), Provider::parse);
         let apply_to = match self.apply_to {
             None => {
                 v.push("apply_to", "is required: \"system\" or {\"companies\": [...]}");
@@ -671,13 +672,13 @@ impl ProfileInput {
                     );
                 }
                 let g = self.graph_delegate.unwrap_or_default();
-                required(&mut v, "graph_delegate.tenant", g.tenant.as_deref(), TenantCode::parse)
+                v.required("graph_delegate.tenant", g.tenant.as_deref(), TenantCode::parse)
                     .map(|tenant| ProviderSettings::GraphDelegate(GraphDelegateSettings { tenant }))
             }
             Some(Provider::GraphDirect) => {
                 let g = self.graph_direct.unwrap_or_default();
-                let tenant = required(&mut v, "graph_direct.tenant", g.tenant.as_deref(), TenantCode::parse);
-                let from = required(&mut v, "graph_direct.from", g.from.as_deref(), EmailAddress::parse);
+                let tenant = v.required("graph_direct.tenant", g.tenant.as_deref(), TenantCode::parse);
+                let from = v.required("graph_direct.from", g.from.as_deref(), EmailAddress::parse);
                 let client_id = g
                     .client_id
                     .as_deref()

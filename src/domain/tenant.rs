@@ -202,8 +202,8 @@ impl TenantInput {
         if description.chars().count() > 200 {
             v.push("description", "must be at most 200 characters");
         }
-        let tenant_id = required(&mut v, "tenant_id", self.tenant_id.as_deref(), DirectoryId::parse);
-        let client_id = required(&mut v, "client_id", self.client_id.as_deref(), ClientId::parse);
+        let tenant_id = v.required("tenant_id", self.tenant_id.as_deref(), DirectoryId::parse);
+        let client_id = v.required("client_id", self.client_id.as_deref(), ClientId::parse);
         let platform = v.field("platform", Platform::parse(self.platform.as_deref().unwrap_or("public_client")));
         let redirect_url = platform.and_then(|p| match (self.redirect_url.as_deref(), p) {
             (Some(raw), _) => v.field("redirect_url", RedirectUrl::parse(raw, p)),
@@ -259,17 +259,6 @@ pub(super) fn secret_update(v: &mut Validator, field: &str, raw: Option<Option<S
             SecretUpdate::Keep
         }
         Some(Some(SecretField::Value(s))) => SecretUpdate::Set(s),
-    }
-}
-
-/// Parses a required field, recording "is required" when it is absent.
-pub(super) fn required<T>(v: &mut Validator, field: &str, raw: Option<&str>, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
-    match raw {
-        Some(raw) => v.field(field, parse(raw)),
-        None => {
-            v.push(field, "is required");
-            None
-        }
     }
 }
 

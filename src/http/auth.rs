@@ -53,9 +53,10 @@ pub async fn signin_links(State(state): State<AppState>, req: axum::extract::Req
     let response = next.run(req).await;
     match response.extensions().get::<SigninPending>() {
         Some(SigninPending(operator)) => ApiError::SigninRequired {
-            signin_url: Some(new_link(&state, operator).url),
             operator: operator.clone(),
+            signin_url: None,
         }
+        .with_signin_link(|op| new_link(&state, op).url)
         .into_response(),
         None => response,
     }

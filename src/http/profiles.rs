@@ -112,20 +112,8 @@ pub struct ResolveQuery {
 #[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn resolution(State(state): State<AppState>, _: Admin, Query(q): Query<ResolveQuery>) -> Result<Json<Resolution>, ApiError> {
     let mut v = crate::domain::Validator::default();
-    let company = match q.company.as_deref() {
-        Some(c) => v.field("company", CompanyCode::parse(c)),
-        None => {
-            v.push("company", "is required");
-            None
-        }
-    };
-    let function = match q.function.as_deref() {
-        Some(f) => v.field("function", Function::parse(f)),
-        None => {
-            v.push("function", "is required");
-            None
-        }
-    };
+    let company = v.required("company", q.company.as_deref(), CompanyCode::parse);
+    let function = v.required("function", q.function.as_deref(), Function::parse);
     let (company, function) = v
         .finish(|| (company.expect("checked"), function.expect("checked")))
         .map_err(ApiError::Validation)?;

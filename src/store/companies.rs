@@ -54,19 +54,12 @@ impl Store {
     #[tracing::instrument(skip_all, err(level = "debug"))]
     pub async fn delete_company(&self, actor: &str, code: &CompanyCode) -> Result<()> {
         in_tx!(self, |tx| {
-            let users: Vec<String> = sqlx::query_scalar("SELECT profile FROM email_profile_companies WHERE company = $1 ORDER BY profile")
-                .bind(code.as_str())
-                .fetch_all(&mut *tx)
-                .await?;
-            if !users.is_empty() {
-                return Err(StoreError::Conflict {
-                    field: "code",
-                    message: format!(
-                        "company {code} is named by email profiles {}; change or remove them first",
-                        users.join(", ")
-                    ),
-                });
-            }
+            refuse_in_use!(
+                tx,
+                "SELECT profile FROM email_profile_companies WHERE company = $1 ORDER BY profile",
+                code.as_str(),
+                |users| format!("company {code} is named by email profiles {users}; change or remove them first")
+            );
             let gone = sqlx::query("DELETE FROM companies WHERE code = $1")
                 .bind(code.as_str())
                 .execute(&mut *tx)

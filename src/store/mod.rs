@@ -119,6 +119,22 @@ macro_rules! audit {
     };
 }
 
+/// Refuses, in the caller's transaction, to remove `$key` while rows still name it: `$sql`
+/// selects their names (one `$1`); the 409 (on `code`) says `$message`, in which `$users` is
+/// the names joined.
+macro_rules! refuse_in_use {
+    ($tx:expr, $sql:expr, $key:expr, |$users:ident| $message:expr) => {{
+        let names: Vec<String> = sqlx::query_scalar($sql).bind($key).fetch_all(&mut *$tx).await?;
+        if !names.is_empty() {
+            let $users = names.join(", ");
+            return Err(StoreError::Conflict {
+                field: "code",
+                message: $message,
+            });
+        }
+    }};
+}
+
 // One file per resource, declared after the macros above so they can use them.
 mod apikeys;
 mod audit;

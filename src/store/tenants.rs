@@ -35,21 +35,20 @@ impl TryFrom<TenantRow> for Tenant {
 
     fn try_from(row: TenantRow) -> Result<Self> {
         use crate::domain::{Authority, ClientId, DirectoryId, GraphEndpoint, Platform, RedirectUrl};
-        let this = row;
         Ok(Tenant {
-            code: TenantCode::parse(&this.code).map_err(|e| corrupt("tenant code", &this.code, e))?,
-            description: this.description,
-            tenant_id: DirectoryId::from_stored(this.tenant_id),
-            client_id: ClientId::from_stored(this.client_id),
-            platform: Platform::parse(&this.platform).map_err(|e| corrupt("tenant platform", &this.platform, e))?,
-            redirect_url: RedirectUrl::from_stored(this.redirect_url),
+            code: TenantCode::parse(&row.code).map_err(|e| corrupt("tenant code", &row.code, e))?,
+            description: row.description,
+            tenant_id: DirectoryId::from_stored(row.tenant_id),
+            client_id: ClientId::from_stored(row.client_id),
+            platform: Platform::parse(&row.platform).map_err(|e| corrupt("tenant platform", &row.platform, e))?,
+            redirect_url: RedirectUrl::from_stored(row.redirect_url),
             client_secret: SecretState {
-                set: this.client_secret.is_some(),
+                set: row.client_secret.is_some(),
             },
-            authority: Authority::from_stored(this.authority),
-            graph_endpoint: GraphEndpoint::from_stored(this.graph_endpoint),
-            created_at: this.created_at,
-            updated_at: this.updated_at,
+            authority: Authority::from_stored(row.authority),
+            graph_endpoint: GraphEndpoint::from_stored(row.graph_endpoint),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
         })
     }
 }
@@ -259,32 +258,18 @@ impl Store {
     #[tracing::instrument(skip_all, err(level = "debug"))]
     pub async fn delete_tenant(&self, actor: &str, code: &TenantCode) -> Result<()> {
         in_tx!(self, |tx| {
-            let users: Vec<String> = sqlx::query_scalar("SELECT code FROM operators WHERE tenant_code = $1 ORDER BY code")
-                .bind(code.as_str())
-                .fetch_all(&mut *tx)
-                .await?;
-            if !users.is_empty() {
-                return Err(StoreError::Conflict {
-                    field: "code",
-                    message: format!(
-                        "tenant '{code}' is still used by operators: {}; move them to another tenant first",
-                        users.join(", ")
-                    ),
-                });
-            }
-            let profiles: Vec<String> = sqlx::query_scalar("SELECT name FROM email_profiles WHERE tenant_code = $1 ORDER BY name")
-                .bind(code.as_str())
-                .fetch_all(&mut *tx)
-                .await?;
-            if !profiles.is_empty() {
-                return Err(StoreError::Conflict {
-                    field: "code",
-                    message: format!(
-                        "tenant '{code}' is still used by email profiles: {}; change or remove them first",
-                        profiles.join(", ")
-                    ),
-                });
-            }
+            refuse_in_use!(
+                tx,
+                "SELECT code FROM operators WHERE tenant_code = $1 ORDER BY code",
+                code.as_str(),
+                |users| format!("tenant '{code}' is still used by operators: {users}; move them to another tenant first")
+            );
+            refuse_in_use!(
+                tx,
+                "SELECT name FROM email_profiles WHERE tenant_code = $1 ORDER BY name",
+                code.as_str(),
+                |users| format!("tenant '{code}' is still used by email profiles: {users}; change or remove them first")
+            );
             let done = sqlx::query("DELETE FROM tenants WHERE code = $1")
                 .bind(code.as_str())
                 .execute(&mut *tx)
