@@ -46,6 +46,21 @@ pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Idempotency records are kept 7 days (then a repeat is a new message); a blob nothing
+/// refers to is removed once it is 6 hours old (an upload being written is younger).
+async fn sweep_mail(store: &Store) {
+    const DAY_MS: i64 = 24 * 3600 * 1000;
+    let swept = async {
+        store.sweep_uploads().await?;
+        store.sweep_reports().await?;
+        store.sweep_idempotency(7 * DAY_MS + DAY_MS / 24).await?;
+        store.sweep_blobs(DAY_MS / 4).await
+    };
+    if let Err(e) = swept.await {
+        tracing::warn!(error = %e, "sweeping expired uploads, reports and idempotency records failed; trying again later");
+    }
+}
+
 /// A bound, ready-to-run server.
 pub struct Application {
     listener: TcpListener,
@@ -117,6 +132,21 @@ impl Application {
             }
         });
         let templates = Arc::new(crate::mail::templates::Templates::new(settings.mail.templates_dir.clone()));
+        let outbox = Arc::new(crate::mail::outbox::Outbox::new(store.clone(), graph.clone(), &settings.mail));
+        for _ in 0..settings.mail.workers {
+            let worker = outbox.clone();
+            workers.start("outbox worker", move |cancel| worker.work(cancel));
+        }
+        let sweeping = store.clone();
+        workers.start("mail sweeper", |cancel| async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    _ = tick.tick() => sweep_mail(&sweeping).await,
+                }
+            }
+        });
         let state = AppState {
             store,
             templates,
@@ -127,6 +157,7 @@ impl Application {
             settings: Arc::new(settings),
             metrics: crate::telemetry::metrics_handle(),
             workers: workers.spawner(),
+            outbox,
         };
         Ok(Self {
             listener,
@@ -134,6 +165,11 @@ impl Application {
             state,
             workers,
         })
+    }
+
+    /// The outbox, for tests that drive delivery step by step.
+    pub fn outbox(&self) -> Arc<crate::mail::outbox::Outbox> {
+        self.state.outbox.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -105,13 +105,62 @@ impl Default for ExportSettings {
     }
 }
 
-/// Mail: where installation- and company-specific templates live.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Mail: templates, and the outbox's workers, retries and retention.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MailSettings {
     /// A folder whose `{template}/…` and `companies/{CODE}/{template}/…` files win, piece by
     /// piece, over the built-in templates.
     pub templates_dir: Option<PathBuf>,
+    /// Outbox workers in this instance; 0: this instance only queues (others deliver).
+    pub workers: usize,
+    /// Seconds a worker holds a message; a worker that dies leaves it to be taken over after.
+    pub lease_secs: u64,
+    /// First retry delay in milliseconds, doubled each attempt (with jitter) ...
+    pub retry_base_ms: u64,
+    /// ... up to this many seconds.
+    pub retry_cap_secs: u64,
+    /// Attempts before a message fails.
+    pub max_attempts: u32,
+    /// Seconds after queueing when an undelivered message fails.
+    pub max_age_secs: u64,
+    /// Milliseconds Exchange is given to file a sent message in Sent Items before a send
+    /// whose answer was lost is judged.
+    pub sent_grace_ms: u64,
+    /// How often an idle worker looks for due messages (other instances queue too).
+    pub poll_ms: u64,
+    /// Largest `POST /api/v1/mail` body (inline base64 attachments); larger files go through
+    /// `POST /api/v1/uploads`.
+    pub max_json_bytes: u64,
+    /// Seconds an upload stays attachable.
+    pub upload_retention_secs: u64,
+    /// Seconds a report output stays listed and attachable.
+    pub report_retention_secs: u64,
+    /// Outlook's upload budget per mailbox: bytes ...
+    pub upload_budget_bytes: u64,
+    /// ... per this many seconds.
+    pub upload_budget_window_secs: u64,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        Self {
+            templates_dir: None,
+            workers: 4,
+            lease_secs: 300,
+            retry_base_ms: 30_000,
+            retry_cap_secs: 3600,
+            max_attempts: 10,
+            max_age_secs: 3 * 24 * 3600,
+            sent_grace_ms: 120_000,
+            poll_ms: 1000,
+            max_json_bytes: 16 << 20,
+            upload_retention_secs: 24 * 3600,
+            report_retention_secs: 7 * 24 * 3600,
+            upload_budget_bytes: 150 << 20,
+            upload_budget_window_secs: 300,
+        }
+    }
 }
 
 /// Bounds on an imported workbook, checked before anything is built from it (issue 10): an

@@ -4,6 +4,7 @@
 mod codes;
 mod email;
 mod endpoints;
+mod mail;
 mod operator;
 mod profile;
 mod secret;
@@ -12,6 +13,10 @@ mod tenant;
 pub use codes::{CompanyCode, OperatorCode, TenantCode};
 pub use email::EmailAddress;
 pub use endpoints::{Authority, GraphEndpoint, RedirectUrl};
+pub use mail::{
+    AttachmentInput, AttachmentSource, Content, Importance, MAX_ATTACHMENT_BYTES, MAX_RECIPIENTS, MailInput, MailRequest, Recipient,
+    RecipientInput, StoredMessage, attachment_name, content_type, too_large,
+};
 pub use operator::{NewOperator, OperatorInput};
 pub use profile::{
     ApplyTo, Function, GraphDelegateSettings, GraphDirectSettings, NewProfile, OnAmbiguous, ProfileInput, ProfileName, ProfileSummary,

@@ -24,6 +24,13 @@ pub struct Fault {
     /// The status to answer (429, 500, 503, 504, …); absent: only the delay, then the real answer.
     #[serde(default)]
     pub status: Option<u16>,
+    /// Graph's error code to answer (`ErrorInvalidRecipients`, `ErrorSendAsDenied`, …); the
+    /// status's usual code when absent.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// The error message to answer; a generic one for the status when absent.
+    #[serde(default)]
+    pub message: Option<String>,
     /// The `Retry-After` header value, in whole or fractional seconds (`"1"`, `"0.5"`).
     #[serde(default)]
     pub retry_after: Option<String>,
@@ -142,7 +149,8 @@ pub async fn middleware(State(emu): State<Emulator>, req: Request, next: Next) -
                 404 => "The upload session was not found or has expired.",
                 _ => "The service is temporarily unavailable (emulated fault).",
             };
-            let mut r = graph_error(&headers, status, graph_code(status), message);
+            let code = f.code.as_deref().unwrap_or(graph_code(status));
+            let mut r = graph_error(&headers, status, code, f.message.as_deref().unwrap_or(message));
             if let Some(v) = f.retry_after.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
             }

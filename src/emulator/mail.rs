@@ -4,6 +4,16 @@
 //! `message-delete.md` (`204`), `message-send.md` (`202`), `resources/message.md`
 //! (`internetMessageHeaders`: only custom `x-` headers), `concepts/errors.md`. Limits not spelled
 //! out there follow Exchange Online's: 4 MB per request (`413`) and 500 recipients per message.
+//!
+//! For the outbox (issue 13): single-value extended properties set on create, returned only
+//! through `$expand` and found with `$filter=singleValueExtendedProperties/Any(ep: ep/id eq
+//! '…' and ep/value eq '…')` (`api/singlevaluelegacyextendedproperty-get.md`); immutable ids
+//! with `Prefer: IdType="ImmutableId"` — the same id before and after a draft is sent,
+//! while the default id of a sent draft is no longer found (`ErrorItemNotFound`) and its Sent
+//! Items copy has another (`concepts/outlook-immutable-id.md`); a configurable delay before
+//! the copy appears in Sent Items ("Getting the message in the Sent Items folder might not
+//! succeed immediately after sending"); and the 150 MB per 5 minutes upload budget per
+//! mailbox (`concepts/throttling-limits.md`, "Outlook service limits").
 
 use super::Emulator;
 use super::graph::{GraphFailure, authenticate, graph_error, permitted, subject};
@@ -14,6 +24,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use chrono::Utc;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
@@ -33,6 +44,166 @@ pub struct MailState {
     pub mailboxes: HashMap<String, Mailbox>,
     /// Large-attachment upload sessions by the token in their upload URL.
     pub sessions: HashMap<String, AttachmentSession>,
+    pub settings: MailSettings,
+    /// Bytes uploaded per mailbox (user id), for the 150 MB per 5 minutes budget.
+    pub uploaded: HashMap<String, std::collections::VecDeque<(std::time::Instant, u64)>>,
+}
+
+/// `POST /_emulator/mail-settings`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailSettings {
+    /// Milliseconds between a send's 202 and the copy appearing in Sent Items.
+    pub sent_items_delay_ms: u64,
+    /// The upload budget per mailbox: bytes per window.
+    pub upload_budget_bytes: u64,
+    pub upload_budget_window_secs: u64,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        Self {
+            sent_items_delay_ms: 0,
+            upload_budget_bytes: 150 * 1024 * 1024,
+            upload_budget_window_secs: 300,
+        }
+    }
+}
+
+pub async fn set_settings(State(emu): State<Emulator>, Json(settings): Json<MailSettings>) -> StatusCode {
+    emu.mail().settings = settings;
+    StatusCode::NO_CONTENT
+}
+
+/// Counts `bytes` against the mailbox's upload budget; `Err` with the seconds to wait when
+/// it is spent.
+fn spend_upload(emu: &Emulator, user_id: &str, bytes: u64) -> Result<(), u64> {
+    let mut mail = emu.mail();
+    let window = std::time::Duration::from_secs(mail.settings.upload_budget_window_secs);
+    let limit = mail.settings.upload_budget_bytes;
+    let now = std::time::Instant::now();
+    let used = mail.uploaded.entry(user_id.to_string()).or_default();
+    while used.front().is_some_and(|(t, _)| now.duration_since(*t) >= window) {
+        used.pop_front();
+    }
+    let total: u64 = used.iter().map(|(_, b)| b).sum();
+    if total + bytes > limit {
+        let oldest = used.front().map_or(window, |(t, _)| window.saturating_sub(now.duration_since(*t)));
+        return Err(oldest.as_secs().max(1));
+    }
+    used.push_back((now, bytes));
+    Ok(())
+}
+
+fn budget_spent(headers: &HeaderMap, wait: u64) -> Response {
+    let mut r = graph_error(
+        headers,
+        StatusCode::TOO_MANY_REQUESTS,
+        "ApplicationThrottled",
+        "The mailbox's upload limit (150 MB in 5 minutes) is reached.",
+    );
+    if let Ok(v) = axum::http::HeaderValue::from_str(&wait.to_string()) {
+        r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// Whether the request asks for immutable ids (`Prefer: IdType="ImmutableId"`).
+fn immutable(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.replace(' ', "").to_ascii_lowercase().contains("idtype=\"immutableid\""))
+}
+
+/// The id a request addresses messages by.
+fn id_field(headers: &HeaderMap) -> &'static str {
+    if immutable(headers) { "_immutableId" } else { "id" }
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// Whether a message in Sent Items can be seen yet.
+fn visible(m: &Value) -> bool {
+    m["_visibleAtMs"].as_i64().is_none_or(|at| at <= now_ms())
+}
+
+/// A message as a request sees it: its id in the asked format, internal fields removed,
+/// extended properties only when `$expand`ed, `$select` applied, attachments only in their
+/// own collection.
+fn present(m: &Value, headers: &HeaderMap, query: &HashMap<String, String>) -> Value {
+    let mut out = m.clone();
+    let Some(obj) = out.as_object_mut() else { return out };
+    if immutable(headers)
+        && let Some(i) = obj.get("_immutableId").cloned()
+    {
+        obj.insert("id".into(), i);
+    }
+    obj.retain(|k, _| !k.starts_with('_'));
+    obj.remove("attachments");
+    let props = obj.remove("singleValueExtendedProperties");
+    if let Some(expand) = query.get("$expand")
+        && let Some(inner) = expand.strip_prefix("singleValueExtendedProperties")
+    {
+        let wanted = inner
+            .split_once("id eq '")
+            .and_then(|(_, rest)| rest.split_once('\''))
+            .map(|(id, _)| id.to_string());
+        let list: Vec<Value> = props
+            .and_then(|p| p.as_array().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| wanted.as_deref().is_none_or(|w| p["id"].as_str().is_some_and(|id| id.eq_ignore_ascii_case(w))))
+            .collect();
+        if !list.is_empty() {
+            obj.insert("singleValueExtendedProperties".into(), Value::Array(list));
+        }
+    }
+    select(out, query)
+}
+
+/// `$select=a,b`: only those fields (and `id`).
+fn select(mut v: Value, query: &HashMap<String, String>) -> Value {
+    if let Some(fields) = query.get("$select")
+        && let Some(obj) = v.as_object_mut()
+    {
+        let keep: Vec<&str> = fields.split(',').map(str::trim).collect();
+        obj.retain(|k, _| k == "id" || k == "singleValueExtendedProperties" || keep.contains(&k.as_str()));
+    }
+    v
+}
+
+/// `$filter=singleValueExtendedProperties/Any(ep: ep/id eq 'ID' and ep/value eq 'VALUE')`,
+/// the one filter form this emulator reads (singlevaluelegacyextendedproperty-get.md);
+/// `None` when absent, `Err` for any other filter.
+fn property_filter(query: &HashMap<String, String>) -> Result<Option<(String, String)>, GraphFailure> {
+    let Some(f) = query.get("$filter") else { return Ok(None) };
+    let unsupported = || GraphFailure::new(StatusCode::BAD_REQUEST, "ErrorInvalidUrlQueryFilter", "The filter expression is not supported by this emulator.");
+    let inner = f
+        .trim()
+        .strip_prefix("singleValueExtendedProperties/Any(")
+        .or_else(|| f.trim().strip_prefix("singleValueExtendedProperties/any("))
+        .and_then(|r| r.strip_suffix(')'))
+        .ok_or_else(unsupported)?;
+    let (var, body) = inner.split_once(':').ok_or_else(unsupported)?;
+    let var = var.trim();
+    let quoted = |after: &str| -> Option<String> {
+        let start = body.find(after)? + after.len();
+        let rest = body[start..].trim_start().strip_prefix('\'')?;
+        Some(rest[..rest.find('\'')?].to_string())
+    };
+    let id = quoted(&format!("{var}/id eq")).ok_or_else(unsupported)?;
+    let value = quoted(&format!("{var}/value eq")).ok_or_else(unsupported)?;
+    Ok(Some((id, value)))
+}
+
+fn has_property(m: &Value, id: &str, value: &str) -> bool {
+    m["singleValueExtendedProperties"]
+        .as_array()
+        .is_some_and(|ps| ps.iter().any(|p| p["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(id)) && p["value"] == value))
 }
 
 /// Attachments of 3 MB or more go through an upload session (message-post-attachments.md,
@@ -46,6 +217,8 @@ pub const ATTACHMENT_FRAGMENT_LIMIT: usize = 4 * 1024 * 1024;
 pub struct AttachmentSession {
     pub user_id: String,
     pub message_id: String,
+    /// Which id `message_id` is (`id` or `_immutableId`).
+    pub id_field: &'static str,
     pub name: String,
     pub size: u64,
     pub content_type: String,
@@ -77,9 +250,9 @@ fn file_attachment(name: &str, content_type: &str, is_inline: bool, content: &[u
 }
 
 /// Adds an attachment to a draft; `None` when the draft does not exist.
-fn attach(emu: &Emulator, user_id: &str, message_id: &str, attachment: Value) -> Option<Value> {
+fn attach(emu: &Emulator, user_id: &str, by: &str, message_id: &str, attachment: Value) -> Option<Value> {
     let mut mail = emu.mail();
-    let draft = mail.mailboxes.get_mut(user_id)?.drafts.iter_mut().find(|d| d["id"] == message_id)?;
+    let draft = mail.mailboxes.get_mut(user_id)?.drafts.iter_mut().find(|d| d[by] == message_id)?;
     if !draft["attachments"].is_array() {
         draft["attachments"] = json!([]);
     }
@@ -150,8 +323,21 @@ fn check_message(message: &Value, require_recipients: bool) -> Result<Map<String
             }
         }
     }
+    if let Some(props) = obj.get("singleValueExtendedProperties") {
+        let ok = props.as_array().is_some_and(|ps| {
+            ps.iter()
+                .all(|p| p["id"].as_str().is_some_and(|id| id.split_whitespace().count() >= 3) && p["value"].is_string())
+        });
+        if !ok {
+            return Err(bad(
+                "ErrorInvalidExtendedProperty",
+                "singleValueExtendedProperties must be a collection of {id: '{type} {guid} Name {name}', value: string}.",
+            ));
+        }
+    }
     let mut normalised = obj.clone();
     normalised.insert("id".into(), json!(format!("AAMk{}", uuid::Uuid::new_v4().simple())));
+    normalised.insert("_immutableId".into(), json!(format!("AAkALg{}", uuid::Uuid::new_v4().simple())));
     normalised.insert(
         "createdDateTime".into(),
         json!(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
@@ -160,7 +346,17 @@ fn check_message(message: &Value, require_recipients: bool) -> Result<Map<String
 }
 
 /// `…/sendMail`, `…/messages`, `…/messages/{id}`, `…/messages/{id}/send` for `/me` and `/users/{id}`.
-async fn mail_request(emu: Emulator, user: Option<String>, method: Method, rest: String, headers: HeaderMap, body: Bytes) -> Response {
+#[allow(clippy::too_many_arguments)]
+async fn mail_request(
+    emu: Emulator,
+    user: Option<String>,
+    method: Method,
+    rest: String,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let by = id_field(&headers);
     let claims = match authenticate(&emu, &headers) {
         Ok(c) => c,
         Err(e) => return e.into_response(&headers),
@@ -240,15 +436,20 @@ async fn mail_request(emu: Emulator, user: Option<String>, method: Method, rest:
             };
             message.insert("isDraft".into(), json!(true));
             message.insert("parentFolderId".into(), json!("drafts"));
+            message.insert(
+                "internetMessageId".into(),
+                json!(format!("<{}@emulator.officebridge>", uuid::Uuid::new_v4().simple())),
+            );
             let draft = Value::Object(message);
             emu.mail().mailboxes.entry(user_id).or_default().drafts.push(draft.clone());
-            (StatusCode::CREATED, Json(draft)).into_response()
+            (StatusCode::CREATED, Json(present(&draft, &headers, &query))).into_response()
         }
         (Method::GET, ["messages", id]) => {
             let mail = emu.mail();
             let mailbox = mail.mailboxes.get(&user_id);
-            match mailbox.and_then(|m| m.drafts.iter().chain(m.sent.iter()).find(|x| x["id"] == *id)) {
-                Some(m) => Json(m.clone()).into_response(),
+            let found = mailbox.and_then(|m| m.drafts.iter().chain(m.sent.iter().filter(|x| visible(x))).find(|x| x[by] == *id));
+            match found {
+                Some(m) => Json(present(m, &headers, &query)).into_response(),
                 None => graph_error(
                     &headers,
                     StatusCode::NOT_FOUND,
@@ -261,7 +462,7 @@ async fn mail_request(emu: Emulator, user: Option<String>, method: Method, rest:
             let mut mail = emu.mail();
             let mailbox = mail.mailboxes.entry(user_id).or_default();
             let before = mailbox.drafts.len();
-            mailbox.drafts.retain(|x| x["id"] != *id);
+            mailbox.drafts.retain(|x| x[by] != *id);
             if mailbox.drafts.len() == before {
                 return graph_error(
                     &headers,
@@ -274,8 +475,9 @@ async fn mail_request(emu: Emulator, user: Option<String>, method: Method, rest:
         }
         (Method::POST, ["messages", id, "send"]) => {
             let mut mail = emu.mail();
+            let delay = mail.settings.sent_items_delay_ms as i64;
             let mailbox = mail.mailboxes.entry(user_id).or_default();
-            let Some(pos) = mailbox.drafts.iter().position(|x| x["id"] == *id) else {
+            let Some(pos) = mailbox.drafts.iter().position(|x| x[by] == *id) else {
                 return graph_error(
                     &headers,
                     StatusCode::NOT_FOUND,
@@ -291,6 +493,9 @@ async fn mail_request(emu: Emulator, user: Option<String>, method: Method, rest:
             message["isDraft"] = json!(false);
             message["parentFolderId"] = json!("sentitems");
             message["savedToSentItems"] = json!(true);
+            // Moved to Sent Items: a new default id, the same immutable one.
+            message["id"] = json!(format!("AAMk{}", uuid::Uuid::new_v4().simple()));
+            message["_visibleAtMs"] = json!(now_ms() + delay);
             message["sentDateTime"] = json!(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
             mailbox.sent.push(message);
             StatusCode::ACCEPTED.into_response()
@@ -327,10 +532,13 @@ async fn mail_request(emu: Emulator, user: Option<String>, method: Method, rest:
                     "Attachments of 3 MB or more must be added through an upload session (attachments/createUploadSession).",
                 );
             }
+            if let Err(wait) = spend_upload(&emu, &user_id, content.len() as u64) {
+                return budget_spent(&headers, wait);
+            }
             let name = request["name"].as_str().unwrap_or("attachment");
             let content_type = request["contentType"].as_str().unwrap_or("application/octet-stream");
             let attachment = file_attachment(name, content_type, request["isInline"].as_bool().unwrap_or(false), &content);
-            match attach(&emu, &user_id, id, attachment) {
+            match attach(&emu, &user_id, by, id, attachment) {
                 Some(a) => (StatusCode::CREATED, Json(a)).into_response(),
                 None => not_found().into_response(&headers),
             }
@@ -340,9 +548,18 @@ async fn mail_request(emu: Emulator, user: Option<String>, method: Method, rest:
             let message = mail
                 .mailboxes
                 .get(&user_id)
-                .and_then(|m| m.drafts.iter().chain(m.sent.iter()).find(|x| x["id"] == *id));
+                .and_then(|m| m.drafts.iter().chain(m.sent.iter().filter(|x| visible(x))).find(|x| x[by] == *id));
             match message {
-                Some(m) => Json(json!({"value": m["attachments"].as_array().cloned().unwrap_or_default()})).into_response(),
+                Some(m) => {
+                    let list: Vec<Value> = m["attachments"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|a| select(a, &query))
+                        .collect();
+                    Json(json!({"value": list})).into_response()
+                }
                 None => not_found().into_response(&headers),
             }
         }
@@ -388,7 +605,7 @@ async fn mail_request(emu: Emulator, user: Option<String>, method: Method, rest:
                 .mail()
                 .mailboxes
                 .get(&user_id)
-                .is_some_and(|m| m.drafts.iter().any(|d| d["id"] == *id));
+                .is_some_and(|m| m.drafts.iter().any(|d| d[by] == *id));
             if !exists {
                 return not_found().into_response(&headers);
             }
@@ -399,6 +616,7 @@ async fn mail_request(emu: Emulator, user: Option<String>, method: Method, rest:
                 AttachmentSession {
                     user_id,
                     message_id: id.to_string(),
+                    id_field: by,
                     name: name.to_string(),
                     size,
                     content_type: item["contentType"].as_str().unwrap_or("application/octet-stream").to_string(),
@@ -419,16 +637,26 @@ async fn mail_request(emu: Emulator, user: Option<String>, method: Method, rest:
                 .into_response()
         }
         (Method::GET, ["mailFolders", folder, "messages"]) => {
+            let wanted = match property_filter(&query) {
+                Ok(w) => w,
+                Err(e) => return e.into_response(&headers),
+            };
             let mail = emu.mail();
             let mailbox = mail.mailboxes.get(&user_id);
             let messages: Vec<Value> = match folder.to_ascii_lowercase().as_str() {
                 "drafts" => mailbox.map(|m| m.drafts.clone()).unwrap_or_default(),
-                // Messages sent with saveToSentItems=false never reach Sent Items.
+                // Messages sent with saveToSentItems=false never reach Sent Items, and a sent
+                // copy appears there only once Exchange has filed it.
                 "sentitems" => mailbox
-                    .map(|m| m.sent.iter().filter(|x| x["savedToSentItems"] != false).cloned().collect())
+                    .map(|m| m.sent.iter().filter(|x| x["savedToSentItems"] != false && visible(x)).cloned().collect())
                     .unwrap_or_default(),
                 _ => return not_found().into_response(&headers),
             };
+            let messages: Vec<Value> = messages
+                .iter()
+                .filter(|m| wanted.as_ref().is_none_or(|(id, value)| has_property(m, id, value)))
+                .map(|m| present(m, &headers, &query))
+                .collect();
             Json(json!({"value": messages})).into_response()
         }
         _ => graph_error(
@@ -502,6 +730,10 @@ pub async fn attachment_upload(
                 }
             };
             let end = fragment.end;
+            let user = emu.mail().sessions.get(&token).map(|s| s.user_id.clone()).unwrap_or_default();
+            if let Err(wait) = spend_upload(&emu, &user, body.len() as u64) {
+                return budget_spent(&headers, wait);
+            }
             let finished = {
                 let mut mail = emu.mail();
                 let s = mail.sessions.get_mut(&token).expect("checked above");
@@ -517,7 +749,7 @@ pub async fn attachment_upload(
             };
             let attachment = file_attachment(&done.name, &done.content_type, done.is_inline, &done.received);
             let id = attachment["id"].as_str().unwrap_or_default().to_string();
-            if attach(&emu, &done.user_id, &done.message_id, attachment).is_none() {
+            if attach(&emu, &done.user_id, done.id_field, &done.message_id, attachment).is_none() {
                 return not_found().into_response(&headers);
             }
             let location = format!(
@@ -530,10 +762,16 @@ pub async fn attachment_upload(
     }
 }
 
+fn query_of(uri: &axum::http::Uri) -> HashMap<String, String> {
+    url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
 /// Every `/v1.0/me/…` mail route: what follows `/me/` says what is asked.
 pub async fn me_mail(State(emu): State<Emulator>, method: Method, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
     let rest = uri.path().strip_prefix("/v1.0/me/").unwrap_or_default().to_string();
-    mail_request(emu, None, method, rest, headers, body).await
+    mail_request(emu, None, method, rest, query_of(&uri), headers, body).await
 }
 
 /// Every `/v1.0/users/{user}/…` mail route.
@@ -552,7 +790,8 @@ pub async fn user_mail(
         .and_then(|p| p.split_once('/'))
         .map(|(_, rest)| rest.to_string())
         .unwrap_or_default();
-    mail_request(emu, Some(user), method, rest, headers, body).await
+    let query = query_of(&uri);
+    mail_request(emu, Some(user), method, rest, query, headers, body).await
 }
 
 /// Test hook: `GET /_emulator/mail/{user}` — the messages a user sent and their drafts.

@@ -254,6 +254,7 @@ impl Emulator {
             .route("/v1.0/users/{user}/messages/{*rest}", any(mail::user_mail))
             .route("/v1.0/users/{user}/mailFolders/{*rest}", get(mail::user_mail))
             .route("/_emulator/mail/{user}", get(mail::inspect))
+            .route("/_emulator/mail-settings", post(mail::set_settings))
             .route("/_attachments/{token}", any(mail::attachment_upload))
             .route("/_upload/{token}", any(drive::upload_url))
             .route("/_emulator/drive/{user}", get(drive::inspect))

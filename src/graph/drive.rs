@@ -40,11 +40,7 @@ fn encode_path(folder: &str, name: &str) -> String {
     segments.push(name);
     segments
         .iter()
-        .map(|s| {
-            url::form_urlencoded::byte_serialize(s.as_bytes())
-                .collect::<String>()
-                .replace('+', "%20")
-        })
+        .map(|s| super::encode_segment(s))
         .collect::<Vec<_>>()
         .join("/")
 }

@@ -325,6 +325,17 @@ fn workbook_response(report: &Report, file: tokio::fs::File, size: u64) -> Respo
     response
 }
 
+/// A finished export of the key `owner` as a file to attach: its path, size and file name;
+/// else why it cannot be attached.
+pub fn finished_export(state: &AppState, owner: &str, id: Uuid) -> Result<(std::path::PathBuf, u64, String), String> {
+    let job = state.exports.get(id, owner).ok_or("no export of this API key has this id (or it expired)")?;
+    match job.state() {
+        JobState::Done { report, file, size, .. } => Ok((file, size, report.file_name())),
+        JobState::Failed(_) => Err("the export failed; it has no workbook to attach".into()),
+        _ => Err("the export is not finished yet".into()),
+    }
+}
+
 fn find(state: &AppState, caller: &super::Caller, id: &str) -> Result<Arc<Job<ToOneDrive>>, ApiError> {
     Uuid::parse_str(id)
         .ok()

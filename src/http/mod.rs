@@ -8,6 +8,7 @@ pub mod companies;
 pub mod exports;
 pub mod health;
 pub mod imports;
+pub mod mail;
 pub mod openapi;
 pub mod operators;
 pub mod profiles;
@@ -38,19 +39,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|m| {
-                let m = m.trim().to_ascii_lowercase();
-                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
-            })
-            .unwrap_or(false);
-        if !is_json {
-            return Err(ApiError::UnsupportedMediaType("the body must be application/json".into()));
-        }
+        require_json(req.headers())?;
         let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
             BytesRejection::FailedToBufferBody(_) => {
                 ApiError::too_large("body", format!("the body is larger than this endpoint accepts ({e})"))
@@ -58,6 +47,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             other => ApiError::MalformedBody(other.body_text()),
         })?;
         parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Refuses a body that is not declared `application/json` (or `application/…+json`): 415.
+pub fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| {
+            let m = m.trim().to_ascii_lowercase();
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if is_json {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType("the body must be application/json".into()))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The composition root of the HTTP edge: the state every handler shares, and the one place
 //! where each resource's routes are merged and layered. A new resource adds one line here.
 
-use super::{apikeys, audit, auth, companies, exports, health, imports, openapi, operators, profiles, templates, tenants};
+use super::{apikeys, audit, auth, companies, exports, health, imports, mail, openapi, operators, profiles, templates, tenants};
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::graph::Graph;
@@ -33,6 +33,8 @@ pub struct AppState {
     /// Where background work started by a request (device-code polling, export jobs) runs,
     /// so it is supervised and drained at shutdown.
     pub workers: crate::workers::Spawner,
+    /// The outbox's delivery, told when a message is queued.
+    pub outbox: Arc<crate::mail::outbox::Outbox>,
 }
 
 async fn not_found() -> ApiError {
@@ -53,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .merge(companies::routes())
         .merge(profiles::routes())
         .merge(templates::routes())
+        .merge(mail::routes())
         .layer(DefaultBodyLimit::max(state.settings.http.json_body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout));
     // Exports stream large bodies and run for minutes: their own limits, no timeout.
@@ -60,8 +63,16 @@ pub fn router(state: AppState) -> Router {
         .merge(exports::routes())
         .merge(imports::routes())
         .layer(DefaultBodyLimit::max(state.settings.export.max_json_bytes as usize));
+    // Mail bodies carry inline attachments: their own limit, the request timeout.
+    let mail_bodies = mail::send_routes()
+        .layer(DefaultBodyLimit::max(state.settings.mail.max_json_bytes as usize))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout));
+    // Uploads are streamed into the database and bounded while they arrive.
+    let uploads = mail::upload_routes().layer(DefaultBodyLimit::disable());
     let traced = admin
         .merge(bulk)
+        .merge(mail_bodies)
+        .merge(uploads)
         .route("/openapi.json", get(openapi::serve))
         .fallback(not_found)
         .route_layer(axum::middleware::from_fn(health::track))

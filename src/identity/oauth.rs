@@ -169,6 +169,16 @@ impl OAuthError {
         matches!(self, Self::Refused { error, .. } if error == "invalid_grant" || error == "interaction_required")
     }
 
+    /// Worth trying again later: no answer, or the platform said it is busy
+    /// (`temporarily_unavailable`, `server_error`: reference-error-codes.md).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Transport(_) => true,
+            Self::Refused { error, .. } => error == "temporarily_unavailable" || error == "server_error",
+            Self::Malformed(_) => false,
+        }
+    }
+
     pub fn claims(&self) -> Option<&str> {
         match self {
             Self::Refused { claims, .. } => claims.as_deref(),

@@ -1,4 +1,6 @@
-//! Mail: the templates messages are written from. (The outbox and delivery through Graph and
-//! SMTP build on this module.)
+//! Mail: the templates messages are written from, the outbox that delivers them, and the
+//! providers it delivers through.
 
+pub mod graph;
+pub mod outbox;
 pub mod templates;

@@ -138,6 +138,10 @@ macro_rules! refuse_in_use {
 // One file per resource, declared after the macros above so they can use them.
 mod apikeys;
 mod audit;
+pub mod blobs;
+pub mod outbox;
+pub mod reports;
+pub mod uploads;
 mod companies;
 mod operators;
 mod profiles;
