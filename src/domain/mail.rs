@@ -111,10 +111,17 @@ pub enum Content {
 /// Where an attachment's bytes come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttachmentSource {
-    Inline { name: String, content_type: String, bytes: Vec<u8> },
+    Inline {
+        name: String,
+        content_type: String,
+        bytes: Vec<u8>,
+    },
     Upload(uuid::Uuid),
     Export(uuid::Uuid),
-    Report { id: uuid::Uuid, file: Option<u32> },
+    Report {
+        id: uuid::Uuid,
+        file: Option<u32>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -210,7 +217,9 @@ impl MailInput {
                 };
                 let address = v.field(&format!("{field}[{i}]"), EmailAddress::parse(&address));
                 let name = match name {
-                    Some(n) => v.field(&format!("{field}[{i}].name"), one_line(&n, MAX_NAME_CHARS)).filter(|n| !n.is_empty()),
+                    Some(n) => v
+                        .field(&format!("{field}[{i}].name"), one_line(&n, MAX_NAME_CHARS))
+                        .filter(|n| !n.is_empty()),
                     None => None,
                 };
                 if let Some(address) = address {
@@ -228,11 +237,17 @@ impl MailInput {
         if total == 0 {
             v.push("to", "at least one recipient is required in to, cc or bcc");
         } else if total > MAX_RECIPIENTS {
-            v.push("to", format!("a message has at most {MAX_RECIPIENTS} recipients in to, cc and bcc together; this one has {total}"));
+            v.push(
+                "to",
+                format!("a message has at most {MAX_RECIPIENTS} recipients in to, cc and bcc together; this one has {total}"),
+            );
         }
         let content = match (self.template, self.subject.is_some() || self.text.is_some() || self.html.is_some()) {
             (Some(_), true) => {
-                v.push("template", "give either a template (with variables) or subject, text and html, not both");
+                v.push(
+                    "template",
+                    "give either a template (with variables) or subject, text and html, not both",
+                );
                 None
             }
             (Some(name), false) => {
@@ -270,7 +285,12 @@ impl MailInput {
         let mut attachments = Vec::with_capacity(self.attachments.len());
         for (i, a) in self.attachments.into_iter().enumerate() {
             let at = |f: &str| format!("attachments[{i}].{f}");
-            let sources = [a.content_base64.is_some(), a.upload.is_some(), a.export.is_some(), a.report.is_some()];
+            let sources = [
+                a.content_base64.is_some(),
+                a.upload.is_some(),
+                a.export.is_some(),
+                a.report.is_some(),
+            ];
             if sources.iter().filter(|s| **s).count() != 1 {
                 v.push(
                     &format!("attachments[{i}]"),
@@ -309,7 +329,8 @@ impl MailInput {
                 v.field(&at("export"), reference(&e)).map(AttachmentSource::Export)
             } else {
                 let r = a.report.unwrap_or_default();
-                v.field(&at("report"), reference(&r)).map(|id| AttachmentSource::Report { id, file: a.file })
+                v.field(&at("report"), reference(&r))
+                    .map(|id| AttachmentSource::Report { id, file: a.file })
             };
             attachments.extend(source);
         }

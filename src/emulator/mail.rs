@@ -132,8 +132,7 @@ fn visible(m: &Value) -> bool {
 }
 
 /// A message as a request sees it: its id in the asked format, internal fields removed,
-/// extended properties only when `$expand`ed, `$select` applied, attachments only in their
-/// own collection.
+/// extended properties only when `$expand`ed, `$select` applied.
 fn present(m: &Value, headers: &HeaderMap, query: &HashMap<String, String>) -> Value {
     let mut out = m.clone();
     let Some(obj) = out.as_object_mut() else { return out };
@@ -143,7 +142,6 @@ fn present(m: &Value, headers: &HeaderMap, query: &HashMap<String, String>) -> V
         obj.insert("id".into(), i);
     }
     obj.retain(|k, _| !k.starts_with('_'));
-    obj.remove("attachments");
     let props = obj.remove("singleValueExtendedProperties");
     if let Some(expand) = query.get("$expand")
         && let Some(inner) = expand.strip_prefix("singleValueExtendedProperties")
@@ -156,7 +154,11 @@ fn present(m: &Value, headers: &HeaderMap, query: &HashMap<String, String>) -> V
             .and_then(|p| p.as_array().cloned())
             .unwrap_or_default()
             .into_iter()
-            .filter(|p| wanted.as_deref().is_none_or(|w| p["id"].as_str().is_some_and(|id| id.eq_ignore_ascii_case(w))))
+            .filter(|p| {
+                wanted
+                    .as_deref()
+                    .is_none_or(|w| p["id"].as_str().is_some_and(|id| id.eq_ignore_ascii_case(w)))
+            })
             .collect();
         if !list.is_empty() {
             obj.insert("singleValueExtendedProperties".into(), Value::Array(list));
@@ -181,7 +183,13 @@ fn select(mut v: Value, query: &HashMap<String, String>) -> Value {
 /// `None` when absent, `Err` for any other filter.
 fn property_filter(query: &HashMap<String, String>) -> Result<Option<(String, String)>, GraphFailure> {
     let Some(f) = query.get("$filter") else { return Ok(None) };
-    let unsupported = || GraphFailure::new(StatusCode::BAD_REQUEST, "ErrorInvalidUrlQueryFilter", "The filter expression is not supported by this emulator.");
+    let unsupported = || {
+        GraphFailure::new(
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidUrlQueryFilter",
+            "The filter expression is not supported by this emulator.",
+        )
+    };
     let inner = f
         .trim()
         .strip_prefix("singleValueExtendedProperties/Any(")
@@ -201,9 +209,10 @@ fn property_filter(query: &HashMap<String, String>) -> Result<Option<(String, St
 }
 
 fn has_property(m: &Value, id: &str, value: &str) -> bool {
-    m["singleValueExtendedProperties"]
-        .as_array()
-        .is_some_and(|ps| ps.iter().any(|p| p["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(id)) && p["value"] == value))
+    m["singleValueExtendedProperties"].as_array().is_some_and(|ps| {
+        ps.iter()
+            .any(|p| p["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(id)) && p["value"] == value)
+    })
 }
 
 /// Attachments of 3 MB or more go through an upload session (message-post-attachments.md,
@@ -648,7 +657,13 @@ async fn mail_request(
                 // Messages sent with saveToSentItems=false never reach Sent Items, and a sent
                 // copy appears there only once Exchange has filed it.
                 "sentitems" => mailbox
-                    .map(|m| m.sent.iter().filter(|x| x["savedToSentItems"] != false && visible(x)).cloned().collect())
+                    .map(|m| {
+                        m.sent
+                            .iter()
+                            .filter(|x| x["savedToSentItems"] != false && visible(x))
+                            .cloned()
+                            .collect()
+                    })
                     .unwrap_or_default(),
                 _ => return not_found().into_response(&headers),
             };

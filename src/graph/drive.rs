@@ -38,11 +38,7 @@ pub struct DriveFile {
 fn encode_path(folder: &str, name: &str) -> String {
     let mut segments: Vec<&str> = folder.split('/').filter(|s| !s.is_empty()).collect();
     segments.push(name);
-    segments
-        .iter()
-        .map(|s| super::encode_segment(s))
-        .collect::<Vec<_>>()
-        .join("/")
+    segments.iter().map(|s| super::encode_segment(s)).collect::<Vec<_>>().join("/")
 }
 
 async fn item(resp: reqwest::Response) -> Result<DriveFile, GraphError> {

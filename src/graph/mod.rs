@@ -129,7 +129,9 @@ pub fn parse_retry_after(raw: &str) -> Option<Duration> {
 
 /// Percent-encodes one path segment (a mailbox, a message id, a file name).
 pub fn encode_segment(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
 
 /// A tenant's Graph base URL: `{graph endpoint}/v1.0`.

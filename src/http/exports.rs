@@ -328,7 +328,10 @@ fn workbook_response(report: &Report, file: tokio::fs::File, size: u64) -> Respo
 /// A finished export of the key `owner` as a file to attach: its path, size and file name;
 /// else why it cannot be attached.
 pub fn finished_export(state: &AppState, owner: &str, id: Uuid) -> Result<(std::path::PathBuf, u64, String), String> {
-    let job = state.exports.get(id, owner).ok_or("no export of this API key has this id (or it expired)")?;
+    let job = state
+        .exports
+        .get(id, owner)
+        .ok_or("no export of this API key has this id (or it expired)")?;
     match job.state() {
         JobState::Done { report, file, size, .. } => Ok((file, size, report.file_name())),
         JobState::Failed(_) => Err("the export failed; it has no workbook to attach".into()),

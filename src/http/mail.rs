@@ -56,7 +56,9 @@ pub struct Queued {
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(raw) = headers.get("idempotency-key") else { return Ok(None) };
+    let Some(raw) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
     let key = raw
         .to_str()
         .ok()
@@ -101,10 +103,16 @@ pub async fn send(State(state): State<AppState>, Client(caller): Client, headers
     hasher.update(b"\n");
     hasher.update(&body);
     let hash = hex::encode(hasher.finalize());
-    match state.store.begin_idempotent(&caller.0.id, &key, &hash, STALE_IDEMPOTENCY_MS).await? {
-        Begun::Replay { status, response } => {
-            Ok(queued_response(StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED), &response, true))
-        }
+    match state
+        .store
+        .begin_idempotent(&caller.0.id, &key, &hash, STALE_IDEMPOTENCY_MS)
+        .await?
+    {
+        Begun::Replay { status, response } => Ok(queued_response(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED),
+            &response,
+            true,
+        )),
         Begun::Mismatch => Err(ApiError::validation(
             "Idempotency-Key",
             "was used with a different request; use a new key for a new message",
@@ -137,7 +145,10 @@ async fn queue(state: &AppState, caller: &Caller, operator: Option<&str>, body: 
     let company = match state.store.get_company(&request.company).await {
         Ok(c) => c,
         Err(StoreError::NotFound { .. }) => {
-            return Err(ApiError::validation("company", format!("no company has code '{}'", request.company)));
+            return Err(ApiError::validation(
+                "company",
+                format!("no company has code '{}'", request.company),
+            ));
         }
         Err(e) => return Err(e.into()),
     };
@@ -150,7 +161,10 @@ async fn queue(state: &AppState, caller: &Caller, operator: Option<&str>, body: 
                     request.function, request.company
                 ),
             ),
-            crate::domain::FieldError::new("company", format!("company {} has no profile for {}", request.company, request.function)),
+            crate::domain::FieldError::new(
+                "company",
+                format!("company {} has no profile for {}", request.company, request.function),
+            ),
         ]));
     };
     let profile = state.store.get_profile(&resolution.profile).await?;
@@ -193,7 +207,9 @@ async fn check_sender(
             let code = OperatorCode::parse(raw).map_err(|m| ApiError::validation("X-Operator", m))?;
             let op = match state.store.get_operator(&code).await {
                 Ok(op) => op,
-                Err(StoreError::NotFound { .. }) => return Err(ApiError::validation("X-Operator", format!("no operator has code '{code}'"))),
+                Err(StoreError::NotFound { .. }) => {
+                    return Err(ApiError::validation("X-Operator", format!("no operator has code '{code}'")));
+                }
                 Err(e) => return Err(e.into()),
             };
             if !op.enabled {
@@ -202,7 +218,10 @@ async fn check_sender(
             if op.tenant.as_ref() != Some(&s.tenant) {
                 return Err(ApiError::validation(
                     "X-Operator",
-                    format!("operator {code} does not belong to tenant {}, which profile {} sends through", s.tenant, profile.name),
+                    format!(
+                        "operator {code} does not belong to tenant {}, which profile {} sends through",
+                        s.tenant, profile.name
+                    ),
                 ));
             }
             if op.signin != SigninState::Linked {
@@ -399,9 +418,10 @@ pub struct MailPage {
 #[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn list(State(state): State<AppState>, caller: Caller, Query(q): Query<ListQuery>) -> Result<Json<MailPage>, ApiError> {
     let wanted = match q.state.as_deref() {
-        Some(s) => Some(MailState::parse(s).ok_or_else(|| {
-            ApiError::validation("state", "must be one of queued, sending, retrying, held, sent, failed, cancelled")
-        })?),
+        Some(s) => Some(
+            MailState::parse(s)
+                .ok_or_else(|| ApiError::validation("state", "must be one of queued, sending, retrying, held, sent, failed, cancelled"))?,
+        ),
         None => None,
     };
     let company = match q.company.as_deref() {
@@ -414,9 +434,17 @@ pub async fn list(State(state): State<AppState>, caller: Caller, Query(q): Query
     }
     let messages = state
         .store
-        .list_mail(visible_to(&caller), wanted, company.as_ref().map(CompanyCode::as_str), limit, q.cursor.as_deref())
+        .list_mail(
+            visible_to(&caller),
+            wanted,
+            company.as_ref().map(CompanyCode::as_str),
+            limit,
+            q.cursor.as_deref(),
+        )
         .await?;
-    let next_cursor = (messages.len() == limit as usize).then(|| messages.last().map(|m| m.id.clone())).flatten();
+    let next_cursor = (messages.len() == limit as usize)
+        .then(|| messages.last().map(|m| m.id.clone()))
+        .flatten();
     Ok(Json(MailPage { messages, next_cursor }))
 }
 

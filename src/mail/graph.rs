@@ -134,15 +134,14 @@ impl GraphDelivery {
                     },
                 })
             }
-            SettingsView::Smtp { .. } => Err(permanent(format!("profile {} no longer sends through Microsoft Graph", claim.profile))),
+            SettingsView::Smtp { .. } => Err(permanent(format!(
+                "profile {} no longer sends through Microsoft Graph",
+                claim.profile
+            ))),
         }
     }
 
-    async fn call(
-        &self,
-        ob: &Outbox,
-        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, Failure> {
+    async fn call(&self, ob: &Outbox, build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
         // Never replayed inside the call: the outbox decides about retries, step by step.
         ob.graph.send(&self.who, false, build).await.map_err(|e| Failure::from_graph(&e))
     }
@@ -193,19 +192,27 @@ impl GraphDelivery {
                 };
                 for o in orphans {
                     let url = format!("{}/messages/{}", self.base, o["id"].as_str().unwrap_or_default());
-                    match self.call(ob, |http| http.delete(&url).header(PREFER_IMMUTABLE.0, PREFER_IMMUTABLE.1)).await {
+                    match self
+                        .call(ob, |http| http.delete(&url).header(PREFER_IMMUTABLE.0, PREFER_IMMUTABLE.1))
+                        .await
+                    {
                         Ok(_) | Err(Failure::Permanent(_)) => {} // already gone is gone
                         Err(f) => return Ok(Err(f)),
                     }
                 }
-                ob.store.mail_attachments_reset(&claim.id).await.map_err(crate::store::outbox::StepError::from)?;
+                ob.store
+                    .mail_attachments_reset(&claim.id)
+                    .await
+                    .map_err(crate::store::outbox::StepError::from)?;
                 attachments.iter_mut().for_each(|a| a.delivered = false);
             }
             ob.store.mail_step(&claim.id, owner, Step::Drafting, None, lease).await?;
             let body = message_json(&claim.message, &claim.id);
             let url = format!("{}/messages", self.base);
             let created = self
-                .json(ob, |http| http.post(&url).header(PREFER_IMMUTABLE.0, PREFER_IMMUTABLE.1).json(&body))
+                .json(ob, |http| {
+                    http.post(&url).header(PREFER_IMMUTABLE.0, PREFER_IMMUTABLE.1).json(&body)
+                })
                 .await;
             ob.checkpoint(CrashPoint::AfterDraftRequested)?;
             let created = match created {
@@ -296,7 +303,10 @@ impl GraphDelivery {
         let found = self.find(ob, "sentitems", &claim.id).await?;
         if let Some(m) = found.first() {
             return Ok(Some(Finish::Sent {
-                internet_message_id: m["internetMessageId"].as_str().map(String::from).or(claim.internet_message_id.clone()),
+                internet_message_id: m["internetMessageId"]
+                    .as_str()
+                    .map(String::from)
+                    .or(claim.internet_message_id.clone()),
                 detail: "found in Sent Items after the send's answer was lost".into(),
             }));
         }
@@ -394,7 +404,9 @@ impl GraphDelivery {
         for a in attachments.iter_mut().filter(|a| !a.delivered) {
             if let Some(i) = names.iter().position(|n| *n == a.name) {
                 names.remove(i);
-                ob.store.mail_attachment_delivered(&claim.id, owner, a.n, ob.policy.lease_ms).await?;
+                ob.store
+                    .mail_attachment_delivered(&claim.id, owner, a.n, ob.policy.lease_ms)
+                    .await?;
                 a.delivered = true;
             }
         }
@@ -411,23 +423,23 @@ impl GraphDelivery {
         });
         drop(bytes);
         let url = format!("{}/messages/{}/attachments", self.base, encode_segment(draft));
-        self.call(ob, |http| http.post(&url).header(PREFER_IMMUTABLE.0, PREFER_IMMUTABLE.1).json(&body))
-            .await
-            .map(|_| ())
+        self.call(ob, |http| {
+            http.post(&url).header(PREFER_IMMUTABLE.0, PREFER_IMMUTABLE.1).json(&body)
+        })
+        .await
+        .map(|_| ())
     }
 
     /// An upload session, fed range by range from the database; a range that fails is
     /// resumed from the session's `nextExpectedRanges`.
     async fn large_attachment(&self, ob: &Outbox, draft: &str, a: &Attachment) -> Result<Result<(), Failure>, RunError> {
         let size = a.size as u64;
-        let url = format!(
-            "{}/messages/{}/attachments/createUploadSession",
-            self.base,
-            encode_segment(draft)
-        );
+        let url = format!("{}/messages/{}/attachments/createUploadSession", self.base, encode_segment(draft));
         let item = json!({"AttachmentItem": {"attachmentType": "file", "name": a.name, "size": size, "contentType": a.content_type}});
         let session = match self
-            .json(ob, |http| http.post(&url).header(PREFER_IMMUTABLE.0, PREFER_IMMUTABLE.1).json(&item))
+            .json(ob, |http| {
+                http.post(&url).header(PREFER_IMMUTABLE.0, PREFER_IMMUTABLE.1).json(&item)
+            })
             .await
         {
             Ok(s) => s,

@@ -61,10 +61,14 @@ impl Store {
     }
 
     async fn insert_blob_row(&self, id: &str) -> Result<()> {
-        on_pool!(self, |p| sqlx::query("INSERT INTO blobs (id, size, sha256, created_ms) VALUES ($1, 0, '', $2)")
-            .bind(id)
-            .bind(now_ms())
-            .execute(p).await.map(|r| r.rows_affected()))?;
+        on_pool!(self, |p| sqlx::query(
+            "INSERT INTO blobs (id, size, sha256, created_ms) VALUES ($1, 0, '', $2)"
+        )
+        .bind(id)
+        .bind(now_ms())
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
         Ok(())
     }
 
@@ -105,7 +109,9 @@ impl Store {
             .bind(id)
             .bind(size as i64)
             .bind(&sha256)
-            .execute(p).await.map(|r| r.rows_affected()))
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))
         .map_err(StoreError::from)?;
         Ok(BlobInfo {
             id: id.to_string(),
@@ -115,16 +121,24 @@ impl Store {
     }
 
     async fn insert_chunk(&self, id: &str, n: i64, data: &[u8]) -> Result<()> {
-        on_pool!(self, |p| sqlx::query("INSERT INTO blob_chunks (blob_id, n, data) VALUES ($1, $2, $3)")
-            .bind(id)
-            .bind(n)
-            .bind(data)
-            .execute(p).await.map(|r| r.rows_affected()))?;
+        on_pool!(self, |p| sqlx::query(
+            "INSERT INTO blob_chunks (blob_id, n, data) VALUES ($1, $2, $3)"
+        )
+        .bind(id)
+        .bind(n)
+        .bind(data)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
         Ok(())
     }
 
     async fn delete_blob(&self, id: &str) -> Result<()> {
-        on_pool!(self, |p| sqlx::query("DELETE FROM blobs WHERE id = $1").bind(id).execute(p).await.map(|r| r.rows_affected()))?;
+        on_pool!(self, |p| sqlx::query("DELETE FROM blobs WHERE id = $1")
+            .bind(id)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?;
         Ok(())
     }
 
@@ -146,11 +160,13 @@ impl Store {
 
     /// Chunk `n` of a blob.
     pub async fn blob_chunk(&self, id: &str, n: u64) -> Result<Vec<u8>> {
-        let data: Option<Vec<u8>> = on_pool!(self, |p| sqlx::query_scalar("SELECT data FROM blob_chunks WHERE blob_id = $1 AND n = $2")
-            .bind(id)
-            .bind(n as i64)
-            .fetch_optional(p)
-            .await)?;
+        let data: Option<Vec<u8>> = on_pool!(self, |p| sqlx::query_scalar(
+            "SELECT data FROM blob_chunks WHERE blob_id = $1 AND n = $2"
+        )
+        .bind(id)
+        .bind(n as i64)
+        .fetch_optional(p)
+        .await)?;
         data.ok_or_else(|| StoreError::Other(anyhow::anyhow!("blob {id} has no chunk {n}")))
     }
 
@@ -193,7 +209,9 @@ impl Store {
              AND NOT EXISTS (SELECT 1 FROM report_files r WHERE r.blob_id = blobs.id)"
         )
         .bind(now_ms() - min_age_ms)
-        .execute(p).await.map(|r| r.rows_affected()))?;
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
         Ok(gone)
     }
 }

@@ -139,15 +139,15 @@ macro_rules! refuse_in_use {
 mod apikeys;
 mod audit;
 pub mod blobs;
-pub mod outbox;
-pub mod reports;
-pub mod uploads;
 mod companies;
 mod operators;
+pub mod outbox;
 mod profiles;
+pub mod reports;
 mod rotation;
 mod signin;
 mod tenants;
+pub mod uploads;
 
 /// A stored value that no longer parses (the database was changed by hand, or by a newer
 /// version): an error naming it, never a panic and never a silent default.

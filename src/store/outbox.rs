@@ -246,7 +246,10 @@ pub struct MailView {
 pub enum Begun {
     /// This request is the first: go on, then [`Store::enqueue_mail`] records the answer.
     Fresh,
-    Replay { status: u16, response: Value },
+    Replay {
+        status: u16,
+        response: Value,
+    },
     InProgress,
     /// The key was used with another body.
     Mismatch,
@@ -293,12 +296,10 @@ impl MailRow {
 
 /// Message ids are UUIDs; anything else names no message (and never reaches the database).
 fn message_key(id: &str) -> Result<String> {
-    uuid::Uuid::parse_str(id)
-        .map(|u| u.to_string())
-        .map_err(|_| StoreError::NotFound {
-            what: "message",
-            key: id.to_string(),
-        })
+    uuid::Uuid::parse_str(id).map(|u| u.to_string()).map_err(|_| StoreError::NotFound {
+        what: "message",
+        key: id.to_string(),
+    })
 }
 
 impl Store {
@@ -316,7 +317,9 @@ impl Store {
         .bind(key)
         .bind(hash)
         .bind(now)
-        .execute(p).await.map(|r| r.rows_affected()))?;
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
         if inserted == 1 {
             return Ok(Begun::Fresh);
         }
@@ -347,7 +350,9 @@ impl Store {
                 .bind(key)
                 .bind(created)
                 .bind(now)
-                .execute(p).await.map(|r| r.rows_affected()))?;
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected()))?;
                 Ok(if taken == 1 { Begun::Fresh } else { Begun::InProgress })
             }
             _ => Ok(Begun::InProgress),
@@ -356,10 +361,14 @@ impl Store {
 
     /// Forgets an in-progress key whose request failed (a corrected retry may use it again).
     pub async fn abandon_idempotent(&self, api_key: &str, key: &str) -> Result<()> {
-        on_pool!(self, |p| sqlx::query("DELETE FROM idempotency WHERE api_key = $1 AND key = $2 AND status IS NULL")
-            .bind(api_key)
-            .bind(key)
-            .execute(p).await.map(|r| r.rows_affected()))?;
+        on_pool!(self, |p| sqlx::query(
+            "DELETE FROM idempotency WHERE api_key = $1 AND key = $2 AND status IS NULL"
+        )
+        .bind(api_key)
+        .bind(key)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
         Ok(())
     }
 
@@ -491,7 +500,9 @@ impl Store {
         .bind(draft_id)
         .bind(imid)
         .bind(submitted)
-        .execute(p).await.map(|r| r.rows_affected()))?;
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
         if changed == 0 {
             return Err(LeaseLost(id.to_string()).into());
         }
@@ -526,9 +537,13 @@ impl Store {
 
     /// Forgets which attachments reached a draft (the draft was replaced by a new one).
     pub async fn mail_attachments_reset(&self, id: &str) -> Result<()> {
-        on_pool!(self, |p| sqlx::query("UPDATE outbox_attachments SET delivered = FALSE WHERE message_id = $1")
-            .bind(id)
-            .execute(p).await.map(|r| r.rows_affected()))?;
+        on_pool!(self, |p| sqlx::query(
+            "UPDATE outbox_attachments SET delivered = FALSE WHERE message_id = $1"
+        )
+        .bind(id)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
         Ok(())
     }
 
@@ -536,11 +551,19 @@ impl Store {
     #[tracing::instrument(skip_all, err(level = "debug"))]
     pub async fn finish_mail(&self, id: &str, owner: &str, finish: &Finish) -> Result<(), StepError> {
         let now = now_ms();
-        let (state, next, reason, attempt, imid, detail): (&str, i64, Option<&Reason>, Option<Outcome>, Option<&str>, String) = match finish {
+        let (state, next, reason, attempt, imid, detail): (&str, i64, Option<&Reason>, Option<Outcome>, Option<&str>, String) = match finish
+        {
             Finish::Sent {
                 internet_message_id,
                 detail,
-            } => ("sent", now, None, Some(Outcome::Sent), internet_message_id.as_deref(), detail.clone()),
+            } => (
+                "sent",
+                now,
+                None,
+                Some(Outcome::Sent),
+                internet_message_id.as_deref(),
+                detail.clone(),
+            ),
             Finish::Retry { at_ms, reason, attempt } => ("retrying", *at_ms, Some(reason), *attempt, None, reason.detail.clone()),
             Finish::Failed { reason, outcome } => ("failed", now, Some(reason), Some(*outcome), None, reason.detail.clone()),
             Finish::Held { reason, outcome } => ("held", now, Some(reason), Some(*outcome), None, reason.detail.clone()),
@@ -599,7 +622,9 @@ impl Store {
         .bind(id)
         .bind(owner)
         .bind(now_ms())
-        .execute(p).await.map(|r| r.rows_affected()))?;
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
         Ok(())
     }
 
@@ -618,24 +643,30 @@ impl Store {
     #[tracing::instrument(skip_all, err(level = "debug"))]
     pub async fn get_mail(&self, id: &str, api_key: Option<&str>) -> Result<MailView> {
         let key = message_key(id)?;
-        let row: Option<MailRow> = on_pool!(self, |p| sqlx::query_as(&format!("SELECT {MAIL_COLUMNS} FROM outbox WHERE id = $1"))
-            .bind(&key)
-            .fetch_optional(p)
-            .await)?;
-        let row = row.filter(|r| api_key.is_none_or(|k| k == r.api_key)).ok_or_else(|| StoreError::NotFound {
-            what: "message",
-            key: id.to_string(),
-        })?;
+        let row: Option<MailRow> = on_pool!(self, |p| sqlx::query_as(&format!(
+            "SELECT {MAIL_COLUMNS} FROM outbox WHERE id = $1"
+        ))
+        .bind(&key)
+        .fetch_optional(p)
+        .await)?;
+        let row = row
+            .filter(|r| api_key.is_none_or(|k| k == r.api_key))
+            .ok_or_else(|| StoreError::NotFound {
+                what: "message",
+                key: id.to_string(),
+            })?;
         let attempts: Vec<(i64, String, String)> = on_pool!(self, |p| sqlx::query_as(
             "SELECT at_ms, outcome, detail FROM outbox_attempts WHERE message_id = $1 ORDER BY n"
         )
         .bind(&key)
         .fetch_all(p)
         .await)?;
-        let attachments: i64 = on_pool!(self, |p| sqlx::query_scalar("SELECT COUNT(*) FROM outbox_attachments WHERE message_id = $1")
-            .bind(&key)
-            .fetch_one(p)
-            .await)?;
+        let attachments: i64 = on_pool!(self, |p| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox_attachments WHERE message_id = $1"
+        )
+        .bind(&key)
+        .fetch_one(p)
+        .await)?;
         let mut view = view(row)?;
         view.attachments = attachments as usize;
         view.attempts = attempts
@@ -648,7 +679,11 @@ impl Store {
                     "ambiguous" => Outcome::Ambiguous,
                     other => return Err(corrupt("attempt outcome", other, "unknown")),
                 };
-                Ok(AttemptView { at: at(ms), outcome, detail })
+                Ok(AttemptView {
+                    at: at(ms),
+                    outcome,
+                    detail,
+                })
             })
             .collect::<Result<_>>()?;
         Ok(view)
@@ -704,13 +739,15 @@ impl Store {
     /// A failed or held message back in the queue, from where its delivery stopped.
     #[tracing::instrument(skip_all, err(level = "debug"))]
     pub async fn retry_mail(&self, actor: &str, id: &str, api_key: Option<&str>) -> Result<MailView> {
-        self.move_mail(actor, id, api_key, &["failed", "held"], "queued", "mail.retry").await
+        self.move_mail(actor, id, api_key, &["failed", "held"], "queued", "mail.retry")
+            .await
     }
 
     /// A message that has not started sending taken out of the queue.
     #[tracing::instrument(skip_all, err(level = "debug"))]
     pub async fn cancel_mail(&self, actor: &str, id: &str, api_key: Option<&str>) -> Result<MailView> {
-        self.move_mail(actor, id, api_key, &["queued", "retrying", "held"], "cancelled", "mail.cancel").await
+        self.move_mail(actor, id, api_key, &["queued", "retrying", "held"], "cancelled", "mail.cancel")
+            .await
     }
 
     async fn move_mail(&self, actor: &str, id: &str, api_key: Option<&str>, from: &[&str], to: &str, action: &str) -> Result<MailView> {
@@ -740,7 +777,11 @@ impl Store {
             let now = self.get_mail(id, api_key).await?;
             return Err(StoreError::Conflict {
                 field: "state",
-                message: format!("message {id} is {}; only a message that is {} can be moved to {to}", now.state.as_str(), from.join(" or ")),
+                message: format!(
+                    "message {id} is {}; only a message that is {} can be moved to {to}",
+                    now.state.as_str(),
+                    from.join(" or ")
+                ),
             });
         }
         self.get_mail(id, api_key).await
@@ -748,16 +789,20 @@ impl Store {
 
     /// How many messages are in each state (for the metrics).
     pub async fn outbox_depth(&self) -> Result<Vec<(String, i64)>> {
-        Ok(on_pool!(self, |p| sqlx::query_as("SELECT state, COUNT(*) FROM outbox GROUP BY state")
-            .fetch_all(p)
-            .await)?)
+        Ok(on_pool!(self, |p| sqlx::query_as(
+            "SELECT state, COUNT(*) FROM outbox GROUP BY state"
+        )
+        .fetch_all(p)
+        .await)?)
     }
 
     /// Removes idempotency records older than `max_age_ms`.
     pub async fn sweep_idempotency(&self, max_age_ms: i64) -> Result<u64> {
         Ok(on_pool!(self, |p| sqlx::query("DELETE FROM idempotency WHERE created_ms < $1")
             .bind(now_ms() - max_age_ms)
-            .execute(p).await.map(|r| r.rows_affected()))?)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?)
     }
 }
 

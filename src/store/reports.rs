@@ -48,7 +48,18 @@ pub struct NewReport {
     pub ttl_ms: i64,
 }
 
-type ReportRow = (String, String, String, String, String, Option<String>, Option<String>, Option<String>, i64, i64);
+type ReportRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+);
 
 fn ms(at: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(at).unwrap_or_default()
@@ -77,17 +88,15 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             for (n, (name, ctype, blob)) in r.files.iter().enumerate() {
-                sqlx::query(
-                    "INSERT INTO report_files (report_id, n, name, content_type, blob_id, size) VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&id)
-                .bind(n as i64 + 1)
-                .bind(name)
-                .bind(ctype)
-                .bind(&blob.id)
-                .bind(blob.size as i64)
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query("INSERT INTO report_files (report_id, n, name, content_type, blob_id, size) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(&id)
+                    .bind(n as i64 + 1)
+                    .bind(name)
+                    .bind(ctype)
+                    .bind(&blob.id)
+                    .bind(blob.size as i64)
+                    .execute(&mut *tx)
+                    .await?;
             }
         });
         Ok(id)
@@ -153,7 +162,9 @@ impl Store {
         .await)?;
         let mut out = Vec::with_capacity(rows.len());
         for (id, company, operator, report, title, dt, dn, mail, created, expires) in rows {
-            let files = self.report_files(&uuid::Uuid::parse_str(&id).unwrap_or_default(), api_key, None).await?;
+            let files = self
+                .report_files(&uuid::Uuid::parse_str(&id).unwrap_or_default(), api_key, None)
+                .await?;
             out.push(Report {
                 id,
                 company,

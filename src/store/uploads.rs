@@ -33,7 +33,9 @@ impl Store {
         .bind(&blob.id)
         .bind(now)
         .bind(now + ttl_ms)
-        .execute(p).await.map(|r| r.rows_affected()))?;
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
         Ok(Upload {
             id,
             name: name.to_string(),
@@ -81,6 +83,8 @@ impl Store {
     pub async fn sweep_uploads(&self) -> Result<u64> {
         Ok(on_pool!(self, |p| sqlx::query("DELETE FROM uploads WHERE expires_ms <= $1")
             .bind(now_ms())
-            .execute(p).await.map(|r| r.rows_affected()))?)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?)
     }
 }

@@ -24,6 +24,8 @@ pub struct TestApp {
     pub admin_key: String,
     pub client_key: String,
     pub store: Store,
+    /// The outbox's delivery, for tests that drain it instead of waiting.
+    pub outbox: std::sync::Arc<officebridge::mail::outbox::Outbox>,
     pub database_url: String,
     pub master_key: Secret,
     pub backend: Backend,
@@ -106,6 +108,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     let address = format!("http://{}", app.local_addr());
     let metrics_address = app.metrics_addr().map(|a| format!("http://{a}"));
     let store = app.store().clone();
+    let outbox = app.outbox();
     let (admin, admin_key) = store.create_api_key("test", "test-admin", Role::Admin).await.unwrap();
     let (_, client_key) = store.create_api_key("test", "test-client", Role::Client).await.unwrap();
     assert_eq!(admin.role, Role::Admin);
@@ -120,6 +123,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
         admin_key: admin_key.expose_secret().to_string(),
         client_key: client_key.expose_secret().to_string(),
         store,
+        outbox,
         database_url,
         master_key,
         backend,
@@ -149,11 +153,21 @@ pub struct Answer {
     pub content_type: String,
     pub text: String,
     pub json: Value,
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Answer {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(String::from)
+    }
+
+    pub fn location(&self) -> Option<String> {
+        self.header("location")
+    }
+
     pub async fn from(resp: reqwest::Response) -> Self {
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let content_type = resp
             .headers()
             .get("content-type")
@@ -167,6 +181,7 @@ impl Answer {
             content_type,
             text,
             json,
+            headers,
         }
     }
 

@@ -9,6 +9,7 @@ mod emulator;
 mod export_engine;
 mod exports;
 mod hardening;
+mod mail;
 mod oauth_peer;
 mod onedrive;
 mod operations;

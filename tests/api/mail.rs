@@ -1,0 +1,399 @@
+//! The outbox and Graph delivery (issue 13) against the emulator, drained step by step with
+//! `Outbox::run_once` — no sleeps. Graph behaviour from microsoft-graph-docs-contrib:
+//! `concepts/outlook-immutable-id.md` (the id survives the send with `Prefer:
+//! IdType="ImmutableId"`), `api/singlevaluelegacyextendedproperty-get.md` (`$filter` with
+//! `Any`), `api/attachment-createuploadsession.md` and `concepts/outlook-large-attachments.md`
+//! (3 MB and more through an upload session, ranges of at most 4 MB, no `Authorization`),
+//! `concepts/outlook-things-to-know-about-send-mail.md`, `concepts/throttling-limits.md`.
+
+use crate::helpers::Backend;
+use crate::onedrive::{Linked, OPERATOR, linked, on_both};
+use base64::Engine;
+use officebridge::emulator::seed::DEMO_USER;
+use officebridge::mail::outbox::CrashPoint;
+use serde_json::{Value, json};
+
+on_both!(
+    a_direct_message_is_sent_once_with_its_attachments_byte_identical(direct),
+    a_crash_at_every_step_loses_nothing_and_doubles_nothing(direct),
+    bad_mail_is_refused_naming_the_field_and_queues_nothing(direct),
+    the_same_idempotency_key_queues_one_message(direct),
+    graph_faults_retry_or_fail_as_graph_means_them(direct),
+    a_delegate_message_is_sent_from_the_operators_mailbox(direct),
+);
+
+/// Linked operator, company ACME, a graph_direct profile for `default` from the demo user's
+/// mailbox and a graph_delegate one for `user_interface`; no background workers.
+pub async fn direct(b: Backend) -> Option<Linked> {
+    let l = linked(b, |s| {
+        s.mail.workers = 0;
+        s.mail.sent_grace_ms = 0;
+        s.mail.retry_base_ms = 0;
+    })
+    .await?;
+    let a = l.app.admin_put("/api/v1/companies/ACME", &json!({"name": "Acme Ltd"})).await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let p = l
+        .app
+        .admin_post(
+            "/api/v1/profiles",
+            &json!({"name": "DIRECT", "provider": "graph_direct", "apply_to": "system", "functions": ["default"],
+                    "graph_direct": {"tenant": "DEMO", "from": DEMO_USER}}),
+        )
+        .await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    let p = l
+        .app
+        .admin_post(
+            "/api/v1/profiles",
+            &json!({"name": "DELEGATE", "provider": "graph_delegate", "apply_to": "system", "functions": ["user_interface"],
+                    "graph_delegate": {"tenant": "DEMO"}}),
+        )
+        .await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    Some(l)
+}
+
+fn mail(subject: &str) -> Value {
+    json!({"company": "ACME", "function": "default", "to": ["ap@fabrikam.com", {"address": "jo@fabrikam.com", "name": "Jo Smith"}],
+           "subject": subject, "text": "Your statement is attached.", "html": "<p>Your statement is attached.</p>"})
+}
+
+async fn post_mail(l: &Linked, body: &Value, headers: &[(&str, &str)]) -> crate::helpers::Answer {
+    let mut r = l.app.http.post(l.app.url("/api/v1/mail")).bearer_auth(&l.app.client_key).json(body);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    crate::helpers::Answer::from(r.send().await.unwrap()).await
+}
+
+async fn mailbox(l: &Linked) -> Value {
+    l.browser
+        .get(format!("{}/_emulator/mail/{DEMO_USER}", l.emu))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The sent messages carrying outbox id `id` in our extended property.
+fn sent_with(box_: &Value, id: &str) -> Vec<Value> {
+    box_["sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| {
+            m["singleValueExtendedProperties"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["value"] == id))
+        })
+        .cloned()
+        .collect()
+}
+
+async fn status(l: &Linked, id: &str) -> Value {
+    let r = l.app.get_with(&format!("/api/v1/mail/{id}"), Some(&l.app.client_key)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json
+}
+
+fn pseudo_random(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| ((i * 31 + seed as usize * 7) % 251) as u8).collect()
+}
+
+async fn upload(l: &Linked, name: &str, bytes: Vec<u8>) -> Value {
+    let r = l
+        .app
+        .http
+        .post(l.app.url(&format!("/api/v1/uploads?name={name}")))
+        .bearer_auth(&l.app.client_key)
+        .header("content-type", "application/pdf")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let a = crate::helpers::Answer::from(r).await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    a.json
+}
+
+fn attachment_bytes(a: &Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(a["contentBytes"].as_str().unwrap())
+        .unwrap()
+}
+
+async fn a_direct_message_is_sent_once_with_its_attachments_byte_identical(l: Linked) {
+    let big = pseudo_random(9 * 1024 * 1024 + 123, 1);
+    let up = upload(&l, "ledger.pdf", big.clone()).await;
+    assert_eq!(up["size"], big.len());
+    let small = b"%PDF-1.7 small".to_vec();
+    let mut body = mail("Statement for November");
+    body["attachments"] = json!([
+        {"name": "note.pdf", "content_type": "application/pdf", "content_base64": base64::engine::general_purpose::STANDARD.encode(&small)},
+        {"upload": up["id"]}
+    ]);
+    let q = post_mail(&l, &body, &[]).await;
+    assert_eq!(q.status, 202, "{}", q.text);
+    let id = q.json["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (q.json["state"].as_str(), q.json["provider"].as_str()),
+        (Some("queued"), Some("graph_direct"))
+    );
+    assert_eq!(q.location(), Some(format!("/api/v1/mail/{id}")));
+    assert_eq!(status(&l, &id).await["state"], "queued");
+    assert_eq!(l.app.outbox.drain().await.unwrap(), 1);
+    let s = status(&l, &id).await;
+    assert_eq!(s["state"], "sent", "{s}");
+    assert_eq!(s["attempts"][0]["outcome"], "sent");
+    assert!(s["internet_message_id"].as_str().unwrap().starts_with('<'));
+    let b = mailbox(&l).await;
+    let sent = sent_with(&b, &id);
+    assert_eq!(sent.len(), 1, "sent exactly once");
+    assert!(b["drafts"].as_array().unwrap().is_empty(), "no draft left behind");
+    let atts = sent[0]["attachments"].as_array().unwrap();
+    assert_eq!(atts.len(), 2);
+    assert_eq!(attachment_bytes(&atts[0]), small);
+    assert_eq!(attachment_bytes(&atts[1]), big, "the 9 MB attachment arrived byte-identical");
+    assert_eq!(sent[0]["body"]["contentType"], "HTML");
+    // The large one went through an upload session: ranges of at most 4 MB, no Authorization.
+    let log = crate::helpers::emulator_requests(&l.browser, &l.emu).await;
+    let puts: Vec<&Value> = log
+        .iter()
+        .filter(|r| r["path"].as_str().unwrap().starts_with("/_attachments/"))
+        .collect();
+    assert_eq!(puts.len(), 3, "9 MB in 4 MB ranges");
+    assert!(puts.iter().all(|r| r["authorization"] == false));
+    // Nothing more to do.
+    assert_eq!(l.app.outbox.drain().await.unwrap(), 0);
+}
+
+async fn expire_leases(l: &Linked) {
+    l.app.raw_text("UPDATE outbox SET lease_until_ms = 0 WHERE state = 'sending'").await;
+}
+
+async fn a_crash_at_every_step_loses_nothing_and_doubles_nothing(l: Linked) {
+    let big = pseudo_random(5 * 1024 * 1024, 2);
+    let up = upload(&l, "big.pdf", big.clone()).await;
+    for point in [
+        CrashPoint::AfterClaim,
+        CrashPoint::AfterDraftRequested,
+        CrashPoint::AfterDraft,
+        CrashPoint::MidAttachment,
+        CrashPoint::AfterSubmitting,
+        CrashPoint::AfterSend,
+    ] {
+        let mut body = mail(&format!("crash {point:?}"));
+        body["attachments"] = json!([{"upload": up["id"]}]);
+        let q = post_mail(&l, &body, &[]).await;
+        assert_eq!(q.status, 202, "{}", q.text);
+        let id = q.json["id"].as_str().unwrap().to_string();
+        l.app.outbox.crash_at(Some(point));
+        let crashed = l.app.outbox.run_once().await;
+        assert!(crashed.is_err(), "{point:?}: the delivery stopped");
+        assert_eq!(status(&l, &id).await["state"], "sending", "{point:?}: left to its lease");
+        // Nobody takes it while the lease holds.
+        assert_eq!(l.app.outbox.drain().await.unwrap(), 0, "{point:?}");
+        expire_leases(&l).await;
+        assert!(l.app.outbox.drain().await.unwrap() >= 1, "{point:?}: taken over");
+        let s = status(&l, &id).await;
+        assert_eq!(s["state"], "sent", "{point:?}: {s}");
+        let b = mailbox(&l).await;
+        let sent = sent_with(&b, &id);
+        assert_eq!(sent.len(), 1, "{point:?}: sent exactly once");
+        let atts = sent[0]["attachments"].as_array().unwrap();
+        assert_eq!(atts.len(), 1, "{point:?}: one attachment, not two");
+        assert_eq!(attachment_bytes(&atts[0]), big, "{point:?}: byte-identical");
+        assert!(b["drafts"].as_array().unwrap().is_empty(), "{point:?}: no orphan draft");
+    }
+}
+
+/// A request, extra headers, the expected status and the field the problem names.
+type Case<'a> = (Value, &'a [(&'a str, &'a str)], u16, &'a str);
+
+async fn bad_mail_is_refused_naming_the_field_and_queues_nothing(l: Linked) {
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut m = mail("x");
+        f(&mut m);
+        m
+    };
+    let cases: Vec<Case> = vec![
+        (with(&|m| m["to"] = json!(["not an address"])), &[], 422, "to[0]"),
+        (
+            with(&|m| m["to"] = json!((0..501).map(|i| format!("a{i}@b.com")).collect::<Vec<_>>())),
+            &[],
+            422,
+            "to",
+        ),
+        (
+            with(&|m| m["attachments"] = json!([{"upload": uuid::Uuid::new_v4().to_string()}])),
+            &[],
+            422,
+            "attachments[0].upload",
+        ),
+        (
+            with(&|m| m["attachments"] = json!([{"export": uuid::Uuid::new_v4().to_string()}])),
+            &[],
+            422,
+            "attachments[0].export",
+        ),
+        (
+            with(&|m| m["attachments"] = json!([{"report": uuid::Uuid::new_v4().to_string()}])),
+            &[],
+            422,
+            "attachments[0].report",
+        ),
+        (with(&|m| m["template"] = json!("statement")), &[], 422, "template"),
+        (
+            json!({"company": "ACME", "function": "default", "to": ["a@b.com"]}),
+            &[],
+            422,
+            "subject",
+        ),
+        (
+            json!({"company": "ACME", "function": "default", "to": ["a@b.com"], "template": "test", "variables": {}}),
+            &[],
+            422,
+            "variables.",
+        ),
+        (with(&|m| m["company"] = json!("NOPE")), &[], 422, "company"),
+        (with(&|m| m["function"] = json!("sending_spam")), &[], 422, "function"),
+        (with(&|m| m["function"] = json!("user_interface")), &[], 422, "X-Operator"),
+        (
+            with(&|m| m["function"] = json!("user_interface")),
+            &[("x-operator", "NOBODY")],
+            422,
+            "X-Operator",
+        ),
+        (with(&|m| m["importance"] = json!("urgent")), &[], 422, "importance"),
+        (with(&|_| {}), &[("idempotency-key", "")], 422, "Idempotency-Key"),
+    ];
+    for (body, headers, status, field) in cases {
+        let a = post_mail(&l, &body, headers).await;
+        assert_eq!(a.status, status, "{field}: {}", a.text);
+        assert_eq!(a.content_type, "application/problem+json", "{field}");
+        let fields: Vec<&str> = a.json["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert!(fields.iter().any(|f| f.starts_with(field)), "{field} in {fields:?}");
+    }
+    // Attachments over 150 MB in all (two uploads of 80 MB each).
+    let up = upload(&l, "half.bin", vec![7u8; 80 * 1024 * 1024]).await;
+    let mut big = mail("too big");
+    big["attachments"] = json!([{"upload": up["id"]}, {"upload": up["id"]}]);
+    let a = post_mail(&l, &big, &[]).await;
+    assert_eq!(a.status, 422, "{}", a.text);
+    assert_eq!(a.json["errors"][0]["field"], "attachments");
+    // A disabled profile sends nothing: no profile for default any more.
+    let mut p = l.app.admin_get("/api/v1/profiles/DIRECT").await.json;
+    p["enabled"] = json!(false);
+    for k in ["created_at", "updated_at"] {
+        p.as_object_mut().unwrap().remove(k);
+    }
+    let put = l.app.admin_put("/api/v1/profiles/DIRECT", &p).await;
+    assert_eq!(put.status, 200, "{}", put.text);
+    let a = post_mail(&l, &mail("disabled"), &[]).await;
+    assert_eq!(a.status, 422, "{}", a.text);
+    let listed = l.app.get_with("/api/v1/mail", Some(&l.app.client_key)).await;
+    assert_eq!(listed.json["messages"].as_array().unwrap().len(), 0, "nothing was queued");
+    assert_eq!(l.app.raw_text("SELECT id FROM outbox").await.len(), 0);
+    assert_eq!(l.app.raw_text("SELECT message_id FROM outbox_attachments").await.len(), 0);
+}
+
+async fn the_same_idempotency_key_queues_one_message(l: Linked) {
+    let body = mail("once");
+    let answers = futures_util::future::join_all((0..20).map(|_| post_mail(&l, &body, &[("idempotency-key", "stmt-4711-nov")]))).await;
+    let ids: std::collections::BTreeSet<String> = answers
+        .iter()
+        .filter(|a| a.status == 202)
+        .map(|a| a.json["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 1, "one message for one key");
+    for a in &answers {
+        assert!(a.status == 202 || a.status == 409, "{}", a.text);
+        if a.status == 409 {
+            assert_eq!(a.header("retry-after").as_deref(), Some("1"));
+        }
+    }
+    let again = post_mail(&l, &body, &[("idempotency-key", "stmt-4711-nov")]).await;
+    assert_eq!(again.status, 202);
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+    assert_eq!(again.json["id"].as_str(), ids.iter().next().map(String::as_str));
+    let changed = post_mail(&l, &mail("another body"), &[("idempotency-key", "stmt-4711-nov")]).await;
+    assert_eq!(changed.status, 422, "{}", changed.text);
+    assert_eq!(changed.json["errors"][0]["field"], "Idempotency-Key");
+    assert_eq!(l.app.raw_text("SELECT id FROM outbox").await.len(), 1);
+    // Another key is another message.
+    let other = post_mail(&l, &body, &[("idempotency-key", "stmt-4712-nov")]).await;
+    assert_eq!(other.status, 202);
+    assert_eq!(l.app.raw_text("SELECT id FROM outbox").await.len(), 2);
+}
+
+async fn graph_faults_retry_or_fail_as_graph_means_them(l: Linked) {
+    // The mailbox is percent-encoded in the path (demo%40…): matched by the wildcard.
+    let path = "/v1.0/users/*/messages".to_string();
+    // 503 with Retry-After: retrying, then sent.
+    l.fault(json!([{"method": "POST", "path": path, "status": 503, "retry_after": "0"}]))
+        .await;
+    let id = post_mail(&l, &mail("transient"), &[]).await.json["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(l.app.outbox.drain().await.unwrap(), 2);
+    let s = status(&l, &id).await;
+    assert_eq!(s["state"], "sent", "{s}");
+    assert_eq!(s["attempts"][0]["outcome"], "transient");
+    assert_eq!(s["attempts"][1]["outcome"], "sent");
+    // A permanent refusal fails at once with Graph's code and message; retry puts it back.
+    l.fault(
+        json!([{"method": "POST", "path": format!("{path}/*/send"), "status": 400, "code": "ErrorInvalidRecipients",
+                    "message": "At least one recipient is not valid."}]),
+    )
+    .await;
+    let id = post_mail(&l, &mail("permanent"), &[]).await.json["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    l.app.outbox.drain().await.unwrap();
+    let s = status(&l, &id).await;
+    assert_eq!(s["state"], "failed", "{s}");
+    assert_eq!(s["error"]["code"], "ErrorInvalidRecipients");
+    assert_eq!(s["attempts"][0]["outcome"], "permanent");
+    let cancel = l.app.client_post_json(&format!("/api/v1/mail/{id}/cancel"), &json!({})).await;
+    assert_eq!(cancel.status, 409, "a failed message is not cancelled: {}", cancel.text);
+    let retried = l.app.client_post_json(&format!("/api/v1/mail/{id}/retry"), &json!({})).await;
+    assert_eq!(retried.status, 200, "{}", retried.text);
+    l.app.outbox.drain().await.unwrap();
+    assert_eq!(status(&l, &id).await["state"], "sent");
+    assert_eq!(sent_with(&mailbox(&l).await, &id).len(), 1);
+    // A queued message can be cancelled and is then never sent.
+    let id = post_mail(&l, &mail("cancelled"), &[]).await.json["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let c = l.app.client_post_json(&format!("/api/v1/mail/{id}/cancel"), &json!({})).await;
+    assert_eq!((c.status, c.json["state"].as_str()), (200, Some("cancelled")), "{}", c.text);
+    assert_eq!(l.app.outbox.drain().await.unwrap(), 0);
+    assert!(sent_with(&mailbox(&l).await, &id).is_empty());
+    // The list filters by state; an admin key sees them too.
+    let failed = l.app.get_with("/api/v1/mail?state=cancelled", Some(&l.app.admin_key)).await;
+    assert_eq!(failed.json["messages"].as_array().unwrap().len(), 1, "{}", failed.text);
+}
+
+async fn a_delegate_message_is_sent_from_the_operators_mailbox(l: Linked) {
+    let mut body = mail("as the operator");
+    body["function"] = json!("user_interface");
+    let q = post_mail(&l, &body, &[("x-operator", OPERATOR)]).await;
+    assert_eq!((q.status, q.json["provider"].as_str()), (202, Some("graph_delegate")), "{}", q.text);
+    let id = q.json["id"].as_str().unwrap().to_string();
+    l.app.outbox.drain().await.unwrap();
+    assert_eq!(status(&l, &id).await["state"], "sent");
+    assert_eq!(sent_with(&mailbox(&l).await, &id).len(), 1);
+    let log = crate::helpers::emulator_requests(&l.browser, &l.emu).await;
+    assert!(log.iter().any(|r| r["path"] == "/v1.0/me/messages"), "a draft through /me");
+}
