@@ -463,6 +463,11 @@ mod tests {
             assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
             assert_eq!(s.database_url.expose_secret(), "sqlite://./data/officebridge.db");
             assert!(s.master_key.is_none());
+            assert_eq!(
+                serde_json::to_value(&s.mail).unwrap(),
+                serde_json::to_value(MailSettings::default()).unwrap(),
+                "the example's [mail] says the defaults"
+            );
             Ok(())
         });
     }

@@ -87,6 +87,21 @@ async fn the_openapi_document_is_valid_and_generator_friendly() {
             }
         }
     }
+    // Every later route extends the document: the mail chain is described, not only served.
+    for (path, method) in [
+        ("/api/v1/mail", "post"),
+        ("/api/v1/mail", "get"),
+        ("/api/v1/mail/{id}", "get"),
+        ("/api/v1/mail/{id}/retry", "post"),
+        ("/api/v1/mail/{id}/cancel", "post"),
+        ("/api/v1/uploads", "post"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} is not in the document");
+    }
+    assert!(
+        doc["paths"]["/api/v1/mail"]["post"]["requestBody"]["content"]["application/json"]["schema"].is_object(),
+        "the mail request has a schema"
+    );
     if crate::helpers::python_has("openapi_spec_validator") {
         let file = app.data_dir().join("openapi.json");
         std::fs::write(&file, doc.to_string()).unwrap();
