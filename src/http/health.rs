@@ -37,6 +37,17 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
 
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // The outbox's depth is read at scrape time, from the database every instance shares, so
+    // any instance reports the whole queue and a stuck message shows without a log search.
+    match state.store.outbox_depth().await {
+        Ok(depth) => {
+            for s in crate::store::outbox::MailState::ALL {
+                let n = depth.iter().find(|(name, _)| name == s.as_str()).map_or(0, |(_, n)| *n);
+                metrics::gauge!("outbox_messages", "state" => s.as_str()).set(n as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "outbox depth not read for /metrics"),
+    }
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

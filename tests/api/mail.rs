@@ -125,6 +125,30 @@ fn attachment_bytes(a: &Value) -> Vec<u8> {
         .unwrap()
 }
 
+/// `outbox_messages{state}` as a scrape of this app's `/metrics` reports it. The recorder is
+/// shared by every app in the test process and another app's scrape may set the gauge in
+/// between, so a value is taken when two scrapes in a row agree.
+async fn depth_gauge(l: &Linked, state: &str) -> i64 {
+    let prefix = format!("outbox_messages{{state=\"{state}\"}} ");
+    let mut last = None;
+    for _ in 0..10 {
+        let m = l.app.get_with("/metrics", None).await;
+        let value = m
+            .text
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{}", m.text))
+            .trim()
+            .parse::<f64>()
+            .unwrap() as i64;
+        if last == Some(value) {
+            return value;
+        }
+        last = Some(value);
+    }
+    panic!("{prefix} never read the same twice")
+}
+
 async fn a_direct_message_is_sent_once_with_its_attachments_byte_identical(l: Linked) {
     let big = pseudo_random(9 * 1024 * 1024 + 123, 1);
     let up = upload(&l, "ledger.pdf", big.clone()).await;
@@ -144,9 +168,12 @@ async fn a_direct_message_is_sent_once_with_its_attachments_byte_identical(l: Li
     );
     assert_eq!(q.location(), Some(format!("/api/v1/mail/{id}")));
     assert_eq!(status(&l, &id).await["state"], "queued");
+    assert_eq!(depth_gauge(&l, "queued").await, 1, "/metrics shows the queued message");
     assert_eq!(l.app.outbox.drain().await.unwrap(), 1);
     let s = status(&l, &id).await;
     assert_eq!(s["state"], "sent", "{s}");
+    assert_eq!(depth_gauge(&l, "sent").await, 1);
+    assert_eq!(depth_gauge(&l, "queued").await, 0);
     assert_eq!(s["attempts"][0]["outcome"], "sent");
     assert!(s["internet_message_id"].as_str().unwrap().starts_with('<'));
     let b = mailbox(&l).await;
