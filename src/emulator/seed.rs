@@ -104,6 +104,10 @@ pub const DEMO_TENANT_ID: &str = "7e1a1c3d-5b2f-4e8a-9c6d-0f1e2d3c4b5a";
 pub const DEMO_DOMAIN: &str = "demo.onmicrosoft.com";
 pub const DEMO_CLIENT_ID: &str = "3c5e7a9b-1d2f-4a6c-8e0b-2d4f6a8c0e1b";
 pub const DEMO_USER: &str = "demo@demo.onmicrosoft.com";
+/// A second app registration of the demo tenant that holds only the mail application
+/// permissions, as an administrator would register one for a `graph_direct` profile.
+pub const DEMO_MAILER_CLIENT_ID: &str = "5d7f9b1c-3e4a-4c8e-a0b2-4f6a8c0e2d3b";
+pub const DEMO_MAILER_SECRET: &str = "demo-mailer-secret";
 
 impl Seed {
     pub fn demo() -> Self {
@@ -159,56 +163,68 @@ impl Seed {
                     mail: "ap@contoso.example".into(),
                     company: Some("Contoso".into()),
                 }],
-                apps: vec![SeedApp {
-                    client_id: DEMO_CLIENT_ID.into(),
-                    display_name: "officebridge (demo)".into(),
-                    secrets: vec!["demo-client-secret".into()],
-                    redirect_uris: vec![
-                        SeedRedirect {
-                            uri: "https://localhost".into(),
-                            platform: "public_client".into(),
-                        },
-                        SeedRedirect {
-                            uri: "http://localhost".into(),
-                            platform: "public_client".into(),
-                        },
-                        // officebridge's own sign-in callback when it runs locally (any port).
-                        SeedRedirect {
-                            uri: "http://localhost/auth/callback".into(),
-                            platform: "public_client".into(),
-                        },
-                        // The same by the loopback literal, for OFFICEBRIDGE_PUBLIC_URL=http://127.0.0.1:PORT.
-                        SeedRedirect {
-                            uri: "http://127.0.0.1/auth/callback".into(),
-                            platform: "public_client".into(),
-                        },
-                    ],
-                    delegated_scopes: [
-                        "User.Read",
-                        "offline_access",
-                        "openid",
-                        "profile",
-                        "Files.ReadWrite",
-                        "Contacts.Read",
-                        "People.Read",
-                        "User.ReadBasic.All",
-                        "Mail.Send",
-                        "Mail.ReadWrite",
-                    ]
-                    .map(String::from)
-                    .to_vec(),
-                    app_roles: [
-                        "Mail.Send",
-                        "Mail.ReadWrite",
-                        "User.Read.All",
-                        "OrgContact.Read.All",
-                        "Contacts.Read",
-                    ]
-                    .map(String::from)
-                    .to_vec(),
-                    exposed_scopes: vec!["access_as_user".into()],
-                    identifier_uris: vec![format!("api://localhost/{DEMO_CLIENT_ID}")],
-                }],
+                apps: vec![
+                    SeedApp {
+                        client_id: DEMO_CLIENT_ID.into(),
+                        display_name: "officebridge (demo)".into(),
+                        secrets: vec!["demo-client-secret".into()],
+                        redirect_uris: vec![
+                            SeedRedirect {
+                                uri: "https://localhost".into(),
+                                platform: "public_client".into(),
+                            },
+                            SeedRedirect {
+                                uri: "http://localhost".into(),
+                                platform: "public_client".into(),
+                            },
+                            // officebridge's own sign-in callback when it runs locally (any port).
+                            SeedRedirect {
+                                uri: "http://localhost/auth/callback".into(),
+                                platform: "public_client".into(),
+                            },
+                            // The same by the loopback literal, for OFFICEBRIDGE_PUBLIC_URL=http://127.0.0.1:PORT.
+                            SeedRedirect {
+                                uri: "http://127.0.0.1/auth/callback".into(),
+                                platform: "public_client".into(),
+                            },
+                        ],
+                        delegated_scopes: [
+                            "User.Read",
+                            "offline_access",
+                            "openid",
+                            "profile",
+                            "Files.ReadWrite",
+                            "Contacts.Read",
+                            "People.Read",
+                            "User.ReadBasic.All",
+                            "Mail.Send",
+                            "Mail.ReadWrite",
+                        ]
+                        .map(String::from)
+                        .to_vec(),
+                        app_roles: [
+                            "Mail.Send",
+                            "Mail.ReadWrite",
+                            "User.Read.All",
+                            "OrgContact.Read.All",
+                            "Contacts.Read",
+                        ]
+                        .map(String::from)
+                        .to_vec(),
+                        exposed_scopes: vec!["access_as_user".into()],
+                        identifier_uris: vec![format!("api://localhost/{DEMO_CLIENT_ID}")],
+                    },
+                    SeedApp {
+                        client_id: DEMO_MAILER_CLIENT_ID.into(),
+                        display_name: "officebridge mailer (demo)".into(),
+                        secrets: vec![DEMO_MAILER_SECRET.into()],
+                        redirect_uris: vec![],
+                        delegated_scopes: vec![],
+                        app_roles: ["Mail.Send", "Mail.ReadWrite"].map(String::from).to_vec(),
+                        exposed_scopes: vec![],
+                        identifier_uris: vec![],
+                    },
+                ],
             }],
         }
     }

@@ -31,8 +31,13 @@ const PER_MAILBOX: usize = 4;
 pub enum Principal {
     /// Delegated: the operator's own token.
     Operator(OperatorCode),
-    /// Application permission in a tenant, acting on one mailbox.
-    App { tenant: TenantCode, mailbox: String },
+    /// Application permission in a tenant, acting on one mailbox; `app` is a separate app
+    /// registration holding the permission (a `graph_direct` profile's own), else the tenant's.
+    App {
+        tenant: TenantCode,
+        mailbox: String,
+        app: Option<crate::identity::oauth::ClientApp>,
+    },
     /// A delegated token obtained on-behalf-of the add-in's user (object id `user`); it cannot
     /// be refreshed here — the add-in gets a new one.
     OnBehalfOf { tenant: TenantCode, user: String, token: Secret },
@@ -42,7 +47,7 @@ impl Principal {
     fn key(&self) -> String {
         match self {
             Self::Operator(op) => format!("op:{op}"),
-            Self::App { tenant, mailbox } => format!("app:{tenant}:{}", mailbox.to_ascii_lowercase()),
+            Self::App { tenant, mailbox, .. } => format!("app:{tenant}:{}", mailbox.to_ascii_lowercase()),
             Self::OnBehalfOf { tenant, user, .. } => format!("obo:{tenant}:{}", user.to_ascii_lowercase()),
         }
     }
@@ -190,7 +195,7 @@ impl Graph {
     async fn token(&self, who: &Principal) -> Result<Secret, TokenError> {
         match who {
             Principal::Operator(op) => self.tokens.operator_token(op).await,
-            Principal::App { tenant, .. } => self.tokens.app_token(tenant).await,
+            Principal::App { tenant, app, .. } => self.tokens.app_token_as(tenant, app.as_ref()).await,
             Principal::OnBehalfOf { token, .. } => Ok(token.clone()),
         }
     }

@@ -240,8 +240,20 @@ impl Tokens {
 
     /// An application token for the tenant (client credentials), cached.
     pub async fn app_token(&self, code: &TenantCode) -> Result<Secret, TokenError> {
-        let access = self.tenant_access(code).await?;
-        let slot = Self::slot(&self.application, &Self::tenant_key(&access));
+        self.app_token_as(code, None).await
+    }
+
+    /// An application token in the tenant for `app`, a separate app registration of that
+    /// tenant (a `graph_direct` profile's own), or the tenant's own when `None`; cached per app.
+    pub async fn app_token_as(&self, code: &TenantCode, app: Option<&ClientApp>) -> Result<Secret, TokenError> {
+        let mut access = self.tenant_access(code).await?;
+        let mut key = Self::tenant_key(&access);
+        if let Some(app) = app {
+            key.push('\u{1f}');
+            key.push_str(&app.client_id);
+            access.app = app.clone();
+        }
+        let slot = Self::slot(&self.application, &key);
         let mut cached = slot.lock().await;
         if let Some(token) = Cached::fresh(&cached) {
             return Ok(token);
@@ -249,7 +261,13 @@ impl Tokens {
         if access.app.secret.is_none() {
             return Err(TokenError::TenantNotReady {
                 field: "client_secret",
-                message: format!("tenant '{code}' has no client secret, which application permissions need"),
+                message: match app {
+                    None => format!("tenant '{code}' has no client secret, which application permissions need"),
+                    Some(a) => format!(
+                        "app registration {} has no client secret, which application permissions need",
+                        a.client_id
+                    ),
+                },
             });
         }
         let set = oauth::client_credentials(&self.http, &access.endpoints, &access.app, APP_SCOPE).await?;

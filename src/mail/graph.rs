@@ -23,6 +23,7 @@
 use super::outbox::{CrashPoint, Failure, Outbox, RunError};
 use crate::domain::{OperatorCode, ProfileName, Recipient, StoredMessage, TenantCode};
 use crate::graph::{GraphError, Principal, base_url, encode_segment};
+use crate::identity::oauth::ClientApp;
 use crate::store::StoreError;
 use crate::store::blobs::now_ms;
 use crate::store::models::SettingsView;
@@ -125,12 +126,21 @@ impl GraphDelivery {
             SettingsView::GraphDirect { settings, .. } => {
                 let tenant = ob.store.get_tenant(&settings.tenant).await.map_err(store_failure)?;
                 let from = settings.from.as_str().to_string();
+                // The profile's own app registration, when it names one, holds the permission.
+                let app = match &settings.client_id {
+                    None => None,
+                    Some(id) => Some(ClientApp {
+                        client_id: id.as_str().to_string(),
+                        secret: ob.store.profile_secret(&name).await.map_err(store_failure)?,
+                    }),
+                };
                 Ok(Self {
                     base: format!("{}/users/{}", base_url(&tenant), encode_segment(&from)),
                     mailbox: from.clone(),
                     who: Principal::App {
                         tenant: settings.tenant.clone(),
                         mailbox: from,
+                        app,
                     },
                 })
             }

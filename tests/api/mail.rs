@@ -20,6 +20,7 @@ on_both!(
     the_same_idempotency_key_queues_one_message(direct),
     graph_faults_retry_or_fail_as_graph_means_them(direct),
     a_delegate_message_is_sent_from_the_operators_mailbox(direct),
+    a_direct_profile_sends_through_its_own_app_registration(direct),
 );
 
 /// Linked operator, company ACME, a graph_direct profile for `default` from the demo user's
@@ -423,4 +424,37 @@ async fn a_delegate_message_is_sent_from_the_operators_mailbox(l: Linked) {
     assert_eq!(sent_with(&mailbox(&l).await, &id).len(), 1);
     let log = crate::helpers::emulator_requests(&l.browser, &l.emu).await;
     assert!(log.iter().any(|r| r["path"] == "/v1.0/me/messages"), "a draft through /me");
+}
+
+/// A `graph_direct` profile naming its own app registration gets its token from that app's
+/// client credentials, not the tenant's: a wrong secret of that app fails the message with
+/// the identity platform's word (AADSTS7000215, `reference-error-codes.md` in entra-docs)
+/// although the tenant's own secret is right; the right one sends.
+async fn a_direct_profile_sends_through_its_own_app_registration(l: Linked) {
+    use officebridge::emulator::seed::{DEMO_MAILER_CLIENT_ID, DEMO_MAILER_SECRET};
+    let profile = |secret: &str| {
+        json!({"name": "OWN-APP", "provider": "graph_direct", "apply_to": "system", "functions": ["document_quotations"],
+               "graph_direct": {"tenant": "DEMO", "from": DEMO_USER, "client_id": DEMO_MAILER_CLIENT_ID, "client_secret": secret}})
+    };
+    let p = l.app.admin_post("/api/v1/profiles", &profile("not-the-secret")).await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    let mut body = mail("Quotation Q-7");
+    body["function"] = json!("document_quotations");
+    let q = post_mail(&l, &body, &[]).await;
+    assert_eq!(q.status, 202, "{}", q.text);
+    assert_eq!(q.json["profile"], "OWN-APP");
+    let id = q.json["id"].as_str().unwrap().to_string();
+    l.app.outbox.drain().await.unwrap();
+    let s = status(&l, &id).await;
+    assert_eq!(s["state"], "failed", "the profile's app was asked, with its wrong secret: {s}");
+    assert!(s["error"]["detail"].as_str().unwrap().contains("7000215"), "{s}");
+    assert!(sent_with(&mailbox(&l).await, &id).is_empty());
+    let p = l.app.admin_put("/api/v1/profiles/OWN-APP", &profile(DEMO_MAILER_SECRET)).await;
+    assert_eq!(p.status, 200, "{}", p.text);
+    let r = l.app.client_post_json(&format!("/api/v1/mail/{id}/retry"), &json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    l.app.outbox.drain().await.unwrap();
+    let s = status(&l, &id).await;
+    assert_eq!(s["state"], "sent", "{s}");
+    assert_eq!(sent_with(&mailbox(&l).await, &id).len(), 1);
 }
