@@ -122,8 +122,12 @@ fn status_of(jobs: &Jobs, job: &Job<ToOneDrive>) -> JobStatus {
 /// A `Content-Disposition` whose file name cannot break the header or a file system:
 /// an ASCII fallback plus the UTF-8 name (RFC 6266, RFC 8187).
 pub fn content_disposition(title: &str) -> String {
-    let base = file_stem(title);
-    let ascii: String = base
+    attachment_disposition(&file_stem(title), "xlsx")
+}
+
+/// The same for any file: `stem` already a safe file name, `ext` without its dot.
+pub fn attachment_disposition(stem: &str, ext: &str) -> String {
+    let ascii: String = stem
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || " ._-()".contains(c) {
@@ -133,7 +137,8 @@ pub fn content_disposition(title: &str) -> String {
             }
         })
         .collect();
-    let encoded: String = format!("{base}.xlsx")
+    let dot = if ext.is_empty() { "" } else { "." };
+    let encoded: String = format!("{stem}{dot}{ext}")
         .bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
@@ -143,7 +148,7 @@ pub fn content_disposition(title: &str) -> String {
             }
         })
         .collect();
-    format!("attachment; filename=\"{ascii}.xlsx\"; filename*=UTF-8''{encoded}")
+    format!("attachment; filename=\"{ascii}{dot}{ext}\"; filename*=UTF-8''{encoded}")
 }
 
 fn too_large(limit: u64) -> ApiError {

@@ -139,7 +139,13 @@ pub async fn send(State(state): State<AppState>, Client(caller): Client, headers
 
 /// Checks everything, stores the attachments' contents, queues the message; answers the
 /// `202` body.
-async fn queue(state: &AppState, caller: &Caller, operator: Option<&str>, body: &[u8], key: Option<&str>) -> Result<Value, ApiError> {
+pub(super) async fn queue(
+    state: &AppState,
+    caller: &Caller,
+    operator: Option<&str>,
+    body: &[u8],
+    key: Option<&str>,
+) -> Result<Value, ApiError> {
     let input: MailInput = parse_json(body)?;
     let request = input.parse().map_err(ApiError::Validation)?;
     let company = match state.store.get_company(&request.company).await {

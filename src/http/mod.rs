@@ -12,6 +12,7 @@ pub mod mail;
 pub mod openapi;
 pub mod operators;
 pub mod profiles;
+pub mod reports;
 mod router;
 pub mod server;
 pub mod templates;

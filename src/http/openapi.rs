@@ -110,6 +110,7 @@ impl Modify for Conventions {
         super::exports::create, super::exports::status, super::exports::content, super::exports::events,
         super::imports::create,
         super::mail::send, super::mail::list, super::mail::show, super::mail::retry, super::mail::cancel, super::mail::upload,
+        super::reports::create, super::reports::list, super::reports::file,
         super::auth::signin, super::auth::callback, super::auth::issue_link, super::auth::device, super::auth::me,
     ),
     components(schemas(crate::error::Problem, crate::domain::FieldError, crate::graph::drive::DriveFile))

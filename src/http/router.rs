@@ -1,7 +1,7 @@
 //! The composition root of the HTTP edge: the state every handler shares, and the one place
 //! where each resource's routes are merged and layered. A new resource adds one line here.
 
-use super::{apikeys, audit, auth, companies, exports, health, imports, mail, openapi, operators, profiles, templates, tenants};
+use super::{apikeys, audit, auth, companies, exports, health, imports, mail, openapi, operators, profiles, reports, templates, tenants};
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::graph::Graph;
@@ -68,7 +68,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.settings.mail.max_json_bytes as usize))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout));
     // Uploads are streamed into the database and bounded while they arrive.
-    let uploads = mail::upload_routes().layer(DefaultBodyLimit::disable());
+    let uploads = mail::upload_routes().merge(reports::routes()).layer(DefaultBodyLimit::disable());
     let traced = admin
         .merge(bulk)
         .merge(mail_bodies)

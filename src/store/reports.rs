@@ -189,3 +189,16 @@ impl Store {
             .map(|r| r.rows_affected()))?)
     }
 }
+
+impl Store {
+    /// Removes a report that could not be completed (its mail was refused); its blobs are
+    /// left to the blob sweep, which takes those nothing refers to.
+    pub async fn delete_report(&self, id: &str) -> Result<()> {
+        on_pool!(self, |p| sqlx::query("DELETE FROM reports WHERE id = $1")
+            .bind(id)
+            .execute(p)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+}

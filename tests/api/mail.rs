@@ -21,6 +21,8 @@ on_both!(
     graph_faults_retry_or_fail_as_graph_means_them(direct),
     a_delegate_message_is_sent_from_the_operators_mailbox(direct),
     a_direct_profile_sends_through_its_own_app_registration(direct),
+    a_report_output_is_kept_listed_and_mailed_with_its_files(direct),
+    a_bad_report_output_is_refused_and_nothing_is_kept(direct),
 );
 
 /// Linked operator, company ACME, a graph_direct profile for `default` from the demo user's
@@ -457,4 +459,196 @@ async fn a_direct_profile_sends_through_its_own_app_registration(l: Linked) {
     let s = status(&l, &id).await;
     assert_eq!(s["state"], "sent", "{s}");
     assert_eq!(sent_with(&mailbox(&l).await, &id).len(), 1);
+}
+
+/// A `multipart/form-data` body (RFC 7578) built by hand: `metadata` then the files.
+fn multipart(metadata: &Value, files: &[(&str, &str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "officebridge-test-7f3a9c";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\nContent-Type: application/json\r\n\r\n{metadata}\r\n"
+        )
+        .as_bytes(),
+    );
+    for (name, ctype, data) in files {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {ctype}\r\n\r\n")
+                .as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn post_report(l: &Linked, metadata: &Value, files: &[(&str, &str, &[u8])]) -> crate::helpers::Answer {
+    let (ctype, body) = multipart(metadata, files);
+    let r = l
+        .app
+        .http
+        .post(l.app.url("/api/v1/reports"))
+        .bearer_auth(&l.app.client_key)
+        .header("content-type", ctype)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    crate::helpers::Answer::from(r).await
+}
+
+async fn reports_of(l: &Linked, operator: &str) -> Vec<Value> {
+    let r = l
+        .app
+        .get_with(&format!("/api/v1/reports?operator={operator}"), Some(&l.app.client_key))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json["reports"].as_array().unwrap().clone()
+}
+
+/// The source's "emailing SRS outputs": the report server posts a PDF for an operator and
+/// company, asks for it to be mailed; it is kept, listed for the operator, downloadable
+/// byte-identical, and the message carries it.
+async fn a_report_output_is_kept_listed_and_mailed_with_its_files(l: Linked) {
+    // all_reports resolves to the system default (DIRECT) when no profile claims it.
+    let pdf = pseudo_random(5 * 1024 * 1024 + 17, 3);
+    let csv = b"Customer;Balance\r\n4711;1.250,00\r\n".to_vec();
+    let meta = json!({"company": "ACME", "operator": OPERATOR, "report": "ARSSTM", "title": "Statement 4711",
+                      "document": {"type": "statement", "number": "4711-11"},
+                      "email": {"to": ["ap@fabrikam.com"], "subject": "Your statement", "text": "Attached."}});
+    let r = post_report(
+        &l,
+        &meta,
+        &[("statement 4711.pdf", "application/pdf", &pdf), ("lines.csv", "text/csv", &csv)],
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_string();
+    assert_eq!(r.json["files"][0]["size"], pdf.len());
+    assert_eq!(r.json["files"][1]["name"], "lines.csv");
+    let mail_id = r.json["mail"]["id"].as_str().unwrap().to_string();
+    assert_eq!(r.json["mail"]["state"], "queued");
+    let m = status(&l, &mail_id).await;
+    assert_eq!(
+        (m["function"].as_str(), m["attachments"].as_u64()),
+        (Some("all_reports"), Some(2)),
+        "{m}"
+    );
+
+    let listed = reports_of(&l, OPERATOR).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["document"]["number"], "4711-11");
+    assert_eq!(listed[0]["mail"], mail_id.as_str());
+    assert!(reports_of(&l, "NOBODY").await.is_empty());
+
+    let f = l
+        .app
+        .http
+        .get(l.app.url(&format!("/api/v1/reports/{id}/files/1")))
+        .bearer_auth(&l.app.client_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(f.status(), 200);
+    assert_eq!(f.headers()["content-type"], "application/pdf");
+    assert!(
+        f.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("statement%204711.pdf")
+    );
+    assert_eq!(f.bytes().await.unwrap().to_vec(), pdf, "the file comes back byte-identical");
+    let missing = l
+        .app
+        .get_with(&format!("/api/v1/reports/{id}/files/3"), Some(&l.app.client_key))
+        .await;
+    assert_eq!(missing.status, 404);
+
+    assert_eq!(l.app.outbox.drain().await.unwrap(), 1);
+    let sent = sent_with(&mailbox(&l).await, &mail_id);
+    assert_eq!(sent.len(), 1);
+    let atts = sent[0]["attachments"].as_array().unwrap();
+    assert_eq!(attachment_bytes(&atts[0]), pdf, "the 5 MB report arrived byte-identical");
+    assert_eq!(attachment_bytes(&atts[1]), csv);
+}
+
+async fn a_bad_report_output_is_refused_and_nothing_is_kept(l: Linked) {
+    let pdf: &[u8] = b"%PDF-1.7";
+    let ok = json!({"company": "ACME", "operator": OPERATOR, "report": "ARSSTM"});
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut m = ok.clone();
+        f(&mut m);
+        m
+    };
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (with(&|m| m["company"] = json!("NOPE")), 422, "metadata.company"),
+        (with(&|m| m["operator"] = json!("NOBODY")), 422, "metadata.operator"),
+        (with(&|m| m["report"] = json!("  ")), 422, "metadata.report"),
+        (with(&|m| m["colour"] = json!("red")), 422, "metadata.colour"),
+        (
+            with(&|m| m["email"] = json!({"to": ["not an address"], "subject": "s", "text": "t"})),
+            422,
+            "metadata.email.to[0]",
+        ),
+        (
+            with(&|m| m["email"] = json!({"to": ["a@b.com"], "subject": "s", "text": "t", "attachments": []})),
+            422,
+            "metadata.email.attachments",
+        ),
+        // The sender is checked only when queueing, after the files are stored (a
+        // graph_delegate profile for an operator who never signed in): refused, and the
+        // stored output removed with it.
+        (
+            json!({"company": "ACME", "operator": "NEWBIE", "report": "ARSSTM",
+                   "email": {"to": ["a@b.com"], "subject": "s", "text": "t", "function": "user_interface"}}),
+            401,
+            "",
+        ),
+    ];
+    let op = l
+        .app
+        .admin_put(
+            "/api/v1/operators/NEWBIE",
+            &json!({"enabled": true, "tenant": "DEMO", "email": "newbie@demo.onmicrosoft.com"}),
+        )
+        .await;
+    assert_eq!(op.status, 201, "{}", op.text);
+    for (meta, want, field) in cases {
+        let r = post_report(&l, &meta, &[("a.pdf", "application/pdf", pdf)]).await;
+        assert_eq!(r.status, want, "{meta}: {}", r.text);
+        assert_eq!(r.content_type, "application/problem+json", "{meta}");
+        if !field.is_empty() {
+            let named = r.json["errors"].as_array().unwrap().iter().any(|e| e["field"] == field);
+            assert!(named, "{meta}: names {field}: {}", r.text);
+        }
+    }
+    let no_file = post_report(&l, &ok, &[]).await;
+    assert_eq!(no_file.status, 422, "{}", no_file.text);
+    // Files before the metadata: refused before anything is stored.
+    let (ctype, body) = multipart(&ok, &[("a.pdf", "application/pdf", pdf)]);
+    let text = String::from_utf8(body)
+        .unwrap()
+        .replacen("name=\"metadata\"", "name=\"file\"; filename=\"x.json\"", 1);
+    let r = l
+        .app
+        .http
+        .post(l.app.url("/api/v1/reports"))
+        .bearer_auth(&l.app.client_key)
+        .header("content-type", ctype)
+        .body(text)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let not_multipart = l.app.client_post_json("/api/v1/reports", &ok).await;
+    assert_eq!(not_multipart.status, 415, "{}", not_multipart.text);
+    assert!(reports_of(&l, OPERATOR).await.is_empty(), "nothing was kept");
+    assert!(
+        reports_of(&l, "NEWBIE").await.is_empty(),
+        "the output of the refused message was removed"
+    );
+    let queued = l.app.get_with("/api/v1/mail", Some(&l.app.client_key)).await;
+    assert!(queued.json["messages"].as_array().unwrap().is_empty(), "nothing was queued");
 }

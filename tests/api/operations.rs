@@ -95,6 +95,9 @@ async fn the_openapi_document_is_valid_and_generator_friendly() {
         ("/api/v1/mail/{id}/retry", "post"),
         ("/api/v1/mail/{id}/cancel", "post"),
         ("/api/v1/uploads", "post"),
+        ("/api/v1/reports", "post"),
+        ("/api/v1/reports", "get"),
+        ("/api/v1/reports/{id}/files/{n}", "get"),
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} is not in the document");
     }
