@@ -73,6 +73,9 @@ pub enum Command {
     /// List the mail templates, or preview one for a company.
     #[command(subcommand)]
     Templates(TemplatesCommand),
+    /// The outbox: queued, sent and failed messages; send a failed one again or cancel one.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
     /// Run the Microsoft 365 emulator (identity platform and Graph) for development and tests.
     #[cfg(feature = "emulator")]
     Emulator {
@@ -248,6 +251,29 @@ pub enum ProfilesCommand {
         #[arg(long)]
         function: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Messages, newest first (JSON), with `next_cursor` when there are more.
+    List {
+        /// queued, sending, retrying, held, sent, failed or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        company: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// `next_cursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// One message: state, attempts, the reason it failed (JSON).
+    Show { id: String },
+    /// Put a failed or held message back in the queue (a running server sends it).
+    Retry { id: String },
+    /// Take a message that is not being sent out of the queue.
+    Cancel { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -488,6 +514,41 @@ async fn profiles(settings: &Settings, cmd: ProfilesCommand) -> anyhow::Result<(
     }
 }
 
+async fn outbox(settings: &Settings, cmd: OutboxCommand) -> anyhow::Result<()> {
+    use crate::store::outbox::MailState;
+    let store = open_store(settings).await?;
+    match cmd {
+        OutboxCommand::List {
+            state,
+            company,
+            limit,
+            cursor,
+        } => {
+            let state = state
+                .as_deref()
+                .map(MailState::parse_filter)
+                .transpose()
+                .map_err(|m| anyhow::anyhow!("--state: {m}"))?;
+            let company = company
+                .as_deref()
+                .map(crate::domain::CompanyCode::parse)
+                .transpose()
+                .map_err(|m| anyhow::anyhow!("--company: {m}"))?;
+            if !(1..=200).contains(&limit) {
+                anyhow::bail!("--limit: must be between 1 and 200");
+            }
+            let messages = store
+                .list_mail(None, state, company.as_ref().map(|c| c.as_str()), limit, cursor.as_deref())
+                .await?;
+            let next_cursor = crate::store::outbox::next_cursor(&messages, limit);
+            print_json(&serde_json::json!({"messages": messages, "next_cursor": next_cursor}))
+        }
+        OutboxCommand::Show { id } => print_json(&store.get_mail(&id, None).await?),
+        OutboxCommand::Retry { id } => print_json(&store.retry_mail(&cli_actor(), &id, None).await?),
+        OutboxCommand::Cancel { id } => print_json(&store.cancel_mail(&cli_actor(), &id, None).await?),
+    }
+}
+
 async fn templates(settings: &Settings, cmd: TemplatesCommand) -> anyhow::Result<()> {
     let templates = crate::mail::templates::Templates::new(settings.mail.templates_dir.clone());
     match cmd {
@@ -681,6 +742,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Apikeys(cmd) => apikeys(&settings, cmd).await,
         Command::Companies(cmd) => companies(&settings, cmd).await,
         Command::Profiles(cmd) => profiles(&settings, cmd).await,
+        Command::Outbox(cmd) => outbox(&settings, cmd).await,
         Command::Templates(cmd) => templates(&settings, cmd).await,
     }
 }

@@ -424,10 +424,7 @@ pub struct MailPage {
 #[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn list(State(state): State<AppState>, caller: Caller, Query(q): Query<ListQuery>) -> Result<Json<MailPage>, ApiError> {
     let wanted = match q.state.as_deref() {
-        Some(s) => Some(
-            MailState::parse(s)
-                .ok_or_else(|| ApiError::validation("state", "must be one of queued, sending, retrying, held, sent, failed, cancelled"))?,
-        ),
+        Some(s) => Some(MailState::parse_filter(s).map_err(|m| ApiError::validation("state", m))?),
         None => None,
     };
     let company = match q.company.as_deref() {
@@ -448,9 +445,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller, Query(q): Query
             q.cursor.as_deref(),
         )
         .await?;
-    let next_cursor = (messages.len() == limit as usize)
-        .then(|| messages.last().map(|m| m.id.clone()))
-        .flatten();
+    let next_cursor = crate::store::outbox::next_cursor(&messages, limit);
     Ok(Json(MailPage { messages, next_cursor }))
 }
 

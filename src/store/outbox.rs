@@ -52,6 +52,11 @@ impl MailState {
     pub fn parse(raw: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == raw)
     }
+
+    /// [`Self::parse`] for a caller's filter: the message names the choices.
+    pub fn parse_filter(raw: &str) -> Result<Self, String> {
+        Self::parse(raw).ok_or_else(|| "must be one of queued, sending, retrying, held, sent, failed, cancelled".to_string())
+    }
 }
 
 /// How far a Graph delivery got; each is committed before the next network call.
@@ -239,6 +244,13 @@ pub struct MailView {
     pub error: Option<Reason>,
     #[serde(skip)]
     pub api_key: String,
+}
+
+/// The cursor of the page after `messages`, a page of at most `limit`: absent on the last.
+pub fn next_cursor(messages: &[MailView], limit: u32) -> Option<String> {
+    (messages.len() == limit as usize)
+        .then(|| messages.last().map(|m| m.id.clone()))
+        .flatten()
 }
 
 /// The first answer to an idempotent request, or why there is none to give.

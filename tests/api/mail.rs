@@ -23,6 +23,7 @@ on_both!(
     a_direct_profile_sends_through_its_own_app_registration(direct),
     a_report_output_is_kept_listed_and_mailed_with_its_files(direct),
     a_bad_report_output_is_refused_and_nothing_is_kept(direct),
+    the_cli_lists_shows_retries_and_cancels_messages(direct),
 );
 
 /// Linked operator, company ACME, a graph_direct profile for `default` from the demo user's
@@ -651,4 +652,75 @@ async fn a_bad_report_output_is_refused_and_nothing_is_kept(l: Linked) {
     );
     let queued = l.app.get_with("/api/v1/mail", Some(&l.app.client_key)).await;
     assert!(queued.json["messages"].as_array().unwrap().is_empty(), "nothing was queued");
+}
+
+/// `officebridge outbox …`, the real binary on the app's own database.
+fn cli(l: &Linked, args: &[&str]) -> (bool, Value, String) {
+    let dir = l.app.data_dir();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_officebridge"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OFFICEBRIDGE_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .current_dir(dir)
+        .env("OFFICEBRIDGE_DATABASE_URL", &l.app.database_url)
+        .env("OFFICEBRIDGE_MASTER_KEY", l.app.master_key.expose_secret())
+        .arg("outbox")
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    (
+        out.status.success(),
+        serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+async fn the_cli_lists_shows_retries_and_cancels_messages(l: Linked) {
+    l.fault(
+        json!([{"method": "POST", "path": "/v1.0/users/*/messages/*/send", "status": 400, "code": "ErrorInvalidRecipients",
+                    "message": "At least one recipient is not valid."}]),
+    )
+    .await;
+    let failing = post_mail(&l, &mail("refused"), &[]).await.json["id"].as_str().unwrap().to_string();
+    l.app.outbox.drain().await.unwrap();
+    let waiting = post_mail(&l, &mail("waiting"), &[]).await.json["id"].as_str().unwrap().to_string();
+
+    let (ok, list, err) = cli(&l, &["list", "--state", "failed"]);
+    assert!(ok, "{err}");
+    let ids: Vec<&str> = list["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [failing.as_str()]);
+    let (ok, shown, err) = cli(&l, &["show", &failing]);
+    assert!(ok, "{err}");
+    assert_eq!(shown["error"]["code"], "ErrorInvalidRecipients", "{shown}");
+
+    let (ok, cancelled, err) = cli(&l, &["cancel", &waiting]);
+    assert!(ok, "{err}");
+    assert_eq!(cancelled["state"], "cancelled");
+    let (ok, _, err) = cli(&l, &["cancel", &failing]);
+    assert!(!ok && err.contains("failed"), "a failed message is not cancelled: {err}");
+    let (ok, retried, err) = cli(&l, &["retry", &failing]);
+    assert!(ok, "{err}");
+    assert_eq!(retried["state"], "queued");
+    assert_eq!(l.app.outbox.drain().await.unwrap(), 1, "the server sends what the CLI put back");
+    assert_eq!(status(&l, &failing).await["state"], "sent");
+
+    let (ok, _, err) = cli(&l, &["list", "--state", "lost"]);
+    assert!(!ok && err.contains("--state"), "{err}");
+    let (ok, _, err) = cli(&l, &["show", &uuid::Uuid::new_v4().to_string()]);
+    assert!(!ok && err.contains("does not exist"), "{err}");
+    let audit = l.app.admin_get("/api/v1/audit?limit=20").await;
+    assert!(
+        audit.text.contains("mail.retry") && audit.text.contains("mail.cancel"),
+        "{}",
+        audit.text
+    );
 }
