@@ -29,6 +29,8 @@ pub struct TestApp {
     pub database_url: String,
     pub master_key: Secret,
     pub backend: Backend,
+    /// What the server was started with, for [`TestApp::spawn_peer`].
+    settings: Settings,
     dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -104,14 +106,28 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     settings.master_key = Some(master_key.clone());
     settings.allow_emulator = false;
     tweak(&mut settings);
-    let app = Application::build(settings).await.expect("app builds");
+    launch(settings, backend, dir, None).await
+}
+
+/// Starts the server on `settings`; `keys` are the API keys of an app already on that
+/// database (a peer), else new ones are made.
+async fn launch(settings: Settings, backend: Backend, dir: tempfile::TempDir, keys: Option<(String, String)>) -> Option<TestApp> {
+    let database_url = settings.database_url.expose_secret().to_string();
+    let master_key = settings.master_key.clone().expect("a master key");
+    let app = Application::build(settings.clone()).await.expect("app builds");
     let address = format!("http://{}", app.local_addr());
     let metrics_address = app.metrics_addr().map(|a| format!("http://{a}"));
     let store = app.store().clone();
     let outbox = app.outbox();
-    let (admin, admin_key) = store.create_api_key("test", "test-admin", Role::Admin).await.unwrap();
-    let (_, client_key) = store.create_api_key("test", "test-client", Role::Client).await.unwrap();
-    assert_eq!(admin.role, Role::Admin);
+    let (admin_key, client_key) = match keys {
+        Some(k) => k,
+        None => {
+            let (admin, admin_key) = store.create_api_key("test", "test-admin", Role::Admin).await.unwrap();
+            let (_, client_key) = store.create_api_key("test", "test-client", Role::Client).await.unwrap();
+            assert_eq!(admin.role, Role::Admin);
+            (admin_key.expose_secret().to_string(), client_key.expose_secret().to_string())
+        }
+    };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(app.run(async {
         let _ = rx.await;
@@ -120,17 +136,32 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
         address,
         metrics_address,
         http: reqwest::Client::new(),
-        admin_key: admin_key.expose_secret().to_string(),
-        client_key: client_key.expose_secret().to_string(),
+        admin_key,
+        client_key,
         store,
         outbox,
         database_url,
         master_key,
         backend,
+        settings,
         dir,
         shutdown: Some(tx),
         running: Some(running),
     })
+}
+
+impl TestApp {
+    /// A second instance on the same database, with the same settings but its own data
+    /// folder and port, as a load balancer's second instance would run (SPEC §3.7).
+    pub async fn spawn_peer(&self, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = self.settings.clone();
+        settings.data_dir = dir.path().to_path_buf();
+        tweak(&mut settings);
+        launch(settings, self.backend, dir, Some((self.admin_key.clone(), self.client_key.clone())))
+            .await
+            .expect("the peer starts")
+    }
 }
 
 impl TestApp {

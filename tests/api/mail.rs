@@ -24,6 +24,7 @@ on_both!(
     a_report_output_is_kept_listed_and_mailed_with_its_files(direct),
     a_bad_report_output_is_refused_and_nothing_is_kept(direct),
     the_cli_lists_shows_retries_and_cancels_messages(direct),
+    eight_workers_on_one_mailbox_never_meet_outlooks_concurrency_limit(direct),
 );
 
 /// Linked operator, company ACME, a graph_direct profile for `default` from the demo user's
@@ -723,4 +724,95 @@ async fn the_cli_lists_shows_retries_and_cancels_messages(l: Linked) {
         "{}",
         audit.text
     );
+}
+
+/// Two instances behind a load balancer share one outbox on PostgreSQL (`FOR UPDATE SKIP
+/// LOCKED`): 500 messages queued through both, drained by both at once, two workers each —
+/// every message in Sent Items exactly once, none left. SQLite serves one instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_drain_one_outbox_once_each() {
+    use futures_util::StreamExt;
+    let Some(l) = direct(Backend::Postgres).await else {
+        eprintln!("skipped: OFFICEBRIDGE_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let peer = l.app.spawn_peer(|_| {}).await;
+    let apps = [&l.app, &peer];
+    let ids: Vec<String> = futures_util::stream::iter(0..500)
+        .map(|i| {
+            let app = apps[i % 2];
+            let body = mail(&format!("Statement {i}"));
+            async move {
+                let r = app
+                    .http
+                    .post(app.url("/api/v1/mail"))
+                    .bearer_auth(&app.client_key)
+                    .header("Idempotency-Key", format!("statement-{i}"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+                r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let drains = [l.app.outbox.drain(), l.app.outbox.drain(), peer.outbox.drain(), peer.outbox.drain()];
+    let counts: Vec<usize> = futures_util::future::join_all(drains)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(
+        counts.iter().sum::<usize>(),
+        500,
+        "each message delivered by one worker: {counts:?}"
+    );
+    assert!(
+        counts[0] + counts[1] > 0 && counts[2] + counts[3] > 0,
+        "both instances worked: {counts:?}"
+    );
+    let b = mailbox(&l).await;
+    assert_eq!(b["sent"].as_array().unwrap().len(), 500, "0 sent twice");
+    for id in &ids {
+        assert_eq!(sent_with(&b, id).len(), 1, "{id} sent exactly once");
+    }
+    let left = l.app.get_with("/api/v1/mail?state=queued", Some(&l.app.client_key)).await;
+    assert!(left.json["messages"].as_array().unwrap().is_empty(), "0 left: {}", left.text);
+    assert!(b["drafts"].as_array().unwrap().is_empty());
+}
+
+/// Outlook allows 4 concurrent requests per app and mailbox (`concepts/throttling-limits.md`,
+/// "Outlook service limits"; the emulator enforces it): eight workers draining 200 messages
+/// from one mailbox keep under it, so not one request is answered 429.
+async fn eight_workers_on_one_mailbox_never_meet_outlooks_concurrency_limit(l: Linked) {
+    use futures_util::StreamExt;
+    let ids: Vec<String> = futures_util::stream::iter(0..200)
+        .map(|i| {
+            let l = &l;
+            async move {
+                let r = post_mail(l, &mail(&format!("Invoice {i}")), &[]).await;
+                assert_eq!(r.status, 202, "{}", r.text);
+                r.json["id"].as_str().unwrap().to_string()
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    // Graph's latency, so that requests overlap as they do against Exchange: the emulator
+    // counts a request in flight while it waits.
+    l.fault(json!([{"method": "POST", "path": "/v1.0/users/*/messages/*/send", "delay_ms": 20, "times": 1000}]))
+        .await;
+    let counts = futures_util::future::join_all((0..8).map(|_| l.app.outbox.drain())).await;
+    let total: usize = counts.into_iter().map(|r| r.unwrap()).sum();
+    assert_eq!(total, 200);
+    let log = crate::helpers::emulator_requests(&l.browser, &l.emu).await;
+    let throttled = log.iter().filter(|r| r["status"] == 429).count();
+    assert_eq!(throttled, 0, "no request met the per-mailbox limit");
+    let b = mailbox(&l).await;
+    for id in &ids {
+        assert_eq!(sent_with(&b, id).len(), 1, "{id} sent exactly once");
+    }
 }
