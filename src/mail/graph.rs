@@ -273,6 +273,9 @@ impl GraphDelivery {
                 self.large_attachment(ob, &draft, a).await?
             };
             if let Err(f) = done {
+                if matches!(f, Failure::Permanent(_)) {
+                    self.discard_draft(ob, claim, owner, &draft).await?;
+                }
                 return Ok(Err(f));
             }
             ob.store.mail_attachment_delivered(&claim.id, owner, a.n, lease).await?;
@@ -293,9 +296,14 @@ impl GraphDelivery {
                 internet_message_id: imid,
                 detail: "Microsoft Graph accepted the send (202)".into(),
             }),
-            // Refused outright (throttled, or a permanent error): the draft is unsent and stays.
-            Err(f @ (Failure::Permanent(_) | Failure::Signin(_))) => {
+            // Refused outright: the draft is unsent. A lapsed sign-in resumes with it; a
+            // permanent refusal fails the message, and its draft is not left in the mailbox.
+            Err(f @ Failure::Signin(_)) => {
                 ob.store.mail_step(&claim.id, owner, Step::Draft, None, lease).await?;
+                Err(f)
+            }
+            Err(f @ Failure::Permanent(_)) => {
+                self.discard_draft(ob, claim, owner, &draft).await?;
                 Err(f)
             }
             Err(Failure::Transient { reason, after }) if reason.status == Some(429) => {
@@ -375,6 +383,25 @@ impl GraphDelivery {
             },
             outcome: Outcome::Ambiguous,
         }))
+    }
+
+    /// Removes the draft of a message that failed for good, so a failed message leaves no
+    /// clutter in the sending mailbox. "Drafting" is committed first: should the delete not
+    /// happen (a crash, an error), a retry of the message finds the draft by its outbox id
+    /// and removes it before making a new one, as after any interrupted create.
+    async fn discard_draft(&self, ob: &Outbox, claim: &Claimed, owner: &str, draft: &str) -> Result<(), RunError> {
+        ob.store
+            .mail_step(&claim.id, owner, Step::Drafting, None, ob.policy.lease_ms)
+            .await?;
+        let url = format!("{}/messages/{}", self.base, encode_segment(draft));
+        // The recorded id is the immutable one: Graph reads it as such only when told so.
+        if let Err(f) = self
+            .call(ob, |http| http.delete(&url).header(PREFER_IMMUTABLE.0, PREFER_IMMUTABLE.1))
+            .await
+        {
+            tracing::info!(message = %claim.id, reason = ?f, "the failed message's draft stays until a retry removes it");
+        }
+        Ok(())
     }
 
     /// Marks as delivered the unrecorded attachments the draft already has (by name, as

@@ -25,6 +25,7 @@ on_both!(
     a_bad_report_output_is_refused_and_nothing_is_kept(direct),
     the_cli_lists_shows_retries_and_cancels_messages(direct),
     eight_workers_on_one_mailbox_never_meet_outlooks_concurrency_limit(direct),
+    each_permanent_graph_refusal_fails_at_once_with_graphs_word(direct),
 );
 
 /// Linked operator, company ACME, a graph_direct profile for `default` from the demo user's
@@ -814,5 +815,52 @@ async fn eight_workers_on_one_mailbox_never_meet_outlooks_concurrency_limit(l: L
     let b = mailbox(&l).await;
     for id in &ids {
         assert_eq!(sent_with(&b, id).len(), 1, "{id} sent exactly once");
+    }
+}
+
+/// The refusals a person must act on fail at once, with Graph's code and message, after one
+/// attempt, leaving no draft: `ErrorSendAsDenied` (403, the mailbox may not send as `from`),
+/// `ErrorAccessDenied` (403, an application access policy: `auth-limit-mailbox-access.md`),
+/// `MailboxNotEnabledForRESTAPI` (404: Exchange's "REST API is not yet supported for this
+/// mailbox", KB 4462988), `ErrorMessageSizeExceeded` (413) and `ErrorInvalidRecipients`
+/// (400) — on the draft's creation and on the send (`concepts/errors.md`).
+async fn each_permanent_graph_refusal_fails_at_once_with_graphs_word(l: Linked) {
+    let refusals = [
+        (403, "ErrorSendAsDenied", "/send"),
+        (403, "ErrorAccessDenied", ""),
+        (404, "MailboxNotEnabledForRESTAPI", ""),
+        (413, "ErrorMessageSizeExceeded", "/send"),
+        (400, "ErrorInvalidRecipients", "/send"),
+    ];
+    for (status_code, code, at) in refusals {
+        let path = if at.is_empty() {
+            "/v1.0/users/*/messages".to_string()
+        } else {
+            format!("/v1.0/users/*/messages/*{at}")
+        };
+        l.fault(json!([{"method": "POST", "path": path, "status": status_code, "code": code, "message": format!("{code} (emulated)")}]))
+            .await;
+        let id = post_mail(&l, &mail(code), &[]).await.json["id"].as_str().unwrap().to_string();
+        l.app.outbox.drain().await.unwrap();
+        let s = status(&l, &id).await;
+        assert_eq!(s["state"], "failed", "{code}: {s}");
+        assert_eq!(
+            (s["error"]["code"].as_str(), s["error"]["status"].as_u64()),
+            (Some(code), Some(status_code)),
+            "{s}"
+        );
+        assert!(
+            s["error"]["detail"].as_str().unwrap().contains("(emulated)"),
+            "Graph's message is kept: {s}"
+        );
+        assert_eq!(s["attempts"].as_array().unwrap().len(), 1, "{code}: not retried");
+        assert_eq!(s["attempts"][0]["outcome"], "permanent");
+        let b = mailbox(&l).await;
+        assert!(sent_with(&b, &id).is_empty(), "{code}");
+        assert!(
+            b["drafts"].as_array().unwrap().is_empty(),
+            "{code}: no draft left behind: {}",
+            b["drafts"]
+        );
     }
 }
