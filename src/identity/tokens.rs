@@ -213,6 +213,11 @@ impl Tokens {
         // Whatever was cached for the operator belonged to the grant this one replaces.
         self.forget_operator(code);
         *Self::slot(&self.delegated, &Self::operator_key(code, access)).lock().await = Some(Cached::of(set));
+        // Mail queued as this operator and held for their sign-in goes now.
+        let woken = self.store.wake_signed_in(code.as_str()).await?;
+        if woken > 0 {
+            tracing::info!(operator = %code, messages = woken, "signed in again: held mail is due");
+        }
         Ok(())
     }
 

@@ -808,6 +808,20 @@ impl Store {
         .await)?)
     }
 
+    /// The messages of `operator` that wait for them to sign in again become due now (they
+    /// sign in, and their mail leaves at the next poll instead of at the next retry).
+    pub async fn wake_signed_in(&self, operator: &str) -> Result<u64> {
+        Ok(on_pool!(self, |p| sqlx::query(
+            "UPDATE outbox SET next_attempt_ms = $2 \
+             WHERE operator = $1 AND state = 'retrying' AND reason LIKE '%\"kind\":\"signin_required\"%'"
+        )
+        .bind(operator)
+        .bind(now_ms())
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?)
+    }
+
     /// Removes idempotency records older than `max_age_ms`.
     pub async fn sweep_idempotency(&self, max_age_ms: i64) -> Result<u64> {
         Ok(on_pool!(self, |p| sqlx::query("DELETE FROM idempotency WHERE created_ms < $1")

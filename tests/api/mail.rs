@@ -26,6 +26,7 @@ on_both!(
     the_cli_lists_shows_retries_and_cancels_messages(direct),
     eight_workers_on_one_mailbox_never_meet_outlooks_concurrency_limit(direct),
     each_permanent_graph_refusal_fails_at_once_with_graphs_word(direct),
+    a_delegate_message_waits_for_the_operators_sign_in_then_goes(direct),
 );
 
 /// Linked operator, company ACME, a graph_direct profile for `default` from the demo user's
@@ -863,4 +864,34 @@ async fn each_permanent_graph_refusal_fails_at_once_with_graphs_word(l: Linked) 
             b["drafts"]
         );
     }
+}
+
+/// A delegate operator whose sign-in lapsed (the refresh token revoked: `invalid_grant`,
+/// v2-oauth2-auth-code-flow.md): the message waits in `retrying` with `signin_required` —
+/// not failed, not retried in a loop — and leaves as soon as they sign in again.
+async fn a_delegate_message_waits_for_the_operators_sign_in_then_goes(l: Linked) {
+    let mut body = mail("after sign-in");
+    body["function"] = json!("user_interface");
+    let q = post_mail(&l, &body, &[("x-operator", OPERATOR)]).await;
+    assert_eq!(q.status, 202, "{}", q.text);
+    let id = q.json["id"].as_str().unwrap().to_string();
+    let r = l
+        .browser
+        .post(format!("{}/_emulator/refresh-tokens/revoke", l.emu))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    // The cached access token is refused once, so the refresh token is needed.
+    l.fault(json!([{"method": "POST", "path": "/v1.0/me/messages", "status": 401, "times": 1}]))
+        .await;
+    l.app.outbox.drain().await.unwrap();
+    let s = status(&l, &id).await;
+    assert_eq!(s["state"], "retrying", "{s}");
+    assert_eq!(s["error"]["kind"], "signin_required", "{s}");
+    assert_eq!(l.app.outbox.drain().await.unwrap(), 0, "not due again before the sign-in");
+    assert_eq!(l.sign_in(OPERATOR, DEMO_USER).await.status, 200);
+    assert_eq!(l.app.outbox.drain().await.unwrap(), 1, "due at once after the sign-in");
+    assert_eq!(status(&l, &id).await["state"], "sent");
+    assert_eq!(sent_with(&mailbox(&l).await, &id).len(), 1);
 }
