@@ -489,6 +489,10 @@ fn multipart(metadata: &Value, files: &[(&str, &str, &[u8])]) -> (String, Vec<u8
 
 async fn post_report(l: &Linked, metadata: &Value, files: &[(&str, &str, &[u8])]) -> crate::helpers::Answer {
     let (ctype, body) = multipart(metadata, files);
+    post_report_body(l, ctype, body).await
+}
+
+async fn post_report_body(l: &Linked, ctype: String, body: Vec<u8>) -> crate::helpers::Answer {
     let r = l
         .app
         .http
@@ -635,17 +639,8 @@ async fn a_bad_report_output_is_refused_and_nothing_is_kept(l: Linked) {
     let text = String::from_utf8(body)
         .unwrap()
         .replacen("name=\"metadata\"", "name=\"file\"; filename=\"x.json\"", 1);
-    let r = l
-        .app
-        .http
-        .post(l.app.url("/api/v1/reports"))
-        .bearer_auth(&l.app.client_key)
-        .header("content-type", ctype)
-        .body(text)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 422);
+    let r = post_report_body(&l, ctype, text.into_bytes()).await;
+    assert_eq!(r.status, 422, "{}", r.text);
     let not_multipart = l.app.client_post_json("/api/v1/reports", &ok).await;
     assert_eq!(not_multipart.status, 415, "{}", not_multipart.text);
     assert!(reports_of(&l, OPERATOR).await.is_empty(), "nothing was kept");
@@ -875,13 +870,7 @@ async fn a_delegate_message_waits_for_the_operators_sign_in_then_goes(l: Linked)
     let q = post_mail(&l, &body, &[("x-operator", OPERATOR)]).await;
     assert_eq!(q.status, 202, "{}", q.text);
     let id = q.json["id"].as_str().unwrap().to_string();
-    let r = l
-        .browser
-        .post(format!("{}/_emulator/refresh-tokens/revoke", l.emu))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    l.revoke_refresh_tokens().await;
     // The cached access token is refused once, so the refresh token is needed.
     l.fault(json!([{"method": "POST", "path": "/v1.0/me/messages", "status": 401, "times": 1}]))
         .await;

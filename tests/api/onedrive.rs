@@ -111,6 +111,17 @@ impl Linked {
         crate::helpers::pick_account(&self.browser, &authorize, user).await
     }
 
+    /// Every refresh token the emulator issued is revoked (`invalid_grant` from now on).
+    pub async fn revoke_refresh_tokens(&self) {
+        let r = self
+            .browser
+            .post(format!("{}/_emulator/refresh-tokens/revoke", self.emu))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+
     pub async fn fault(&self, faults: Value) {
         let r = self
             .browser
@@ -445,13 +456,7 @@ async fn an_expired_token_is_refreshed_once_mid_upload(l: Linked) {
 /// v2-oauth2-auth-code-flow.md: a revoked refresh token answers `invalid_grant`; the operator
 /// is marked `signin_required` and the API says so with the sign-in link — never a 500.
 async fn a_revoked_refresh_token_means_signin_required(l: Linked) {
-    let r = l
-        .browser
-        .post(format!("{}/_emulator/refresh-tokens/revoke", l.emu))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    l.revoke_refresh_tokens().await;
     // The cached access token is still good until Graph refuses it.
     l.fault(json!([{"method": "PUT", "path": "/v1.0/me/drive/*", "status": 401, "times": 1}]))
         .await;
