@@ -16,7 +16,10 @@ mailbox) — and measures, each against a reference taken in the same run:
   memory   a 100 MB attachment uploaded, queued and sent by one worker: the server's peak RSS
            (VmHWM, reset just before) above its RSS before (target: < 30 MiB).
 
-Usage: python3 bench/mail.py [--messages 2000] [--attachment-mib 100]
+  With --graph-latency-ms N every Graph call waits N ms in the emulator before it is answered
+  (a fault with only a delay), for the drain's ratio at a latency like Exchange Online's.
+
+Usage: python3 bench/mail.py [--messages 2000] [--attachment-mib 100] [--graph-latency-ms 0]
 """
 import argparse
 import base64
@@ -279,6 +282,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--attachment-mib", type=int, default=100)
+    ap.add_argument("--graph-latency-ms", type=int, default=0)
     args = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--bin", "officebridge"], cwd=ROOT, check=True)
     results = {}
@@ -296,6 +300,13 @@ def main():
         setup(env, emu, admin)
         results["queue"] = queue_phase(env, client, args.messages)
         print(json.dumps({"queue": results["queue"]}), flush=True)
+        if args.graph_latency_ms:
+            post_fault = urllib.request.Request(
+                f"{emu.url}/_emulator/faults", json.dumps([{"path": "/v1.0/*", "delay_ms": args.graph_latency_ms,
+                                                            "times": 1_000_000}]).encode(),
+                {"content-type": "application/json"}, method="POST")
+            urllib.request.urlopen(post_fault).read()
+        results["graph_latency_ms"] = args.graph_latency_ms
         results["reference_drain"] = reference_drain(emu, args.messages)
         results["drain"] = drain_phase(env, emu, args.messages)
         results["drain"]["ratio_to_reference"] = results["drain"]["per_second"] / results["reference_drain"]["per_second"]
