@@ -534,9 +534,7 @@ async fn outbox(settings: &Settings, cmd: OutboxCommand) -> anyhow::Result<()> {
                 .map(crate::domain::CompanyCode::parse)
                 .transpose()
                 .map_err(|m| anyhow::anyhow!("--company: {m}"))?;
-            if !(1..=200).contains(&limit) {
-                anyhow::bail!("--limit: must be between 1 and 200");
-            }
+            let limit = crate::domain::page_limit(Some(limit)).map_err(|m| anyhow::anyhow!("--limit: {m}"))?;
             let messages = store
                 .list_mail(None, state, company.as_ref().map(|c| c.as_str()), limit, cursor.as_deref())
                 .await?;

@@ -85,6 +85,25 @@ impl Validator {
     }
 }
 
+/// The size of a page of a listing (the outbox, report outputs): 1 to 200, 50 when not given.
+pub fn page_limit(limit: Option<u32>) -> Result<u32, String> {
+    let limit = limit.unwrap_or(50);
+    if (1..=200).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err("must be between 1 and 200".into())
+    }
+}
+
+/// `errors` of a part of a request, their fields named from the request's root (`prefix`
+/// such as `metadata.`).
+pub fn prefix_fields(prefix: &str, errors: Vec<FieldError>) -> Vec<FieldError> {
+    errors
+        .into_iter()
+        .map(|f| FieldError::new(format!("{prefix}{}", f.field), f.message))
+        .collect()
+}
+
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn escape_html(s: &str) -> String {
     s.replace('&', "&amp;")

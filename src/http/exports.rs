@@ -122,12 +122,12 @@ fn status_of(jobs: &Jobs, job: &Job<ToOneDrive>) -> JobStatus {
 /// A `Content-Disposition` whose file name cannot break the header or a file system:
 /// an ASCII fallback plus the UTF-8 name (RFC 6266, RFC 8187).
 pub fn content_disposition(title: &str) -> String {
-    attachment_disposition(&file_stem(title), "xlsx")
+    attachment_disposition(&format!("{}.xlsx", file_stem(title)))
 }
 
-/// The same for any file: `stem` already a safe file name, `ext` without its dot.
-pub fn attachment_disposition(stem: &str, ext: &str) -> String {
-    let ascii: String = stem
+/// The same for any file: `name` already a safe file name, with its extension.
+pub fn attachment_disposition(name: &str) -> String {
+    let ascii: String = name
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || " ._-()".contains(c) {
@@ -137,8 +137,7 @@ pub fn attachment_disposition(stem: &str, ext: &str) -> String {
             }
         })
         .collect();
-    let dot = if ext.is_empty() { "" } else { "." };
-    let encoded: String = format!("{stem}{dot}{ext}")
+    let encoded: String = name
         .bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
@@ -148,7 +147,7 @@ pub fn attachment_disposition(stem: &str, ext: &str) -> String {
             }
         })
         .collect();
-    format!("attachment; filename=\"{ascii}{dot}{ext}\"; filename*=UTF-8''{encoded}")
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
 fn too_large(limit: u64) -> ApiError {

@@ -431,10 +431,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller, Query(q): Query
         Some(c) => Some(CompanyCode::parse(c).map_err(|m| ApiError::validation("company", m))?),
         None => None,
     };
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::validation("limit", "must be between 1 and 200"));
-    }
+    let limit = crate::domain::page_limit(q.limit).map_err(|m| ApiError::validation("limit", m))?;
     let messages = state
         .store
         .list_mail(

@@ -7,7 +7,7 @@
 
 use super::exports::attachment_disposition;
 use super::{AppState, Caller, Client};
-use crate::domain::{CompanyCode, FieldError, MAX_ATTACHMENT_BYTES, MailInput, OperatorCode, attachment_name, content_type};
+use crate::domain::{CompanyCode, FieldError, MAX_ATTACHMENT_BYTES, MailInput, OperatorCode, attachment_name, content_type, prefix_fields};
 use crate::error::{ApiError, Problem};
 use crate::store::StoreError;
 use crate::store::blobs::{BlobError, BlobInfo};
@@ -137,11 +137,7 @@ async fn check(state: &AppState, raw: &[u8]) -> Result<Checked, ApiError> {
         match serde_json::from_value::<MailInput>(Value::Object(probe)) {
             Ok(input) => {
                 if let Err(errors) = input.parse() {
-                    v.extend(
-                        errors
-                            .into_iter()
-                            .map(|f| FieldError::new(format!("metadata.email.{}", f.field), f.message)),
-                    );
+                    v.extend(prefix_fields("metadata.email.", errors));
                 }
             }
             Err(err) => v.push(FieldError::new("metadata.email", err.to_string())),
@@ -179,12 +175,7 @@ async fn check(state: &AppState, raw: &[u8]) -> Result<Checked, ApiError> {
 /// A problem about a part of the request, its fields named from the request's root.
 fn prefixed(e: ApiError, prefix: &str) -> ApiError {
     match e {
-        ApiError::Validation(fields) => ApiError::Validation(
-            fields
-                .into_iter()
-                .map(|f| FieldError::new(format!("{prefix}{}", f.field), f.message))
-                .collect(),
-        ),
+        ApiError::Validation(fields) => ApiError::Validation(prefix_fields(prefix, fields)),
         other => other,
     }
 }
@@ -346,10 +337,7 @@ pub async fn list(State(state): State<AppState>, Client(caller): Client, Query(q
         return Err(ApiError::validation("operator", "is required: whose report outputs to list"));
     };
     let operator = OperatorCode::parse(raw).map_err(|m| ApiError::validation("operator", m))?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::validation("limit", "must be between 1 and 200"));
-    }
+    let limit = crate::domain::page_limit(q.limit).map_err(|m| ApiError::validation("limit", m))?;
     let reports = state.store.list_reports(&caller.0.id, operator.as_str(), limit).await?;
     Ok(Json(ReportPage { reports }))
 }
@@ -377,7 +365,7 @@ pub async fn file(State(state): State<AppState>, caller: Caller, Path((id, n)): 
         h.insert(header::CONTENT_TYPE, v);
     }
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(f.size));
-    if let Ok(v) = HeaderValue::from_str(&attachment_disposition(&f.name, "")) {
+    if let Ok(v) = HeaderValue::from_str(&attachment_disposition(&f.name)) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(response)

@@ -201,12 +201,8 @@ impl GraphDelivery {
                     Err(f) => return Ok(Err(f)),
                 };
                 for o in orphans {
-                    let url = format!("{}/messages/{}", self.base, o["id"].as_str().unwrap_or_default());
-                    match self
-                        .call(ob, |http| http.delete(&url).header(PREFER_IMMUTABLE.0, PREFER_IMMUTABLE.1))
-                        .await
-                    {
-                        Ok(_) | Err(Failure::Permanent(_)) => {} // already gone is gone
+                    match self.delete_draft(ob, o["id"].as_str().unwrap_or_default()).await {
+                        Ok(()) | Err(Failure::Permanent(_)) => {} // already gone is gone
                         Err(f) => return Ok(Err(f)),
                     }
                 }
@@ -393,15 +389,18 @@ impl GraphDelivery {
         ob.store
             .mail_step(&claim.id, owner, Step::Drafting, None, ob.policy.lease_ms)
             .await?;
-        let url = format!("{}/messages/{}", self.base, encode_segment(draft));
-        // The recorded id is the immutable one: Graph reads it as such only when told so.
-        if let Err(f) = self
-            .call(ob, |http| http.delete(&url).header(PREFER_IMMUTABLE.0, PREFER_IMMUTABLE.1))
-            .await
-        {
+        if let Err(f) = self.delete_draft(ob, draft).await {
             tracing::info!(message = %claim.id, reason = ?f, "the failed message's draft stays until a retry removes it");
         }
         Ok(())
+    }
+
+    /// Deletes a draft by its immutable id (Graph reads an id as immutable only when told so).
+    async fn delete_draft(&self, ob: &Outbox, id: &str) -> Result<(), Failure> {
+        let url = format!("{}/messages/{}", self.base, encode_segment(id));
+        self.call(ob, |http| http.delete(&url).header(PREFER_IMMUTABLE.0, PREFER_IMMUTABLE.1))
+            .await
+            .map(|_| ())
     }
 
     /// Marks as delivered the unrecorded attachments the draft already has (by name, as
