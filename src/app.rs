@@ -132,7 +132,7 @@ impl Application {
             }
         });
         let templates = Arc::new(crate::mail::templates::Templates::new(settings.mail.templates_dir.clone()));
-        let outbox = Arc::new(crate::mail::outbox::Outbox::new(store.clone(), graph.clone(), &settings.mail));
+        let outbox = Arc::new(crate::mail::outbox::Outbox::new(store.clone(), graph.clone(), &settings.mail)?);
         for _ in 0..settings.mail.workers {
             let worker = outbox.clone();
             workers.start("outbox worker", move |cancel| worker.work(cancel));

@@ -140,6 +140,22 @@ pub struct MailSettings {
     pub upload_budget_bytes: u64,
     /// ... per this many seconds.
     pub upload_budget_window_secs: u64,
+    /// Extra root certificates (PEM files) trusted for SMTP servers, beside the Mozilla
+    /// roots: a company CA in front of an internal relay. There is no switch to accept
+    /// invalid certificates.
+    pub smtp_root_certificates: Vec<PathBuf>,
+    /// Seconds an SMTP server has to answer a command (connect, EHLO, STARTTLS, AUTH, MAIL,
+    /// RCPT, DATA).
+    pub smtp_command_timeout_secs: u64,
+    /// Seconds an SMTP server has to accept the message's data and answer the final dot
+    /// (RFC 5321 §4.5.3.2 suggests 10 minutes); a timeout here is the RFC 1047 window.
+    pub smtp_data_timeout_secs: u64,
+    /// Open connections kept per SMTP profile (at most 3 for Microsoft 365 hosts, Exchange
+    /// Online's limit per mailbox).
+    pub smtp_connections: usize,
+    /// Seconds an open SMTP connection is kept for the next message; 0: a connection per
+    /// message.
+    pub smtp_idle_secs: u64,
 }
 
 impl Default for MailSettings {
@@ -159,6 +175,11 @@ impl Default for MailSettings {
             report_retention_secs: 7 * 24 * 3600,
             upload_budget_bytes: 150 << 20,
             upload_budget_window_secs: 300,
+            smtp_root_certificates: Vec::new(),
+            smtp_command_timeout_secs: 60,
+            smtp_data_timeout_secs: 600,
+            smtp_connections: 8,
+            smtp_idle_secs: 30,
         }
     }
 }

@@ -204,8 +204,10 @@ pub enum SmtpAuth {
 pub enum OnAmbiguous {
     /// Stop and let a person decide (never sent twice).
     Hold,
-    /// Send again (never lost, maybe twice).
-    Retry,
+    /// Send again with the same `Message-ID` (never lost, maybe twice; the recipient's
+    /// mail system can tell the copies apart by it). `retry` is the older name.
+    #[serde(alias = "retry")]
+    Resend,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -376,7 +378,7 @@ pub struct SmtpInput {
     pub password: Option<Option<SecretField>>,
     /// With `auth: xoauth2`: the tenant whose app registration gets the token.
     pub tenant: Option<String>,
-    /// `hold` (default) or `retry`.
+    /// `hold` (default) or `resend`.
     pub on_ambiguous: Option<String>,
 }
 
@@ -531,9 +533,9 @@ impl SmtpInput {
         };
         let on_ambiguous = match self.on_ambiguous.as_deref().map(str::trim).unwrap_or("hold") {
             "hold" => Some(OnAmbiguous::Hold),
-            "retry" => Some(OnAmbiguous::Retry),
+            "resend" | "retry" => Some(OnAmbiguous::Resend),
             other => {
-                v.push("smtp.on_ambiguous", format!("'{other}' is not hold or retry"));
+                v.push("smtp.on_ambiguous", format!("'{other}' is not hold or resend"));
                 None
             }
         };

@@ -83,6 +83,10 @@ pub struct SeedApp {
     /// Microsoft Graph application permissions granted with admin consent (`Mail.Send`, …).
     #[serde(default)]
     pub app_roles: Vec<String>,
+    /// Office 365 Exchange Online application permissions with admin consent
+    /// (`SMTP.SendAsApp`), in tokens for `https://outlook.office365.com`.
+    #[serde(default)]
+    pub exchange_roles: Vec<String>,
     /// Scopes of the app's own API (Expose an API: `access_as_user`).
     #[serde(default)]
     pub exposed_scopes: Vec<String>,
@@ -211,6 +215,7 @@ impl Seed {
                         ]
                         .map(String::from)
                         .to_vec(),
+                        exchange_roles: vec!["SMTP.SendAsApp".into()],
                         exposed_scopes: vec!["access_as_user".into()],
                         identifier_uris: vec![format!("api://localhost/{DEMO_CLIENT_ID}")],
                     },
@@ -221,6 +226,7 @@ impl Seed {
                         redirect_uris: vec![],
                         delegated_scopes: vec![],
                         app_roles: ["Mail.Send", "Mail.ReadWrite"].map(String::from).to_vec(),
+                        exchange_roles: vec!["SMTP.SendAsApp".into()],
                         exposed_scopes: vec![],
                         identifier_uris: vec![],
                     },

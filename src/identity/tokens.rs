@@ -26,6 +26,11 @@ pub const DELEGATED_SCOPES: &str =
 /// scope holds in every national cloud (v2-oauth2-client-creds-grant-flow.md).
 pub const APP_SCOPE: &str = "00000003-0000-0000-c000-000000000000/.default";
 
+/// Exchange Online's application permissions (`SMTP.SendAsApp` for SMTP XOAUTH2), for the
+/// client credentials grant (Exchange's "Authenticate an IMAP, POP or SMTP connection using
+/// OAuth": the scope is `https://outlook.office365.com/.default`).
+pub const EXCHANGE_SCOPE: &str = "https://outlook.office365.com/.default";
+
 /// How long before expiry a cached token is replaced.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
@@ -251,8 +256,18 @@ impl Tokens {
     /// An application token in the tenant for `app`, a separate app registration of that
     /// tenant (a `graph_direct` profile's own), or the tenant's own when `None`; cached per app.
     pub async fn app_token_as(&self, code: &TenantCode, app: Option<&ClientApp>) -> Result<Secret, TokenError> {
+        self.app_token_for(code, app, APP_SCOPE).await
+    }
+
+    /// An application token for `scope` (Graph's, or Exchange's for SMTP), cached per
+    /// tenant, app and scope.
+    pub async fn app_token_for(&self, code: &TenantCode, app: Option<&ClientApp>, scope: &str) -> Result<Secret, TokenError> {
         let mut access = self.tenant_access(code).await?;
         let mut key = Self::tenant_key(&access);
+        if scope != APP_SCOPE {
+            key.push('\u{1f}');
+            key.push_str(scope);
+        }
         if let Some(app) = app {
             key.push('\u{1f}');
             key.push_str(&app.client_id);
@@ -275,7 +290,7 @@ impl Tokens {
                 },
             });
         }
-        let set = oauth::client_credentials(&self.http, &access.endpoints, &access.app, APP_SCOPE).await?;
+        let set = oauth::client_credentials(&self.http, &access.endpoints, &access.app, scope).await?;
         *cached = Some(Cached::of(&set));
         Ok(set.access_token)
     }

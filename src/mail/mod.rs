@@ -3,4 +3,5 @@
 
 pub mod graph;
 pub mod outbox;
+pub mod smtp;
 pub mod templates;

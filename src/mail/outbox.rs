@@ -204,20 +204,23 @@ pub struct Outbox {
     pub(super) graph: Arc<Graph>,
     pub(super) policy: OutboxPolicy,
     pub(super) budget: UploadBudget,
+    pub(super) smtp: super::smtp::SmtpClient,
     wake: Notify,
     crash: Mutex<Option<CrashPoint>>,
 }
 
 impl Outbox {
-    pub fn new(store: Store, graph: Arc<Graph>, settings: &MailSettings) -> Self {
-        Self {
+    /// Fails when a configured SMTP root certificate cannot be read.
+    pub fn new(store: Store, graph: Arc<Graph>, settings: &MailSettings) -> anyhow::Result<Self> {
+        Ok(Self {
             store,
             graph,
             policy: OutboxPolicy::from(settings),
             budget: UploadBudget::default(),
+            smtp: super::smtp::SmtpClient::new(settings)?,
             wake: Notify::new(),
             crash: Mutex::new(None),
-        }
+        })
     }
 
     /// Tells a waiting worker that a message was queued.
@@ -322,6 +325,7 @@ impl Outbox {
                 Ok(d) => d.run(self, claim, owner).await?,
                 Err(f) => Err(f),
             },
+            "smtp" => super::smtp::deliver(self, claim, owner).await?,
             other => Err(Failure::Permanent(Reason {
                 kind: "permanent".into(),
                 detail: format!("this version cannot deliver through provider {other}"),

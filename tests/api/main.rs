@@ -15,6 +15,7 @@ mod onedrive;
 mod operations;
 mod operators;
 mod profiles;
+mod smtp;
 mod sso;
 mod store_story;
 mod tenants;

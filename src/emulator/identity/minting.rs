@@ -3,6 +3,40 @@
 
 use super::*;
 
+/// An application token for Exchange Online (`aud` `https://outlook.office365.com`, the
+/// app's Exchange roles such as `SMTP.SendAsApp`), as client credentials with the scope
+/// `https://outlook.office365.com/.default` issue it for SMTP, IMAP and POP OAuth.
+pub(super) fn exchange_token(emu: &Emulator, tenant: &SeedTenant, app: &SeedApp) -> String {
+    let mut claims = app_claims(tenant, app, EXCHANGE);
+    claims["roles"] = json!(app.exchange_roles);
+    emu.keys().sign(&claims, None)
+}
+
+/// What every v1 access token of an app carries.
+fn app_claims(tenant: &SeedTenant, app: &SeedApp, aud: &str) -> serde_json::Value {
+    let now = Utc::now().timestamp();
+    json!({
+        "aud": aud,
+        "iss": format!("https://sts.windows.net/{}/", tenant.id),
+        "iat": now, "nbf": now, "exp": now + ACCESS_TOKEN_SECONDS + 1,
+        "appid": app.client_id,
+        "app_displayname": app.display_name,
+        "tid": tenant.id,
+        "ver": "1.0",
+        "uti": opaque()[..22].to_string(),
+        "idtyp": "app",
+        "oid": service_principal(app),
+        "sub": service_principal(app),
+    })
+}
+
+/// The service principal's object id: stable per app, distinct from the client id.
+fn service_principal(app: &SeedApp) -> String {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(app.client_id.as_bytes());
+    let sp: [u8; 16] = digest[..16].try_into().expect("16 bytes");
+    uuid::Builder::from_random_bytes(sp).into_uuid().to_string()
+}
+
 /// A Graph-audience access token as the identity platform issues it: v1 issuer, a `nonce`
 /// in the header (access-tokens.md: "tokens for Microsoft Graph ... can't be validated").
 pub(super) fn graph_token(
@@ -13,17 +47,7 @@ pub(super) fn graph_token(
     scopes: &[String],
     mfa: bool,
 ) -> String {
-    let now = Utc::now().timestamp();
-    let mut claims = json!({
-        "aud": GRAPH,
-        "iss": format!("https://sts.windows.net/{}/", tenant.id),
-        "iat": now, "nbf": now, "exp": now + ACCESS_TOKEN_SECONDS + 1,
-        "appid": app.client_id,
-        "app_displayname": app.display_name,
-        "tid": tenant.id,
-        "ver": "1.0",
-        "uti": opaque()[..22].to_string(),
-    });
+    let mut claims = app_claims(tenant, app, GRAPH);
     match user {
         Some(u) => {
             claims["idtyp"] = json!("user");
@@ -42,15 +66,7 @@ pub(super) fn graph_token(
                     .join(" ")
             );
         }
-        None => {
-            claims["idtyp"] = json!("app");
-            // The service principal's object id: stable per app, distinct from the client id.
-            let digest = <sha2::Sha256 as sha2::Digest>::digest(app.client_id.as_bytes());
-            let sp: [u8; 16] = digest[..16].try_into().expect("16 bytes");
-            claims["oid"] = json!(uuid::Builder::from_random_bytes(sp).into_uuid().to_string());
-            claims["sub"] = claims["oid"].clone();
-            claims["roles"] = json!(app.app_roles);
-        }
+        None => claims["roles"] = json!(app.app_roles),
     }
     emu.keys().sign(&claims, Some(json!({"nonce": opaque()})))
 }

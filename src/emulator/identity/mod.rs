@@ -29,6 +29,8 @@ pub use token::token;
 
 /// Graph's resource identifier, and the scopes that are about the user rather than Graph.
 const GRAPH: &str = "https://graph.microsoft.com";
+/// Exchange Online's resource (application id 00000002-0000-0ff1-ce00-000000000000).
+const EXCHANGE: &str = "https://outlook.office365.com";
 
 const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 

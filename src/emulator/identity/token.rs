@@ -77,6 +77,18 @@ pub async fn token(
     match grant {
         "client_credentials" => {
             let scope = form.get("scope").map(String::as_str).unwrap_or("");
+            // Exchange Online's resource, for SMTP/IMAP/POP OAuth with SMTP.SendAsApp.
+            if scope == format!("{EXCHANGE}/.default") || scope == "00000002-0000-0ff1-ce00-000000000000/.default" {
+                let mut r = Json(json!({
+                    "token_type": "Bearer",
+                    "expires_in": ACCESS_TOKEN_SECONDS,
+                    "ext_expires_in": ACCESS_TOKEN_SECONDS,
+                    "access_token": exchange_token(&emu, &app_tenant, &app),
+                }))
+                .into_response();
+                no_store(r.headers_mut());
+                return r;
+            }
             if scope != format!("{GRAPH}/.default") && scope != "00000003-0000-0000-c000-000000000000/.default" {
                 return aad_error(
                     &emu,

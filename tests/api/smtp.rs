@@ -1,0 +1,591 @@
+//! SMTP delivery (issue 14) against an SMTP server we did not write: nodemailer's
+//! `smtp-server`, set up by `tests/smtp/server.mjs` (installed by the README's test command)
+//! with STARTTLS, implicit TLS, plain and STARTTLS-hidden listeners, a throwaway CA, AUTH
+//! PLAIN/LOGIN, XOAUTH2 checked against the emulator's JWKS, magic recipients for chosen
+//! replies, and a spool we read. The outbox is drained with `Outbox::run_once` — no sleeps.
+//! Exchange Online's replies: "Authenticate an IMAP, POP or SMTP connection using OAuth" and
+//! "SMTP AUTH client submission" (Exchange docs: `535 5.7.139`, `550 5.7.30`, `432 4.3.2`).
+
+use crate::helpers::{Answer, Backend};
+use crate::onedrive::{Linked, on_both, with_tenant};
+use officebridge::emulator::seed::DEMO_TENANT_ID;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use tokio::io::AsyncBufReadExt;
+
+pub const SMTP_USER: &str = "mailer@contoso.com";
+pub const SMTP_PASSWORD: &str = "correct horse battery staple";
+
+pub struct SmtpPeer {
+    pub ports: Value,
+    pub ca: PathBuf,
+    pub spool: tempfile::TempDir,
+    /// Killed with the peer (`kill_on_drop`).
+    _child: tokio::process::Child,
+}
+
+impl SmtpPeer {
+    /// Starts the server; `None` (skipped) outside CI when it is not installed.
+    pub async fn start() -> Option<Self> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp");
+        if !crate::helpers::tool_available(
+            dir.join("node_modules/smtp-server").exists(),
+            "smtp-server (npm ci --prefix tests/smtp)",
+        ) {
+            return None;
+        }
+        let spool = tempfile::tempdir().unwrap();
+        let config = json!({"spool": spool.path(), "user": SMTP_USER, "password": SMTP_PASSWORD});
+        let mut child = tokio::process::Command::new("node")
+            .arg(dir.join("server.mjs"))
+            .arg(config.to_string())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready: Value = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the SMTP server starts")
+            .unwrap()
+            .map(|l| serde_json::from_str(&l).unwrap())
+            .expect("the SMTP server prints its ports");
+        Some(Self {
+            ports: ready["ports"].clone(),
+            ca: PathBuf::from(ready["ca"].as_str().unwrap()),
+            spool,
+            _child: child,
+        })
+    }
+
+    pub fn port(&self, listener: &str) -> u16 {
+        self.ports[listener].as_u64().unwrap() as u16
+    }
+
+    /// Each spooled message: its record and its raw bytes, in arrival order.
+    pub fn messages(&self) -> Vec<(Value, Vec<u8>)> {
+        let mut names: Vec<_> = std::fs::read_dir(self.spool.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".json"))
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| {
+                let meta: Value = serde_json::from_slice(&std::fs::read(self.spool.path().join(&n)).unwrap()).unwrap();
+                let raw = std::fs::read(self.spool.path().join(n.replace(".json", ".eml"))).unwrap();
+                (meta, raw)
+            })
+            .collect()
+    }
+
+    /// The copies that arrived of the message with this Message-ID.
+    pub fn copies(&self, message_id: &str) -> Vec<(Value, Vec<u8>)> {
+        self.messages().into_iter().filter(|(m, _)| m["message_id"] == message_id).collect()
+    }
+
+    /// Every AUTH attempt the server saw.
+    pub fn auth_log(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.spool.path().join("auth.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// From now on the server refuses this token (as Exchange refuses an expired one).
+    pub fn revoke(&self, uti: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.spool.path().join("revoked"))
+            .unwrap();
+        writeln!(f, "{uti}").unwrap();
+    }
+
+    /// Where the server finds the emulator's signing keys.
+    pub fn trust_issuer(&self, emu: &str) {
+        std::fs::write(
+            self.spool.path().join("jwks"),
+            format!("{emu}/{DEMO_TENANT_ID}/discovery/v2.0/keys"),
+        )
+        .unwrap();
+    }
+}
+
+pub struct Smtp {
+    pub l: Linked,
+    pub peer: SmtpPeer,
+}
+
+/// The emulator's tenant, company ACME, an SMTP server whose CA the app trusts, no
+/// background workers, retries due at once, a 1 s wait for the final reply.
+pub async fn smtp_setup(b: Backend) -> Option<Smtp> {
+    smtp_with(b, true, |_| {}).await
+}
+
+pub async fn smtp_with(b: Backend, trust_ca: bool, tweak: impl FnOnce(&mut officebridge::config::Settings)) -> Option<Smtp> {
+    let peer = SmtpPeer::start().await?;
+    let ca = peer.ca.clone();
+    let l = with_tenant(b, |s| {
+        s.mail.workers = 0;
+        s.mail.retry_base_ms = 0;
+        s.mail.smtp_data_timeout_secs = 1;
+        s.mail.smtp_command_timeout_secs = 5;
+        if trust_ca {
+            s.mail.smtp_root_certificates = vec![ca];
+        }
+        tweak(s);
+    })
+    .await?;
+    peer.trust_issuer(&l.emu);
+    let a = l.app.admin_put("/api/v1/companies/ACME", &json!({"name": "Acme Ltd"})).await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    Some(Smtp { l, peer })
+}
+
+impl Smtp {
+    /// An SMTP profile on `listener` for `function`, with `smtp` fields over the defaults
+    /// (STARTTLS, PLAIN/LOGIN as the test user).
+    pub async fn profile(&self, name: &str, function: &str, listener: &str, smtp: Value) -> Answer {
+        let mut s = json!({"host": "localhost", "port": self.peer.port(listener), "from": SMTP_USER,
+                           "from_name": "Contoso Accounts", "username": SMTP_USER, "password": SMTP_PASSWORD});
+        for (k, v) in smtp.as_object().unwrap() {
+            if v.is_null() {
+                s.as_object_mut().unwrap().remove(k);
+            } else {
+                s[k] = v.clone();
+            }
+        }
+        self.l
+            .app
+            .admin_post(
+                "/api/v1/profiles",
+                &json!({"name": name, "provider": "smtp", "apply_to": "system", "functions": [function], "smtp": s}),
+            )
+            .await
+    }
+
+    pub async fn queue(&self, body: &Value) -> String {
+        let r = self.l.app.client_post_json("/api/v1/mail", body).await;
+        assert_eq!(r.status, 202, "{}", r.text);
+        r.json["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn status(&self, id: &str) -> Value {
+        let r = self
+            .l
+            .app
+            .get_with(&format!("/api/v1/mail/{id}"), Some(&self.l.app.client_key))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json
+    }
+
+    pub async fn drain(&self) -> usize {
+        self.l.app.outbox.drain().await.unwrap()
+    }
+}
+
+fn mail(function: &str, to: &str, subject: &str) -> Value {
+    json!({"company": "ACME", "function": function, "to": [to], "subject": subject, "text": "Your statement is attached."})
+}
+
+/// The Message-ID officebridge gives outbox message `id` sent from the test mailbox.
+fn mid(id: &str) -> String {
+    officebridge::mail::smtp::message_id(id, SMTP_USER)
+}
+
+on_both!(
+    each_listener_and_auth_method_delivers(smtp_setup),
+    a_wrong_password_fails_at_once_with_the_servers_reply(smtp_setup),
+    starttls_that_is_not_offered_is_refused_before_credentials_are_sent(smtp_setup),
+    transient_replies_are_retried_and_permanent_ones_fail_at_once(smtp_setup),
+    the_rfc_1047_window_holds_or_resends_as_the_profile_says(smtp_setup),
+    non_ascii_subjects_and_names_decode_in_pythons_email_parser(smtp_setup),
+    a_20_mb_attachment_arrives_byte_identical(smtp_setup),
+    exchanges_documented_refusals_fail_with_a_hint(smtp_setup),
+);
+
+async fn each_listener_and_auth_method_delivers(s: Smtp) {
+    let p = s.profile("STARTTLS-PLAIN", "default", "starttls", json!({})).await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    let p = s.profile("TLS-LOGIN", "all_reports", "tls", json!({"security": "tls"})).await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    let p = s
+        .profile(
+            "XOAUTH2",
+            "system_administration",
+            "starttls",
+            json!({"auth": "xoauth2", "tenant": "DEMO", "username": null, "password": null}),
+        )
+        .await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    let p = s
+        .profile(
+            "PLAIN-NONE",
+            "user_interface",
+            "plain",
+            json!({"security": "none", "allow_insecure": true, "auth": "none", "username": null, "password": null}),
+        )
+        .await;
+    assert_eq!(p.status, 201, "{}", p.text);
+
+    let cases = [
+        ("default", "starttls", true, Some("PLAIN")),
+        ("all_reports", "tls", true, Some("LOGIN")),
+        ("system_administration", "starttls", true, Some("XOAUTH2")),
+        ("user_interface", "plain", false, None),
+    ];
+    let mut ids = vec![];
+    for (function, ..) in cases {
+        ids.push(
+            s.queue(&mail(function, "ap@fabrikam.com", &format!("Statement by {function}")))
+                .await,
+        );
+    }
+    assert_eq!(s.drain().await, 4);
+    for (id, (function, listener, secure, method)) in ids.iter().zip(cases) {
+        let st = s.status(id).await;
+        assert_eq!(st["state"], "sent", "{function}: {st}");
+        assert_eq!(st["internet_message_id"], mid(id), "{st}");
+        assert_eq!(st["attempts"][0]["outcome"], "sent", "{st}");
+        let copies = s.peer.copies(&mid(id));
+        assert_eq!(copies.len(), 1, "{function}: exactly one copy arrives");
+        let (meta, raw) = &copies[0];
+        assert_eq!(meta["listener"], listener, "{meta}");
+        assert_eq!(meta["secure"], secure, "{meta}");
+        assert_eq!(meta["auth"]["method"].as_str(), method, "{meta}");
+        assert_eq!(meta["from"], SMTP_USER);
+        assert_eq!(meta["to"], json!(["ap@fabrikam.com"]));
+        let text = String::from_utf8_lossy(raw);
+        assert!(text.contains(&format!("Subject: Statement by {function}")), "{text}");
+    }
+    // The XOAUTH2 token was one for Exchange Online, checked by the server against the
+    // emulator's keys.
+    let (meta, _) = &s.peer.copies(&mid(&ids[2]))[0];
+    assert!(meta["auth"]["uti"].as_str().is_some_and(|u| !u.is_empty()), "{meta}");
+}
+
+async fn a_wrong_password_fails_at_once_with_the_servers_reply(s: Smtp) {
+    let p = s.profile("WRONG", "default", "starttls", json!({"password": "not it"})).await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    let id = s.queue(&mail("default", "ap@fabrikam.com", "never")).await;
+    assert_eq!(s.drain().await, 1);
+    let st = s.status(&id).await;
+    assert_eq!(st["state"], "failed", "{st}");
+    assert_eq!(st["error"]["kind"], "permanent", "{st}");
+    assert_eq!(st["error"]["code"], "535 5.7.8", "{st}");
+    let detail = st["error"]["detail"].as_str().unwrap();
+    assert!(detail.contains("auth") && detail.contains("authentication failed"), "{detail}");
+    assert!(!detail.contains("not it"), "the password is never shown: {detail}");
+    assert_eq!(st["attempts"].as_array().unwrap().len(), 1, "{st}");
+    assert!(s.peer.messages().is_empty());
+    assert_eq!(s.drain().await, 0, "a permanent failure is not retried");
+}
+
+async fn starttls_that_is_not_offered_is_refused_before_credentials_are_sent(s: Smtp) {
+    let p = s.profile("HIDDEN", "default", "hidden", json!({})).await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    let id = s.queue(&mail("default", "ap@fabrikam.com", "downgraded")).await;
+    assert_eq!(s.drain().await, 1);
+    let st = s.status(&id).await;
+    assert_eq!(st["state"], "failed", "{st}");
+    assert!(st["error"]["detail"].as_str().unwrap().contains("STARTTLS"), "{st}");
+    assert!(s.peer.auth_log().is_empty(), "no AUTH was tried: {:?}", s.peer.auth_log());
+    assert!(s.peer.messages().is_empty());
+}
+
+on_both!(an_unknown_ca_is_refused_then_trusted_once_configured(untrusted));
+
+async fn untrusted(b: Backend) -> Option<Smtp> {
+    smtp_with(b, false, |_| {}).await
+}
+
+async fn an_unknown_ca_is_refused_then_trusted_once_configured(s: Smtp) {
+    let p = s.profile("CA", "default", "tls", json!({"security": "tls"})).await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    let id = s.queue(&mail("default", "ap@fabrikam.com", "trust me")).await;
+    assert_eq!(s.drain().await, 1, "{}", s.status(&id).await);
+    let st = s.status(&id).await;
+    assert_eq!(st["state"], "failed", "{st}");
+    let detail = st["error"]["detail"].as_str().unwrap();
+    assert!(detail.contains("tls") && detail.to_lowercase().contains("certificate"), "{detail}");
+    assert!(s.peer.auth_log().is_empty(), "nothing was sent over the untrusted connection");
+
+    // A second instance that trusts the CA takes the retried message.
+    let ca = s.peer.ca.clone();
+    let trusting = s.l.app.spawn_peer(|set| set.mail.smtp_root_certificates = vec![ca]).await;
+    let r = s.l.app.client_post_json(&format!("/api/v1/mail/{id}/retry"), &json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(trusting.outbox.drain().await.unwrap(), 1);
+    assert_eq!(s.status(&id).await["state"], "sent");
+    assert_eq!(s.peer.copies(&mid(&id)).len(), 1);
+}
+
+async fn transient_replies_are_retried_and_permanent_ones_fail_at_once(s: Smtp) {
+    let p = s.profile("DOCS", "default", "starttls", json!({})).await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    let mut transient = vec![];
+    for (to, tries) in [
+        ("data-421-4.4.2-x1@fabrikam.com", 1),
+        ("data-451-4.3.0-x2@fabrikam.com", 2),
+        ("data-432-4.3.2-x1@fabrikam.com", 1),
+    ] {
+        transient.push((s.queue(&mail("default", to, to)).await, tries));
+    }
+    let refused = s.queue(&mail("default", "rcpt-550-5.1.1@fabrikam.com", "no such user")).await;
+    // Each pass delivers what is due; retries are due at once here.
+    for _ in 0..4 {
+        s.drain().await;
+    }
+    for (id, tries) in transient {
+        let st = s.status(&id).await;
+        assert_eq!(st["state"], "sent", "{st}");
+        let outcomes: Vec<&str> = st["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["outcome"].as_str().unwrap())
+            .collect();
+        let mut expected = vec!["transient"; tries];
+        expected.push("sent");
+        assert_eq!(outcomes, expected, "{st}");
+        assert_eq!(s.peer.copies(&mid(&id)).len(), 1, "refused deliveries are not spooled");
+    }
+    let st = s.status(&refused).await;
+    assert_eq!(st["state"], "failed", "{st}");
+    assert_eq!(st["error"]["code"], "550 5.1.1", "{st}");
+    assert!(
+        st["error"]["detail"].as_str().unwrap().contains("rcpt-550-5.1.1@fabrikam.com"),
+        "{st}"
+    );
+    assert_eq!(st["attempts"].as_array().unwrap().len(), 1, "{st}");
+}
+
+async fn the_rfc_1047_window_holds_or_resends_as_the_profile_says(s: Smtp) {
+    let p = s.profile("HOLD", "default", "starttls", json!({"on_ambiguous": "hold"})).await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    let p = s
+        .profile("RESEND", "all_reports", "starttls", json!({"on_ambiguous": "resend"}))
+        .await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    assert_eq!(p.json["smtp"]["on_ambiguous"], "resend", "{}", p.text);
+    // The reply to the final dot comes after our 1 s, the first time; or never, the
+    // connection dropped with the message spooled.
+    let held = s.queue(&mail("default", "hang-3000-x1@fabrikam.com", "held")).await;
+    let dropped = s.queue(&mail("default", "close-x1@fabrikam.com", "dropped")).await;
+    let resent = s.queue(&mail("all_reports", "hang-3000-x1@fabrikam.com", "resent")).await;
+    // The resend is due at once here: the same drain sends it again.
+    assert_eq!(s.drain().await, 4);
+
+    for id in [&held, &dropped] {
+        let st = s.status(id).await;
+        assert_eq!(st["state"], "held", "{st}");
+        assert_eq!(st["error"]["kind"], "ambiguous", "{st}");
+        assert!(st["error"]["detail"].as_str().unwrap().contains("RFC 1047"), "{st}");
+        assert_eq!(st["attempts"][0]["outcome"], "ambiguous", "{st}");
+        assert_eq!(s.peer.copies(&mid(id)).len(), 1, "the server has it once");
+    }
+    let st = s.status(&resent).await;
+    assert_eq!(st["state"], "sent", "{st}");
+    assert_eq!(st["attempts"][0]["outcome"], "ambiguous", "{st}");
+    assert!(st["attempts"][0]["detail"].as_str().unwrap().contains("sent again"), "{st}");
+    assert_eq!(st["attempts"][1]["outcome"], "sent", "{st}");
+    let copies = s.peer.copies(&mid(&resent));
+    assert_eq!(copies.len(), 2, "sent twice, with the same Message-ID");
+
+    // Held messages wait for a person.
+    assert_eq!(s.drain().await, 0);
+    assert_eq!(s.status(&held).await["state"], "held");
+    assert_eq!(s.peer.copies(&mid(&held)).len(), 1, "a held message is not sent again");
+
+    // Released by a person, it goes again; cancelled, it stays as it is.
+    let r = s.l.app.client_post_json(&format!("/api/v1/mail/{held}/retry"), &json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r =
+        s.l.app
+            .client_post_json(&format!("/api/v1/mail/{dropped}/cancel"), &json!({}))
+            .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(s.drain().await, 1);
+    assert_eq!(s.status(&held).await["state"], "sent");
+    assert_eq!(s.peer.copies(&mid(&held)).len(), 2);
+    assert_eq!(s.status(&dropped).await["state"], "cancelled");
+}
+
+async fn non_ascii_subjects_and_names_decode_in_pythons_email_parser(s: Smtp) {
+    if !crate::helpers::python_has("email") {
+        return;
+    }
+    let p = s
+        .profile("INTL", "default", "starttls", json!({"from_name": "Société Générale — Compta"}))
+        .await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    let subject = "Relevé de compte — März 2026 ✓ 請求書";
+    let body = json!({"company": "ACME", "function": "default",
+        "to": [{"address": "joerg@fabrikam.com", "name": "Jörg Müller, Einkauf"}],
+        "cc": [{"address": "zoe@fabrikam.com", "name": "Zoë \"Z\" Ünal"}],
+        "bcc": ["audit@contoso.com"],
+        "subject": subject, "text": "Grüße — voilà ✓", "html": "<p>Grüße — voilà ✓</p>", "importance": "high",
+        "attachments": [{"name": "Rechnung_Ü_№7.pdf", "content_type": "application/pdf", "content_base64": "JVBERi0xLjQK"}]});
+    let id = s.queue(&body).await;
+    assert_eq!(s.drain().await, 1);
+    assert_eq!(s.status(&id).await["state"], "sent");
+    let (meta, raw) = s.peer.copies(&mid(&id)).remove(0);
+    assert_eq!(
+        meta["to"],
+        json!(["joerg@fabrikam.com", "zoe@fabrikam.com", "audit@contoso.com"]),
+        "Bcc in the envelope"
+    );
+    let eml = s.peer.spool.path().join("intl.eml");
+    std::fs::write(&eml, &raw).unwrap();
+    let script = r#"
+import email, email.policy, json, sys
+m = email.message_from_bytes(open(sys.argv[1], 'rb').read(), policy=email.policy.default)
+att = [p for p in m.iter_attachments()]
+print(json.dumps({
+  "subject": m["subject"], "from_name": m["from"].addresses[0].display_name, "from": m["from"].addresses[0].addr_spec,
+  "to_name": m["to"].addresses[0].display_name, "cc_name": m["cc"].addresses[0].display_name,
+  "bcc": m["bcc"], "importance": m["importance"], "message_id": m["message-id"],
+  "text": m.get_body(("plain",)).get_content().strip(), "html": m.get_body(("html",)).get_content().strip(),
+  "file": att[0].get_filename(), "file_bytes": att[0].get_content().hex(),
+}))
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&eml)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["subject"], subject);
+    assert_eq!(got["from_name"], "Société Générale — Compta");
+    assert_eq!(got["from"], SMTP_USER);
+    assert_eq!(got["to_name"], "Jörg Müller, Einkauf");
+    assert_eq!(got["cc_name"], "Zoë \"Z\" Ünal");
+    assert_eq!(got["bcc"], Value::Null, "no Bcc header");
+    assert_eq!(got["importance"], "high");
+    assert_eq!(got["message_id"], mid(&id));
+    assert_eq!(got["text"], "Grüße — voilà ✓");
+    assert_eq!(got["html"], "<p>Grüße — voilà ✓</p>");
+    assert_eq!(got["file"], "Rechnung_Ü_№7.pdf");
+    assert_eq!(got["file_bytes"], hex(b"%PDF-1.4\n"));
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+async fn a_20_mb_attachment_arrives_byte_identical(s: Smtp) {
+    if !crate::helpers::python_has("email") {
+        return;
+    }
+    let p = s.profile("BIG", "default", "tls", json!({"security": "tls"})).await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    let bytes: Vec<u8> = (0..20 * 1024 * 1024).map(|i: usize| ((i * 131 + i / 4099) % 256) as u8).collect();
+    let r =
+        s.l.app
+            .http
+            .post(s.l.app.url("/api/v1/uploads?name=ledger.bin"))
+            .bearer_auth(&s.l.app.client_key)
+            .header("content-type", "application/octet-stream")
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+    let up = Answer::from(r).await;
+    assert_eq!(up.status, 201, "{}", up.text);
+    let mut body = mail("default", "ap@fabrikam.com", "the ledger");
+    body["attachments"] = json!([{"upload": up.json["id"]}]);
+    let id = s.queue(&body).await;
+    // 27 MB of base64 takes longer than the test's 1 s answer time to write, which is
+    // not the reply's wait: the data timeout covers writing and the reply together.
+    let peer = s.l.app.spawn_peer(|set| set.mail.smtp_data_timeout_secs = 60).await;
+    assert_eq!(peer.outbox.drain().await.unwrap(), 1);
+    assert_eq!(s.status(&id).await["state"], "sent");
+    let (_, raw) = s.peer.copies(&mid(&id)).remove(0);
+    let eml = s.peer.spool.path().join("big.eml");
+    std::fs::write(&eml, &raw).unwrap();
+    let script = r#"
+import email, email.policy, hashlib, sys
+m = email.message_from_bytes(open(sys.argv[1], 'rb').read(), policy=email.policy.default)
+a = next(m.iter_attachments())
+print(a.get_filename(), hashlib.sha256(a.get_content()).hexdigest())
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&eml)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let digest = {
+        use sha2::Digest;
+        hex(&sha2::Sha256::digest(&bytes))
+    };
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("ledger.bin {digest}"));
+}
+
+async fn exchanges_documented_refusals_fail_with_a_hint(s: Smtp) {
+    let p = s
+        .profile(
+            "DISABLED",
+            "default",
+            "starttls",
+            json!({"username": "smtp-auth-disabled@contoso.com"}),
+        )
+        .await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    let p = s.profile("QUOTA", "all_reports", "starttls", json!({})).await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    let disabled = s.queue(&mail("default", "ap@fabrikam.com", "auth disabled")).await;
+    let quota = s.queue(&mail("all_reports", "data-554-5.2.0@fabrikam.com", "over quota")).await;
+    assert_eq!(s.drain().await, 2);
+    let st = s.status(&disabled).await;
+    assert_eq!(st["state"], "failed", "{st}");
+    assert_eq!(st["error"]["code"], "535 5.7.139", "{st}");
+    assert!(st["error"]["detail"].as_str().unwrap().contains("xoauth2"), "{st}");
+    // A spent submission quota waits long, not a backoff step.
+    let st = s.status(&quota).await;
+    assert_eq!(st["state"], "retrying", "{st}");
+    assert_eq!(st["error"]["kind"], "throttled", "{st}");
+    let next = chrono::DateTime::parse_from_rfc3339(st["next_attempt_at"].as_str().unwrap()).unwrap();
+    assert!(next > chrono::Utc::now() + chrono::Duration::minutes(50), "{st}");
+}
+
+on_both!(an_xoauth2_token_the_server_refuses_is_refreshed_once_and_the_message_sent(no_reuse));
+
+async fn no_reuse(b: Backend) -> Option<Smtp> {
+    smtp_with(b, true, |s| s.mail.smtp_idle_secs = 0).await
+}
+
+async fn an_xoauth2_token_the_server_refuses_is_refreshed_once_and_the_message_sent(s: Smtp) {
+    let p = s
+        .profile(
+            "OAUTH",
+            "default",
+            "starttls",
+            json!({"auth": "xoauth2", "tenant": "DEMO", "username": null, "password": null}),
+        )
+        .await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    let first = s.queue(&mail("default", "ap@fabrikam.com", "first")).await;
+    assert_eq!(s.drain().await, 1);
+    let (meta, _) = s.peer.copies(&mid(&first)).remove(0);
+    let uti = meta["auth"]["uti"].as_str().unwrap().to_string();
+    // The cached token now counts as expired at the server.
+    s.peer.revoke(&uti);
+    let second = s.queue(&mail("default", "ap@fabrikam.com", "second")).await;
+    assert_eq!(s.drain().await, 1);
+    let st = s.status(&second).await;
+    assert_eq!(st["state"], "sent", "{st}");
+    assert_eq!(st["attempts"].as_array().unwrap().len(), 1, "refreshed within the attempt: {st}");
+    let (meta, _) = s.peer.copies(&mid(&second)).remove(0);
+    assert_ne!(meta["auth"]["uti"], uti, "a new token");
+    let tries = s.peer.auth_log().into_iter().filter(|a| a["method"] == "XOAUTH2").count();
+    assert_eq!(tries, 3, "first, refused, refreshed");
+}
