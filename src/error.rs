@@ -66,6 +66,14 @@ pub enum ApiError {
     /// Microsoft Graph refused or failed; `status` is ours (502, 503 or 403).
     #[error("{message}")]
     Upstream { status: StatusCode, message: String },
+    /// A profile's test message failed at `step` (502 `/problems/profile-test-failed`), with
+    /// every step's answer up to there.
+    #[error("the test message failed at {step}: {message}")]
+    ProfileTest {
+        step: String,
+        message: String,
+        steps: Vec<crate::mail::smtp::StepReport>,
+    },
     /// Anything unexpected: logged with its cause chain, shown to the caller as an opaque 500.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -88,6 +96,12 @@ pub struct Problem {
     /// With `signin-required`: where the operator signs in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signin_url: Option<String>,
+    /// With `profile-test-failed`: the step that failed (`connect`, `tls`, `auth`, `token`, …) ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// ... and what every step answered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<crate::mail::smtp::StepReport>,
 }
 
 impl ApiError {
@@ -117,6 +131,7 @@ impl ApiError {
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::SigninRequired { .. } | Self::ClaimsChallenge { .. } => StatusCode::UNAUTHORIZED,
             Self::Upstream { status, .. } => *status,
+            Self::ProfileTest { .. } => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -138,6 +153,7 @@ impl ApiError {
             Self::SigninRequired { .. } => "signin-required",
             Self::ClaimsChallenge { .. } => "interaction-required",
             Self::Upstream { .. } => "microsoft-graph",
+            Self::ProfileTest { .. } => "profile-test-failed",
             Self::Internal(_) => "internal",
         }
     }
@@ -164,6 +180,14 @@ impl ApiError {
             signin_url: match self {
                 Self::SigninRequired { signin_url, .. } => signin_url.clone(),
                 _ => None,
+            },
+            step: match self {
+                Self::ProfileTest { step, .. } => Some(step.clone()),
+                _ => None,
+            },
+            steps: match self {
+                Self::ProfileTest { steps, .. } => steps.clone(),
+                _ => vec![],
             },
         }
     }

@@ -244,6 +244,17 @@ pub enum ProfilesCommand {
     Update { name: String, file: PathBuf },
     /// Remove a profile.
     Remove { name: String },
+    /// Send the built-in test message through a profile now (not queued) and show what each
+    /// step answered (JSON); fails naming the step that did not work.
+    Test {
+        name: String,
+        /// The address the test message goes to.
+        #[arg(long)]
+        to: String,
+        /// The operator a graph_delegate profile sends as.
+        #[arg(long)]
+        operator: Option<String>,
+    },
     /// Which profile would send for a company and function, and why.
     Resolve {
         #[arg(long)]
@@ -502,6 +513,25 @@ async fn profiles(settings: &Settings, cmd: ProfilesCommand) -> anyhow::Result<(
             store.delete_profile(&cli_actor(), &name).await?;
             eprintln!("email profile {name} removed");
             Ok(())
+        }
+        ProfilesCommand::Test { name: raw, to, operator } => {
+            let profile = store.get_profile(&name(&raw)?).await?;
+            let to = crate::domain::EmailAddress::parse(&to).map_err(|m| anyhow::anyhow!("--to: {m}"))?;
+            let tokens = std::sync::Arc::new(crate::identity::tokens::Tokens::new(
+                crate::identity::oauth::http_client(),
+                store.clone(),
+            ));
+            let graph = std::sync::Arc::new(crate::graph::Graph::new(tokens, crate::graph::RetryPolicy::default()));
+            let outbox = crate::mail::outbox::Outbox::new(store.clone(), graph, &settings.mail)?;
+            match crate::mail::profile_test::run(&outbox, &profile, &to, operator.as_deref()).await {
+                Ok(steps) => print_json(
+                    &serde_json::json!({"profile": profile.name, "provider": profile.provider, "to": to.as_str(), "steps": steps}),
+                ),
+                Err(f) => {
+                    print_json(&serde_json::json!({"profile": profile.name, "failed_step": f.step, "steps": f.steps}))?;
+                    anyhow::bail!("the test message failed at {}: {}", f.step, f.detail)
+                }
+            }
         }
         ProfilesCommand::Resolve { company, function } => {
             let company = CompanyCode::parse(&company).map_err(|m| anyhow::anyhow!("--company: {m}"))?;

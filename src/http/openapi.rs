@@ -105,7 +105,7 @@ impl Modify for Conventions {
         super::audit::list,
         super::companies::list, super::companies::get, super::companies::put, super::companies::delete,
         super::profiles::list, super::profiles::create, super::profiles::get, super::profiles::replace, super::profiles::delete,
-        super::profiles::resolution,
+        super::profiles::resolution, super::profiles::test,
         super::templates::list, super::templates::preview,
         super::exports::create, super::exports::status, super::exports::content, super::exports::events,
         super::imports::create,

@@ -19,6 +19,7 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/api/v1/profiles", get(list).post(create))
         .route("/api/v1/profiles/resolve", get(resolution))
         .route("/api/v1/profiles/{name}", get(self::get).put(replace).delete(delete))
+        .route("/api/v1/profiles/{name}/test", axum::routing::post(test))
 }
 
 /// A profile as saved, with what deserves a second look (port 25, basic SMTP AUTH against
@@ -120,5 +121,67 @@ pub async fn resolution(State(state): State<AppState>, _: Admin, Query(q): Query
     match state.store.resolve_profile(&company, function).await? {
         Some(r) => Ok(Json(r)),
         None => Err(ApiError::NoProfile { company, function }),
+    }
+}
+
+/// `POST /api/v1/profiles/{name}/test`: where the test message goes.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestInput {
+    /// The address the test message is sent to.
+    pub to: Option<String>,
+}
+
+/// What each step of a profile's test answered.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TestReport {
+    pub profile: String,
+    pub provider: crate::domain::Provider,
+    pub to: String,
+    pub steps: Vec<crate::mail::smtp::StepReport>,
+}
+
+#[utoipa::path(post, path = "/api/v1/profiles/{name}/test", tag = "profiles", security(("api_key" = [])), request_body = TestInput,
+    params(("name" = String, Path, description = "The profile's name"),
+           ("X-Operator" = Option<String>, Header, description = "The operator a graph_delegate profile sends as")),
+    responses((status = 200, body = TestReport, description = "The test message was sent; what each step answered"),
+              (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 422, body = Problem, content_type = "application/problem+json"),
+              (status = 502, body = Problem, content_type = "application/problem+json", description = "The step that failed (`step`) and every step's answer (`steps`)")))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
+pub async fn test(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+    ApiJson(input): ApiJson<TestInput>,
+) -> Result<Json<TestReport>, ApiError> {
+    let profile = state.store.get_profile(&path_name(&name)?).await?;
+    let to = match input.to.as_deref() {
+        None => return Err(ApiError::validation("to", "is required: the address the test message is sent to")),
+        Some(raw) => crate::domain::EmailAddress::parse(raw).map_err(|m| ApiError::validation("to", m))?,
+    };
+    let operator = headers.get("x-operator").and_then(|v| v.to_str().ok());
+    if profile.provider == crate::domain::Provider::GraphDelegate && operator.is_none() {
+        return Err(ApiError::validation(
+            "X-Operator",
+            format!("is required: profile {} sends as the operator (graph_delegate)", profile.name),
+        ));
+    }
+    tracing::info!(profile = %profile.name, caller = %caller.actor(), "profile test message");
+    match crate::mail::profile_test::run(&state.outbox, &profile, &to, operator).await {
+        Ok(steps) => Ok(Json(TestReport {
+            profile: profile.name.to_string(),
+            provider: profile.provider,
+            to: to.as_str().to_string(),
+            steps,
+        })),
+        Err(f) => Err(ApiError::ProfileTest {
+            message: f.detail,
+            step: f.step,
+            steps: f.steps,
+        }),
     }
 }

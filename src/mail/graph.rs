@@ -95,6 +95,11 @@ type Outcome2 = Result<Finish, Failure>;
 impl GraphDelivery {
     /// Reads the profile and tenant the message is sent through.
     pub async fn prepare(ob: &Outbox, claim: &Claimed) -> Result<Self, Failure> {
+        Self::for_profile(ob, &claim.profile, claim.operator.as_deref()).await
+    }
+
+    /// The delivery of profile `profile` (as `operator` for `graph_delegate`).
+    pub async fn for_profile(ob: &Outbox, profile: &str, operator: Option<&str>) -> Result<Self, Failure> {
         let store_failure = |e: StoreError| match e {
             StoreError::NotFound { what, key } => permanent(format!("the {what} '{key}' this message is sent through was removed")),
             other => Failure::Transient {
@@ -107,12 +112,12 @@ impl GraphDelivery {
                 after: None,
             },
         };
-        let name = ProfileName::parse(&claim.profile).map_err(permanent)?;
+        let name = ProfileName::parse(profile).map_err(permanent)?;
         let profile = ob.store.get_profile(&name).await.map_err(store_failure)?;
         let tenant_of = |code: &TenantCode| code.clone();
         match &profile.settings {
             SettingsView::GraphDelegate(s) => {
-                let Some(op) = claim.operator.as_deref() else {
+                let Some(op) = operator else {
                     return Err(permanent("a graph_delegate message needs the operator it was queued for".into()));
                 };
                 let op = OperatorCode::parse(op).map_err(permanent)?;
@@ -144,11 +149,29 @@ impl GraphDelivery {
                     },
                 })
             }
-            SettingsView::Smtp { .. } => Err(permanent(format!(
-                "profile {} no longer sends through Microsoft Graph",
-                claim.profile
-            ))),
+            SettingsView::Smtp { .. } => Err(permanent(format!("profile {name} no longer sends through Microsoft Graph"))),
         }
+    }
+
+    /// Sends `message` at once with `sendMail` (no draft, no outbox), for a profile's test;
+    /// answers Graph's `request-id`.
+    pub async fn send_now(&self, ob: &Outbox, message: &StoredMessage) -> Result<String, Failure> {
+        let mut m = message_json(message, &uuid::Uuid::new_v4().to_string());
+        m.as_object_mut().expect("a message object").remove("singleValueExtendedProperties");
+        let body = json!({"message": m, "saveToSentItems": true});
+        let url = format!("{}/sendMail", self.base);
+        let resp = self.call(ob, |http| http.post(&url).json(&body)).await?;
+        Ok(resp
+            .headers()
+            .get("request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none given")
+            .to_string())
+    }
+
+    /// Who the delivery acts as, for a profile's test report.
+    pub fn principal(&self) -> &Principal {
+        &self.who
     }
 
     async fn call(&self, ob: &Outbox, build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {

@@ -3,5 +3,6 @@
 
 pub mod graph;
 pub mod outbox;
+pub mod profile_test;
 pub mod smtp;
 pub mod templates;

@@ -662,7 +662,7 @@ fn reply_text(r: &lettre::transport::smtp::response::Response) -> String {
 pub struct Trace(pub Vec<StepReport>);
 
 impl Trace {
-    fn push(&mut self, step: &str, ok: bool, detail: String, since: Instant) {
+    pub fn push(&mut self, step: &str, ok: bool, detail: String, since: Instant) {
         self.0.push(StepReport {
             step: step.into(),
             ok,
@@ -830,6 +830,17 @@ impl Target {
                 conn.abort().await;
                 Ok(Err(self.failure(phase, &fault)))
             }
+        }
+    }
+
+    /// Sends `message` on a new connection that is closed after it (a profile's test).
+    pub async fn send_once(&self, ob: &Outbox, message: &Message, trace: &mut Trace) -> Result<String, Failure> {
+        match self.send(ob, message, false, trace, async { Ok(()) }).await {
+            Ok(r) => r,
+            Err(e) => Err(Failure::Transient {
+                reason: reason("transient", e.to_string(), None),
+                after: None,
+            }),
         }
     }
 

@@ -654,6 +654,11 @@ async fn a_bad_report_output_is_refused_and_nothing_is_kept(l: Linked) {
 
 /// `officebridge outbox …`, the real binary on the app's own database.
 fn cli(l: &Linked, args: &[&str]) -> (bool, Value, String) {
+    cli_in(l, "outbox", args)
+}
+
+/// Runs `officebridge COMMAND ARGS…` on the app's database: success, stdout as JSON, stderr.
+pub fn cli_in(l: &Linked, command: &str, args: &[&str]) -> (bool, Value, String) {
     let dir = l.app.data_dir();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_officebridge"));
     for (k, _) in std::env::vars() {
@@ -665,7 +670,7 @@ fn cli(l: &Linked, args: &[&str]) -> (bool, Value, String) {
         .current_dir(dir)
         .env("OFFICEBRIDGE_DATABASE_URL", &l.app.database_url)
         .env("OFFICEBRIDGE_MASTER_KEY", l.app.master_key.expose_secret())
-        .arg("outbox")
+        .arg(command)
         .args(args)
         .output()
         .unwrap();

@@ -589,3 +589,181 @@ async fn an_xoauth2_token_the_server_refuses_is_refreshed_once_and_the_message_s
     let tries = s.peer.auth_log().into_iter().filter(|a| a["method"] == "XOAUTH2").count();
     assert_eq!(tries, 3, "first, refused, refreshed");
 }
+
+on_both!(a_crash_at_every_step_is_recovered_as_the_profile_says(smtp_setup));
+
+async fn a_crash_at_every_step_is_recovered_as_the_profile_says(s: Smtp) {
+    use officebridge::mail::outbox::CrashPoint;
+    let p = s.profile("HOLD", "default", "starttls", json!({"on_ambiguous": "hold"})).await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    let p = s
+        .profile("RESEND", "all_reports", "starttls", json!({"on_ambiguous": "resend"}))
+        .await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    for (function, hold) in [("default", true), ("all_reports", false)] {
+        for point in [CrashPoint::AfterClaim, CrashPoint::AfterSubmitting, CrashPoint::AfterSend] {
+            let id = s.queue(&mail(function, "ap@fabrikam.com", &format!("{function} {point:?}"))).await;
+            s.l.app.outbox.crash_at(Some(point));
+            assert!(s.l.app.outbox.run_once().await.is_err(), "{point:?}: the delivery stopped");
+            assert_eq!(s.status(&id).await["state"], "sending", "{point:?}: left to its lease");
+            s.l.app
+                .raw_text("UPDATE outbox SET lease_until_ms = 0 WHERE state = 'sending'")
+                .await;
+            s.drain().await;
+            let st = s.status(&id).await;
+            let copies = s.peer.copies(&mid(&id)).len();
+            // "submitting" is committed before the data: a stop after it is the window,
+            // whether or not the data had left (the server drops an unfinished DATA).
+            let (state, expected_copies) = match (point, hold) {
+                (CrashPoint::AfterClaim, _) => ("sent", 1),
+                (CrashPoint::AfterSubmitting, true) => ("held", 0),
+                (CrashPoint::AfterSubmitting, false) => ("sent", 1),
+                (_, true) => ("held", 1),
+                (_, false) => ("sent", 2),
+            };
+            assert_eq!(st["state"], state, "{function} {point:?}: {st}");
+            assert_eq!(copies, expected_copies, "{function} {point:?}: {st}");
+            if state == "held" {
+                assert_eq!(st["error"]["kind"], "ambiguous", "{st}");
+            }
+            if point != CrashPoint::AfterClaim && !hold {
+                let last = st["attempts"].as_array().unwrap().last().unwrap().clone();
+                assert!(last["detail"].as_str().unwrap().contains("sent again"), "{st}");
+            }
+        }
+    }
+}
+
+on_both!(a_profiles_test_message_reports_every_step_or_the_one_that_failed(smtp_setup));
+
+async fn a_profiles_test_message_reports_every_step_or_the_one_that_failed(s: Smtp) {
+    let p = s.profile("GOOD", "default", "starttls", json!({})).await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    let p = s
+        .profile("BADPASS", "all_reports", "tls", json!({"security": "tls", "password": "wrong"}))
+        .await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    let p = s
+        .profile(
+            "PLAIN",
+            "user_interface",
+            "plain",
+            json!({"security": "none", "allow_insecure": true, "auth": "none", "username": null, "password": null}),
+        )
+        .await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    let app = &s.l.app;
+
+    let r = app
+        .admin_post("/api/v1/profiles/GOOD/test", &json!({"to": "it@fabrikam.com"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let steps: Vec<&str> = r.json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["connect", "tls", "auth", "mail", "rcpt", "data"], "{}", r.text);
+    assert!(r.json["steps"].as_array().unwrap().iter().all(|s| s["ok"] == true), "{}", r.text);
+    assert!(
+        r.json["steps"][5]["detail"].as_str().unwrap().contains("250"),
+        "the server's reply: {}",
+        r.text
+    );
+    let got = s.peer.messages();
+    assert_eq!(got.len(), 1, "sent now, not queued");
+    assert_eq!(got[0].0["to"], json!(["it@fabrikam.com"]));
+    assert!(String::from_utf8_lossy(&got[0].1).contains("officebridge test message (profile GOOD)"));
+    assert_eq!(s.drain().await, 0, "nothing was queued");
+
+    let r = app
+        .admin_post("/api/v1/profiles/BADPASS/test", &json!({"to": "it@fabrikam.com"}))
+        .await;
+    r.assert_problem(502, None);
+    assert_eq!(r.json["type"], "/problems/profile-test-failed");
+    assert_eq!(r.json["step"], "auth", "{}", r.text);
+    assert!(r.json["detail"].as_str().unwrap().contains("535"), "{}", r.text);
+    assert!(!r.text.contains("wrong"), "the password is never shown: {}", r.text);
+    let steps: Vec<(&str, bool)> = r.json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["step"].as_str().unwrap(), s["ok"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(steps, [("connect", true), ("auth", false)], "{}", r.text);
+
+    app.admin_post("/api/v1/profiles/GOOD/test", &json!({"to": "not an address"}))
+        .await
+        .assert_problem(422, Some("to"));
+    app.admin_post("/api/v1/profiles/GOOD/test", &json!({}))
+        .await
+        .assert_problem(422, Some("to"));
+    app.admin_post("/api/v1/profiles/NOPE/test", &json!({"to": "it@fabrikam.com"}))
+        .await
+        .assert_problem(404, None);
+    let r = app
+        .client_post_json("/api/v1/profiles/GOOD/test", &json!({"to": "it@fabrikam.com"}))
+        .await;
+    r.assert_problem(403, None);
+
+    // The same from the command line.
+    let (ok, out, err) = crate::mail::cli_in(&s.l, "profiles", &["test", "PLAIN", "--to", "cli@fabrikam.com"]);
+    assert!(ok, "{err}");
+    assert_eq!(out["steps"][0]["step"], "connect", "{out}");
+    assert_eq!(s.peer.messages().len(), 2);
+    let (ok, out, err) = crate::mail::cli_in(&s.l, "profiles", &["test", "BADPASS", "--to", "cli@fabrikam.com"]);
+    assert!(!ok);
+    assert_eq!(out["failed_step"], "tls", "the CLI does not trust the test CA: {out}");
+    assert!(err.contains("failed at tls"), "{err}");
+}
+
+on_both!(a_graph_profiles_test_message_reports_the_token_and_the_request_id(graph_test));
+
+async fn graph_test(b: Backend) -> Option<Linked> {
+    crate::mail::direct(b).await
+}
+
+async fn a_graph_profiles_test_message_reports_the_token_and_the_request_id(l: Linked) {
+    let r = l
+        .app
+        .admin_post("/api/v1/profiles/DIRECT/test", &json!({"to": "it@fabrikam.com"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["steps"][0]["step"], "token", "{}", r.text);
+    assert_eq!(r.json["steps"][1]["step"], "send", "{}", r.text);
+    assert!(r.json["steps"][1]["detail"].as_str().unwrap().contains("request-id"), "{}", r.text);
+    let b: Value = l
+        .browser
+        .get(format!("{}/_emulator/mail/{}", l.emu, officebridge::emulator::seed::DEMO_USER))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sent = b["sent"].as_array().unwrap();
+    assert!(
+        sent.iter().any(|m| m["subject"] == "officebridge test message (profile DIRECT)"),
+        "{b}"
+    );
+    // A delegate profile needs the operator it sends as.
+    l.app
+        .admin_post("/api/v1/profiles/DELEGATE/test", &json!({"to": "it@fabrikam.com"}))
+        .await
+        .assert_problem(422, Some("X-Operator"));
+    let r = Answer::from(
+        l.app
+            .http
+            .post(l.app.url("/api/v1/profiles/DELEGATE/test"))
+            .bearer_auth(&l.app.admin_key)
+            .header("X-Operator", crate::onedrive::OPERATOR)
+            .json(&json!({"to": "it@fabrikam.com"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.json["steps"][0]["detail"].as_str().unwrap().contains("delegated"), "{}", r.text);
+}
