@@ -631,32 +631,27 @@ enum Via {
     Graph,
 }
 
-#[tokio::test]
-async fn kill_9_at_random_points_of_an_smtp_drain_loses_nothing_sqlite() {
-    kill_9_during_a_drain(Backend::Sqlite, Via::Smtp).await;
-}
-
-#[tokio::test]
-async fn kill_9_at_random_points_of_an_smtp_drain_loses_nothing_postgres() {
-    if crate::helpers::postgres_base_url().is_none() {
-        eprintln!("skipped: OFFICEBRIDGE_TEST_POSTGRES_URL is not set");
-        return;
+/// SQLite, and PostgreSQL when the suite has it.
+fn backends() -> Vec<Backend> {
+    let mut b = vec![Backend::Sqlite];
+    if crate::helpers::postgres_base_url().is_some() {
+        b.push(Backend::Postgres);
     }
-    kill_9_during_a_drain(Backend::Postgres, Via::Smtp).await;
+    b
 }
 
 #[tokio::test]
-async fn kill_9_at_random_points_of_a_graph_drain_loses_nothing_and_doubles_nothing_sqlite() {
-    kill_9_during_a_drain(Backend::Sqlite, Via::Graph).await;
-}
-
-#[tokio::test]
-async fn kill_9_at_random_points_of_a_graph_drain_loses_nothing_and_doubles_nothing_postgres() {
-    if crate::helpers::postgres_base_url().is_none() {
-        eprintln!("skipped: OFFICEBRIDGE_TEST_POSTGRES_URL is not set");
-        return;
+async fn kill_9_at_random_points_of_an_smtp_drain_loses_nothing() {
+    for b in backends() {
+        kill_9_during_a_drain(b, Via::Smtp).await;
     }
-    kill_9_during_a_drain(Backend::Postgres, Via::Graph).await;
+}
+
+#[tokio::test]
+async fn kill_9_at_random_points_of_a_graph_drain_loses_nothing_and_doubles_nothing() {
+    for b in backends() {
+        kill_9_during_a_drain(b, Via::Graph).await;
+    }
 }
 
 /// The real binary draining 300 queued messages, killed with SIGKILL at random moments and
@@ -808,14 +803,7 @@ async fn kill_9_during_a_drain(backend: Backend, via: Via) {
             })
             .collect(),
         (None, Some(emu)) => {
-            let b: Value = http
-                .get(format!("{emu}/_emulator/mail/{}", officebridge::emulator::seed::DEMO_USER))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let b = crate::mail::emulator_mailbox(&http, emu).await;
             assert!(b["drafts"].as_array().unwrap().is_empty(), "no draft left behind");
             let mut n = std::collections::HashMap::new();
             for m in b["sent"].as_array().unwrap() {

@@ -74,9 +74,13 @@ async fn post_mail(l: &Linked, body: &Value, headers: &[(&str, &str)]) -> crate:
     crate::helpers::Answer::from(r.send().await.unwrap()).await
 }
 
-async fn mailbox(l: &Linked) -> Value {
-    l.browser
-        .get(format!("{}/_emulator/mail/{DEMO_USER}", l.emu))
+pub async fn mailbox(l: &Linked) -> Value {
+    emulator_mailbox(&l.browser, &l.emu).await
+}
+
+/// The demo user's mailbox in the emulator at `emu`: `drafts` and `sent`.
+pub async fn emulator_mailbox(http: &reqwest::Client, emu: &str) -> Value {
+    http.get(format!("{emu}/_emulator/mail/{DEMO_USER}"))
         .send()
         .await
         .unwrap()

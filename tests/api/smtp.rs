@@ -168,6 +168,12 @@ impl Smtp {
             .await
     }
 
+    /// [`Smtp::profile`], which must be saved.
+    pub async fn add(&self, name: &str, function: &str, listener: &str, smtp: Value) {
+        let p = self.profile(name, function, listener, smtp).await;
+        assert_eq!(p.status, 201, "{}", p.text);
+    }
+
     pub async fn queue(&self, body: &Value) -> String {
         let r = self.l.app.client_post_json("/api/v1/mail", body).await;
         assert_eq!(r.status, 202, "{}", r.text);
@@ -187,6 +193,16 @@ impl Smtp {
     pub async fn drain(&self) -> usize {
         self.l.app.outbox.drain().await.unwrap()
     }
+}
+
+/// Profile fields: no TLS and no AUTH (the plain listener).
+fn insecure_no_auth() -> Value {
+    json!({"security": "none", "allow_insecure": true, "auth": "none", "username": null, "password": null})
+}
+
+/// Profile fields: XOAUTH2 with the demo tenant's token.
+fn xoauth2() -> Value {
+    json!({"auth": "xoauth2", "tenant": "DEMO", "username": null, "password": null})
 }
 
 fn mail(function: &str, to: &str, subject: &str) -> Value {
@@ -210,28 +226,10 @@ on_both!(
 );
 
 async fn each_listener_and_auth_method_delivers(s: Smtp) {
-    let p = s.profile("STARTTLS-PLAIN", "default", "starttls", json!({})).await;
-    assert_eq!(p.status, 201, "{}", p.text);
-    let p = s.profile("TLS-LOGIN", "all_reports", "tls", json!({"security": "tls"})).await;
-    assert_eq!(p.status, 201, "{}", p.text);
-    let p = s
-        .profile(
-            "XOAUTH2",
-            "system_administration",
-            "starttls",
-            json!({"auth": "xoauth2", "tenant": "DEMO", "username": null, "password": null}),
-        )
-        .await;
-    assert_eq!(p.status, 201, "{}", p.text);
-    let p = s
-        .profile(
-            "PLAIN-NONE",
-            "user_interface",
-            "plain",
-            json!({"security": "none", "allow_insecure": true, "auth": "none", "username": null, "password": null}),
-        )
-        .await;
-    assert_eq!(p.status, 201, "{}", p.text);
+    s.add("STARTTLS-PLAIN", "default", "starttls", json!({})).await;
+    s.add("TLS-LOGIN", "all_reports", "tls", json!({"security": "tls"})).await;
+    s.add("XOAUTH2", "system_administration", "starttls", xoauth2()).await;
+    s.add("PLAIN-NONE", "user_interface", "plain", insecure_no_auth()).await;
 
     let cases = [
         ("default", "starttls", true, Some("PLAIN")),
@@ -270,8 +268,7 @@ async fn each_listener_and_auth_method_delivers(s: Smtp) {
 }
 
 async fn a_wrong_password_fails_at_once_with_the_servers_reply(s: Smtp) {
-    let p = s.profile("WRONG", "default", "starttls", json!({"password": "not it"})).await;
-    assert_eq!(p.status, 201, "{}", p.text);
+    s.add("WRONG", "default", "starttls", json!({"password": "not it"})).await;
     let id = s.queue(&mail("default", "ap@fabrikam.com", "never")).await;
     assert_eq!(s.drain().await, 1);
     let st = s.status(&id).await;
@@ -287,8 +284,7 @@ async fn a_wrong_password_fails_at_once_with_the_servers_reply(s: Smtp) {
 }
 
 async fn starttls_that_is_not_offered_is_refused_before_credentials_are_sent(s: Smtp) {
-    let p = s.profile("HIDDEN", "default", "hidden", json!({})).await;
-    assert_eq!(p.status, 201, "{}", p.text);
+    s.add("HIDDEN", "default", "hidden", json!({})).await;
     let id = s.queue(&mail("default", "ap@fabrikam.com", "downgraded")).await;
     assert_eq!(s.drain().await, 1);
     let st = s.status(&id).await;
@@ -305,8 +301,7 @@ async fn untrusted(b: Backend) -> Option<Smtp> {
 }
 
 async fn an_unknown_ca_is_refused_then_trusted_once_configured(s: Smtp) {
-    let p = s.profile("CA", "default", "tls", json!({"security": "tls"})).await;
-    assert_eq!(p.status, 201, "{}", p.text);
+    s.add("CA", "default", "tls", json!({"security": "tls"})).await;
     let id = s.queue(&mail("default", "ap@fabrikam.com", "trust me")).await;
     assert_eq!(s.drain().await, 1, "{}", s.status(&id).await);
     let st = s.status(&id).await;
@@ -326,8 +321,7 @@ async fn an_unknown_ca_is_refused_then_trusted_once_configured(s: Smtp) {
 }
 
 async fn transient_replies_are_retried_and_permanent_ones_fail_at_once(s: Smtp) {
-    let p = s.profile("DOCS", "default", "starttls", json!({})).await;
-    assert_eq!(p.status, 201, "{}", p.text);
+    s.add("DOCS", "default", "starttls", json!({})).await;
     let mut transient = vec![];
     for (to, tries) in [
         ("data-421-4.4.2-x1@fabrikam.com", 1),
@@ -366,12 +360,10 @@ async fn transient_replies_are_retried_and_permanent_ones_fail_at_once(s: Smtp) 
 }
 
 async fn the_rfc_1047_window_holds_or_resends_as_the_profile_says(s: Smtp) {
-    let p = s.profile("HOLD", "default", "starttls", json!({"on_ambiguous": "hold"})).await;
-    assert_eq!(p.status, 201, "{}", p.text);
+    s.add("HOLD", "default", "starttls", json!({"on_ambiguous": "hold"})).await;
     let p = s
         .profile("RESEND", "all_reports", "starttls", json!({"on_ambiguous": "resend"}))
         .await;
-    assert_eq!(p.status, 201, "{}", p.text);
     assert_eq!(p.json["smtp"]["on_ambiguous"], "resend", "{}", p.text);
     // The reply to the final dot comes after our 1 s, the first time; or never, the
     // connection dropped with the message spooled.
@@ -420,10 +412,8 @@ async fn non_ascii_subjects_and_names_decode_in_pythons_email_parser(s: Smtp) {
     if !crate::helpers::python_has("email") {
         return;
     }
-    let p = s
-        .profile("INTL", "default", "starttls", json!({"from_name": "Société Générale — Compta"}))
+    s.add("INTL", "default", "starttls", json!({"from_name": "Société Générale — Compta"}))
         .await;
-    assert_eq!(p.status, 201, "{}", p.text);
     let subject = "Relevé de compte — März 2026 ✓ 請求書";
     let body = json!({"company": "ACME", "function": "default",
         "to": [{"address": "joerg@fabrikam.com", "name": "Jörg Müller, Einkauf"}],
@@ -440,8 +430,6 @@ async fn non_ascii_subjects_and_names_decode_in_pythons_email_parser(s: Smtp) {
         json!(["joerg@fabrikam.com", "zoe@fabrikam.com", "audit@contoso.com"]),
         "Bcc in the envelope"
     );
-    let eml = s.peer.spool.path().join("intl.eml");
-    std::fs::write(&eml, &raw).unwrap();
     let script = r#"
 import email, email.policy, json, sys
 m = email.message_from_bytes(open(sys.argv[1], 'rb').read(), policy=email.policy.default)
@@ -454,14 +442,7 @@ print(json.dumps({
   "file": att[0].get_filename(), "file_bytes": att[0].get_content().hex(),
 }))
 "#;
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&eml)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got: Value = serde_json::from_str(&python_reads(&s, script, &raw)).unwrap();
     assert_eq!(got["subject"], subject);
     assert_eq!(got["from_name"], "Société Générale — Compta");
     assert_eq!(got["from"], SMTP_USER);
@@ -476,6 +457,20 @@ print(json.dumps({
     assert_eq!(got["file_bytes"], hex(b"%PDF-1.4\n"));
 }
 
+/// What a Python `script` printed for the raw message (its path is `sys.argv[1]`).
+fn python_reads(s: &Smtp, script: &str, raw: &[u8]) -> String {
+    let eml = s.peer.spool.path().join("read.eml");
+    std::fs::write(&eml, raw).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&eml)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -484,8 +479,7 @@ async fn a_20_mb_attachment_arrives_byte_identical(s: Smtp) {
     if !crate::helpers::python_has("email") {
         return;
     }
-    let p = s.profile("BIG", "default", "tls", json!({"security": "tls"})).await;
-    assert_eq!(p.status, 201, "{}", p.text);
+    s.add("BIG", "default", "tls", json!({"security": "tls"})).await;
     let bytes: Vec<u8> = (0..20 * 1024 * 1024).map(|i: usize| ((i * 131 + i / 4099) % 256) as u8).collect();
     let r =
         s.l.app
@@ -508,40 +502,29 @@ async fn a_20_mb_attachment_arrives_byte_identical(s: Smtp) {
     assert_eq!(peer.outbox.drain().await.unwrap(), 1);
     assert_eq!(s.status(&id).await["state"], "sent");
     let (_, raw) = s.peer.copies(&mid(&id)).remove(0);
-    let eml = s.peer.spool.path().join("big.eml");
-    std::fs::write(&eml, &raw).unwrap();
     let script = r#"
 import email, email.policy, hashlib, sys
 m = email.message_from_bytes(open(sys.argv[1], 'rb').read(), policy=email.policy.default)
 a = next(m.iter_attachments())
 print(a.get_filename(), hashlib.sha256(a.get_content()).hexdigest())
 "#;
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&eml)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = python_reads(&s, script, &raw);
     let digest = {
         use sha2::Digest;
         hex(&sha2::Sha256::digest(&bytes))
     };
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("ledger.bin {digest}"));
+    assert_eq!(out.trim(), format!("ledger.bin {digest}"));
 }
 
 async fn exchanges_documented_refusals_fail_with_a_hint(s: Smtp) {
-    let p = s
-        .profile(
-            "DISABLED",
-            "default",
-            "starttls",
-            json!({"username": "smtp-auth-disabled@contoso.com"}),
-        )
-        .await;
-    assert_eq!(p.status, 201, "{}", p.text);
-    let p = s.profile("QUOTA", "all_reports", "starttls", json!({})).await;
-    assert_eq!(p.status, 201, "{}", p.text);
+    s.add(
+        "DISABLED",
+        "default",
+        "starttls",
+        json!({"username": "smtp-auth-disabled@contoso.com"}),
+    )
+    .await;
+    s.add("QUOTA", "all_reports", "starttls", json!({})).await;
     let disabled = s.queue(&mail("default", "ap@fabrikam.com", "auth disabled")).await;
     let quota = s.queue(&mail("all_reports", "data-554-5.2.0@fabrikam.com", "over quota")).await;
     assert_eq!(s.drain().await, 2);
@@ -564,15 +547,7 @@ async fn no_reuse(b: Backend) -> Option<Smtp> {
 }
 
 async fn an_xoauth2_token_the_server_refuses_is_refreshed_once_and_the_message_sent(s: Smtp) {
-    let p = s
-        .profile(
-            "OAUTH",
-            "default",
-            "starttls",
-            json!({"auth": "xoauth2", "tenant": "DEMO", "username": null, "password": null}),
-        )
-        .await;
-    assert_eq!(p.status, 201, "{}", p.text);
+    s.add("OAUTH", "default", "starttls", xoauth2()).await;
     let first = s.queue(&mail("default", "ap@fabrikam.com", "first")).await;
     assert_eq!(s.drain().await, 1);
     let (meta, _) = s.peer.copies(&mid(&first)).remove(0);
@@ -594,12 +569,8 @@ on_both!(a_crash_at_every_step_is_recovered_as_the_profile_says(smtp_setup));
 
 async fn a_crash_at_every_step_is_recovered_as_the_profile_says(s: Smtp) {
     use officebridge::mail::outbox::CrashPoint;
-    let p = s.profile("HOLD", "default", "starttls", json!({"on_ambiguous": "hold"})).await;
-    assert_eq!(p.status, 201, "{}", p.text);
-    let p = s
-        .profile("RESEND", "all_reports", "starttls", json!({"on_ambiguous": "resend"}))
-        .await;
-    assert_eq!(p.status, 201, "{}", p.text);
+    s.add("HOLD", "default", "starttls", json!({"on_ambiguous": "hold"})).await;
+    s.add("RESEND", "all_reports", "starttls", json!({"on_ambiguous": "resend"})).await;
     for (function, hold) in [("default", true), ("all_reports", false)] {
         for point in [CrashPoint::AfterClaim, CrashPoint::AfterSubmitting, CrashPoint::AfterSend] {
             let id = s.queue(&mail(function, "ap@fabrikam.com", &format!("{function} {point:?}"))).await;
@@ -637,21 +608,10 @@ async fn a_crash_at_every_step_is_recovered_as_the_profile_says(s: Smtp) {
 on_both!(a_profiles_test_message_reports_every_step_or_the_one_that_failed(smtp_setup));
 
 async fn a_profiles_test_message_reports_every_step_or_the_one_that_failed(s: Smtp) {
-    let p = s.profile("GOOD", "default", "starttls", json!({})).await;
-    assert_eq!(p.status, 201, "{}", p.text);
-    let p = s
-        .profile("BADPASS", "all_reports", "tls", json!({"security": "tls", "password": "wrong"}))
+    s.add("GOOD", "default", "starttls", json!({})).await;
+    s.add("BADPASS", "all_reports", "tls", json!({"security": "tls", "password": "wrong"}))
         .await;
-    assert_eq!(p.status, 201, "{}", p.text);
-    let p = s
-        .profile(
-            "PLAIN",
-            "user_interface",
-            "plain",
-            json!({"security": "none", "allow_insecure": true, "auth": "none", "username": null, "password": null}),
-        )
-        .await;
-    assert_eq!(p.status, 201, "{}", p.text);
+    s.add("PLAIN", "user_interface", "plain", insecure_no_auth()).await;
     let app = &s.l.app;
 
     let r = app
@@ -733,15 +693,7 @@ async fn a_graph_profiles_test_message_reports_the_token_and_the_request_id(l: L
     assert_eq!(r.json["steps"][0]["step"], "token", "{}", r.text);
     assert_eq!(r.json["steps"][1]["step"], "send", "{}", r.text);
     assert!(r.json["steps"][1]["detail"].as_str().unwrap().contains("request-id"), "{}", r.text);
-    let b: Value = l
-        .browser
-        .get(format!("{}/_emulator/mail/{}", l.emu, officebridge::emulator::seed::DEMO_USER))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let b = crate::mail::mailbox(&l).await;
     let sent = b["sent"].as_array().unwrap();
     assert!(
         sent.iter().any(|m| m["subject"] == "officebridge test message (profile DIRECT)"),
