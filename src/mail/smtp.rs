@@ -31,7 +31,11 @@ use crate::store::outbox::{Claimed, Finish, Outcome, Reason, Step};
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Attachment as MimeAttachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+// `AsyncNetworkStream` is deprecated as "not meant to be public", but it is lettre's only way
+// to put its TLS on a socket we opened (to turn Nagle off); see `SmtpClient::connect`.
+#[allow(deprecated)]
+use lettre::transport::smtp::client::AsyncNetworkStream;
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::{Address, Message};
@@ -482,6 +486,43 @@ impl SmtpClient {
         }
     }
 
+    /// TCP with Nagle's algorithm off (lettre writes the message and its final dot apart:
+    /// with Nagle on and the server's delayed ACK, every message waited ~40 ms), TLS from the
+    /// first byte for `tls`, then the greeting and EHLO.
+    async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+        implicit: Option<TlsParameters>,
+        hello: &ClientId,
+    ) -> Result<AsyncSmtpConnection, (Phase, Fault)> {
+        let tcp = match tokio::time::timeout(self.command_timeout, tokio::net::TcpStream::connect((host, port))).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => return Err((Phase::Connect, Fault::Network(e.to_string()))),
+            Err(_) => return Err((Phase::Connect, Fault::Timeout)),
+        };
+        let peer = tcp.peer_addr().map_err(|e| (Phase::Connect, Fault::Network(e.to_string())))?;
+        tcp.set_nodelay(true).map_err(|e| (Phase::Connect, Fault::Network(e.to_string())))?;
+        let stream: Box<dyn AsyncTokioStream> = match implicit {
+            None => Box::new(Stream { inner: tcp, peer }),
+            Some(tls) => {
+                #[allow(deprecated)] // lettre's own way to put TLS on a stream it did not open
+                let mut net = AsyncNetworkStream::use_existing_tokio1(Box::new(Stream { inner: tcp, peer }));
+                self.timed(self.command_timeout, net.upgrade_tls(tls)).await.map_err(|f| match f {
+                    Fault::Timeout => (Phase::Tls, f),
+                    other => (Phase::Tls, Fault::Tls(other.describe())),
+                })?;
+                Box::new(Stream {
+                    inner: tokio_util::compat::FuturesAsyncReadCompatExt::compat(net),
+                    peer,
+                })
+            }
+        };
+        self.timed(self.command_timeout, AsyncSmtpConnection::connect_with_transport(stream, hello))
+            .await
+            .map_err(|f| (Phase::Connect, f))
+    }
+
     /// A new connection: TCP (and TLS for `tls`), EHLO, STARTTLS for `starttls`, AUTH.
     async fn open(&self, s: &SmtpSettings, login: &Login, trace: &mut Trace) -> Result<AsyncSmtpConnection, (Phase, Fault)> {
         let hello = ClientId::Domain(s.from.as_str().rsplit_once('@').map_or("localhost", |(_, d)| d).to_string());
@@ -491,18 +532,10 @@ impl SmtpClient {
         };
         let t = Instant::now();
         let host = s.host.trim_start_matches('[').trim_end_matches(']').to_string();
-        let mut conn = self
-            .timed(
-                self.command_timeout,
-                AsyncSmtpConnection::connect_tokio1((host.as_str(), s.port), Some(self.command_timeout), &hello, implicit, None),
-            )
-            .await
-            .map_err(|f| {
-                // Implicit TLS fails inside the connect: say which.
-                let phase = if matches!(f, Fault::Tls(_)) { Phase::Tls } else { Phase::Connect };
-                trace.push(phase.step(), false, f.describe(), t);
-                (phase, f)
-            })?;
+        let mut conn = self.connect(&host, s.port, implicit, &hello).await.map_err(|(phase, f)| {
+            trace.push(phase.step(), false, f.describe(), t);
+            (phase, f)
+        })?;
         trace.push(
             "connect",
             true,
@@ -650,6 +683,47 @@ impl SmtpClient {
                 Ok(Err((phase, f)))
             }
         }
+    }
+}
+
+/// A connection lettre reads and writes through: TCP, or TLS over it for `tls`.
+#[derive(Debug)]
+struct Stream<S> {
+    inner: S,
+    peer: std::net::SocketAddr,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Stream<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Stream<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + Unpin + std::fmt::Debug> AsyncTokioStream for Stream<S> {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        Ok(self.peer)
     }
 }
 
