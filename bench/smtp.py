@@ -16,7 +16,8 @@ in the same run and at the same concurrency:
 The reference is run before and after the drain; their spread is the machine's noise.
 Target: officebridge's rate >= 50% of smtp-source's.
 
-Usage: python3 bench/smtp.py [--messages 10000] [--concurrency 4]
+Usage: python3 bench/smtp.py [--messages 10000] [--concurrency 4] [--postgres postgres://postgres@127.0.0.1:5432/test]
+(--postgres: the outbox in a fresh schema of that database instead of SQLite)
 Needs: apt-get install postfix (for /usr/sbin/smtp-sink and /usr/sbin/smtp-source).
 """
 import argparse
@@ -115,15 +116,22 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=10000)
     ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--postgres", help="a PostgreSQL URL; the bench works in a fresh schema of it")
     args = ap.parse_args()
     for tool in (SINK, SOURCE):
         if not os.path.exists(tool):
             raise SystemExit(f"{tool} is missing: apt-get install postfix")
     subprocess.run(["cargo", "build", "--release", "--bin", "officebridge"], cwd=common.ROOT, check=True)
-    results = {"concurrency": args.concurrency, "message_bytes": len(TEXT)}
+    results = {"concurrency": args.concurrency, "message_bytes": len(TEXT),
+               "database": "postgresql" if args.postgres else "sqlite"}
     with tempfile.TemporaryDirectory() as work, Sink() as sink:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OFFICEBRIDGE_")}
-        env.update(OFFICEBRIDGE_DATABASE_URL=f"sqlite://{work}/bench.db",
+        database_url = f"sqlite://{work}/bench.db"
+        if args.postgres:
+            schema = f"bench_{secrets.token_hex(8)}"
+            subprocess.run(["psql", args.postgres, "-q", "-c", f"CREATE SCHEMA {schema}"], check=True)
+            database_url = f"{args.postgres}?options=-c%20search_path%3D{schema}"
+        env.update(OFFICEBRIDGE_DATABASE_URL=database_url,
                    OFFICEBRIDGE_MASTER_KEY=base64.b64encode(secrets.token_bytes(32)).decode(),
                    OFFICEBRIDGE_DATA_DIR=work, OFFICEBRIDGE_LOG__LEVEL="warn",
                    OFFICEBRIDGE_PUBLIC_URL="http://localhost:8080")

@@ -445,13 +445,24 @@ impl Store {
         let due = "(state IN ('queued', 'retrying') AND next_attempt_ms <= $3) OR (state = 'sending' AND lease_until_ms < $3)";
         // PostgreSQL: rows another instance is claiming are skipped, not waited for. SQLite
         // has one writer at a time, so the conditional update alone is exclusive.
-        let pick = match self.dialect() {
-            Dialect::Postgres => format!("SELECT id FROM outbox WHERE {due} ORDER BY next_attempt_ms LIMIT 1 FOR UPDATE SKIP LOCKED"),
-            Dialect::Sqlite => format!("SELECT id FROM outbox WHERE {due} ORDER BY next_attempt_ms LIMIT 1"),
+        // PostgreSQL picks the partial index by itself; SQLite's planner prefers `outbox_due`
+        // and a sort, so it is named.
+        let (lock, pending) = match self.dialect() {
+            Dialect::Postgres => (" FOR UPDATE SKIP LOCKED", "outbox"),
+            Dialect::Sqlite => ("", "outbox INDEXED BY outbox_pending"),
         };
+        // A message whose worker died first (its lease expired: it was claimed before any
+        // queued one is due), else the oldest due one through the partial index
+        // `outbox_pending` — one index entry read, not every pending message sorted. COALESCE
+        // evaluates its second query only when the first finds nothing, in both databases.
+        let pick = format!(
+            "COALESCE((SELECT id FROM outbox WHERE state = 'sending' AND lease_until_ms < $3 LIMIT 1{lock}), \
+             (SELECT id FROM {pending} WHERE state IN ('queued', 'retrying') AND next_attempt_ms <= $3 \
+              ORDER BY next_attempt_ms LIMIT 1{lock}))"
+        );
         let sql = format!(
             "UPDATE outbox SET state = 'sending', lease_owner = $1, lease_until_ms = $2 \
-             WHERE id = ({pick}) AND ({due}) RETURNING {MAIL_COLUMNS}"
+             WHERE id = {pick} AND ({due}) RETURNING {MAIL_COLUMNS}"
         );
         let row: Option<MailRow> = on_pool!(self, |p| sqlx::query_as(&sql)
             .bind(owner)
