@@ -748,20 +748,49 @@ async fn kill_9_during_a_drain(backend: Backend, via: Via) {
     let p = Answer::from(admin_post("/api/v1/profiles", profile).await.unwrap()).await;
     assert_eq!(p.status, 201, "{}", p.text);
 
+    // Through Graph every 20th message carries a 3.5 MB file (an upload session, killed
+    // mid-way some of the time).
+    let file: Vec<u8> = (0..3_500_000usize).map(|i| ((i * 31 + i / 7919) % 251) as u8).collect();
+    let upload = match via {
+        Via::Graph => {
+            let a = Answer::from(
+                http.post(format!("{}/api/v1/uploads?name=statement.pdf", server.base))
+                    .bearer_auth(&key)
+                    .header("content-type", "application/pdf")
+                    .body(file.clone())
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(a.status, 201, "{}", a.text);
+            Some(a.json["id"].clone())
+        }
+        Via::Smtp => None,
+    };
     // Queued while the server runs (and its workers already drain).
     let mut ids = Vec::new();
+    let mut with_file = std::collections::HashSet::new();
     for chunk in (0..300).collect::<Vec<_>>().chunks(25) {
         let posts = chunk.iter().map(|i| {
+            let mut body = json!({"company": "ACME", "function": "default", "to": ["ap@fabrikam.com"],
+                                  "subject": format!("Statement {i}"), "text": "Your statement."});
+            if let Some(up) = upload.as_ref().filter(|_| i % 20 == 0) {
+                body["attachments"] = json!([{"upload": up}]);
+            }
             http.post(format!("{}/api/v1/mail", server.base))
                 .bearer_auth(&key)
-                .json(&json!({"company": "ACME", "function": "default", "to": ["ap@fabrikam.com"],
-                              "subject": format!("Statement {i}"), "text": "Your statement."}))
+                .json(&body)
                 .send()
         });
-        for r in futures_util::future::join_all(posts).await {
+        for (i, r) in chunk.iter().zip(futures_util::future::join_all(posts).await) {
             let a = Answer::from(r.unwrap()).await;
             assert_eq!(a.status, 202, "{}", a.text);
-            ids.push(a.json["id"].as_str().unwrap().to_string());
+            let id = a.json["id"].as_str().unwrap().to_string();
+            if upload.is_some() && i % 20 == 0 {
+                with_file.insert(id.clone());
+            }
+            ids.push(id);
         }
     }
     // Killed at random moments of the drain, started again each time.
@@ -808,9 +837,22 @@ async fn kill_9_during_a_drain(backend: Backend, via: Via) {
             let mut n = std::collections::HashMap::new();
             for m in b["sent"].as_array().unwrap() {
                 for p in m["singleValueExtendedProperties"].as_array().into_iter().flatten() {
-                    *n.entry(p["value"].as_str().unwrap().to_string()).or_default() += 1;
+                    let id = p["value"].as_str().unwrap().to_string();
+                    let atts = m["attachments"].as_array().map_or(0, Vec::len);
+                    if with_file.contains(&id) {
+                        use base64::Engine;
+                        assert_eq!(atts, 1, "one attachment, not two: {id}");
+                        let bytes = base64::engine::general_purpose::STANDARD
+                            .decode(m["attachments"][0]["contentBytes"].as_str().unwrap())
+                            .unwrap();
+                        assert!(bytes == file, "message {id}: the attachment is byte-identical");
+                    } else {
+                        assert_eq!(atts, 0, "{id}");
+                    }
+                    *n.entry(id).or_default() += 1;
                 }
             }
+            assert_eq!(with_file.len(), 15, "every 20th message had the file");
             n
         }
         _ => unreachable!(),
