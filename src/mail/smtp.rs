@@ -945,12 +945,13 @@ pub async fn deliver(ob: &Outbox, claim: &Claimed, owner: &str) -> Result<Result
     };
     let lease = ob.policy.lease_ms;
     let on_ambiguous = target.settings.on_ambiguous;
-    // Found "submitting": the process stopped with the data on its way, and whether the
-    // server has the message is not known.
-    let mut after_crash = false;
-    if claim.step == Step::Submitting {
-        ob.store.mail_step(&claim.id, owner, Step::New, None, lease).await?;
-        let why = "the delivery stopped while the message's data was being sent (the process ended before the server's reply was recorded): the server may have the message";
+    // Found "submitting": an earlier delivery stopped with the data on its way (the process
+    // ended, or the reply was lost and the profile resends), and whether the server has the
+    // message is not known. The step stays "submitting" until a delivery ends — sent, held, or
+    // failed before the data — so a process that stops again meanwhile leaves the same mark.
+    let after_crash = claim.step == Step::Submitting;
+    if after_crash {
+        let why = "an earlier delivery stopped while the message's data was being sent, before the server's reply was recorded: the server may have the message";
         match on_ambiguous {
             OnAmbiguous::Hold => {
                 return Ok(Ok(Finish::Held {
@@ -962,7 +963,7 @@ pub async fn deliver(ob: &Outbox, claim: &Claimed, owner: &str) -> Result<Result
                     outcome: Outcome::Ambiguous,
                 }));
             }
-            OnAmbiguous::Resend => after_crash = true,
+            OnAmbiguous::Resend => {}
         }
     }
     let mut files = Vec::with_capacity(claim.attachments.len());
@@ -995,7 +996,7 @@ pub async fn deliver(ob: &Outbox, claim: &Claimed, owner: &str) -> Result<Result
     let sent = target.send(ob, &message, true, &mut trace, submitting).await?;
     drop(message);
     let resent = if after_crash {
-        " (sent again after an interrupted delivery; on_ambiguous: resend)"
+        " (sent again: an earlier delivery may have reached the server; on_ambiguous: resend)"
     } else {
         ""
     };
@@ -1008,34 +1009,29 @@ pub async fn deliver(ob: &Outbox, claim: &Claimed, owner: &str) -> Result<Result
             }))
         }
         Err(f) => {
-            // Anything but the window: the data did not arrive, and the next try starts over.
-            if !matches!(f, Failure::Ambiguous(_)) && trace.0.iter().any(|s| s.step == "data") {
+            // Anything but the window: this delivery's data did not arrive, and the next try
+            // starts over — unless an earlier one may have reached the server.
+            if !matches!(f, Failure::Ambiguous(_)) && !after_crash && trace.0.iter().any(|s| s.step == "data") {
                 ob.store.mail_step(&claim.id, owner, Step::New, None, lease).await?;
             }
             match (f, on_ambiguous) {
-                (Failure::Ambiguous(r), OnAmbiguous::Hold) => {
-                    ob.store.mail_step(&claim.id, owner, Step::New, None, lease).await?;
-                    Ok(Ok(Finish::Held {
-                        reason: Reason {
-                            detail: format!(
-                                "{}; held for a person to release (send again) or cancel (on_ambiguous: hold)",
-                                r.detail
-                            ),
-                            ..r
-                        },
-                        outcome: Outcome::Ambiguous,
-                    }))
-                }
-                (Failure::Ambiguous(r), OnAmbiguous::Resend) => {
-                    ob.store.mail_step(&claim.id, owner, Step::New, None, lease).await?;
-                    Ok(Err(Failure::Ambiguous(Reason {
+                (Failure::Ambiguous(r), OnAmbiguous::Hold) => Ok(Ok(Finish::Held {
+                    reason: Reason {
                         detail: format!(
-                            "{}; it will be sent again with the same Message-ID (on_ambiguous: resend)",
+                            "{}; held for a person to release (send again) or cancel (on_ambiguous: hold)",
                             r.detail
                         ),
                         ..r
-                    })))
-                }
+                    },
+                    outcome: Outcome::Ambiguous,
+                })),
+                (Failure::Ambiguous(r), OnAmbiguous::Resend) => Ok(Err(Failure::Ambiguous(Reason {
+                    detail: format!(
+                        "{}; it will be sent again with the same Message-ID (on_ambiguous: resend)",
+                        r.detail
+                    ),
+                    ..r
+                }))),
                 (f, _) => Ok(Err(f)),
             }
         }

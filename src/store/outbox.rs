@@ -779,7 +779,10 @@ impl Store {
         let moved = in_tx!(self, |tx| {
             // The state is checked in the update itself: a worker may claim it meanwhile.
             let moved = sqlx::query(
-                "UPDATE outbox SET state = $2, next_attempt_ms = $3, attempts = CASE WHEN $2 = 'queued' THEN 0 ELSE attempts END \
+                // A held message is one whose delivery may have reached the server (SMTP's
+                // RFC 1047 window); released by a person, it is sent again from the start.
+                "UPDATE outbox SET state = $2, next_attempt_ms = $3, attempts = CASE WHEN $2 = 'queued' THEN 0 ELSE attempts END, \
+                 step = CASE WHEN state = 'held' AND $2 = 'queued' THEN 'new' ELSE step END \
                  WHERE id = $1 AND state IN ($4, $5, $6)",
             )
             .bind(&key)

@@ -719,3 +719,43 @@ async fn a_graph_profiles_test_message_reports_the_token_and_the_request_id(l: L
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(r.json["steps"][0]["detail"].as_str().unwrap().contains("delegated"), "{}", r.text);
 }
+
+on_both!(a_message_that_may_have_reached_the_server_stays_marked_through_later_failures(
+    smtp_setup
+));
+
+/// A delivery stopped after the server took the data; the next one fails before its data (a
+/// wrong password); the message is retried: its resend still says an earlier delivery may
+/// have arrived — the mark is not lost to the failure in between.
+async fn a_message_that_may_have_reached_the_server_stays_marked_through_later_failures(s: Smtp) {
+    use officebridge::mail::outbox::CrashPoint;
+    s.add("RESEND", "default", "starttls", json!({"on_ambiguous": "resend"})).await;
+    let id = s.queue(&mail("default", "ap@fabrikam.com", "marked")).await;
+    s.l.app.outbox.crash_at(Some(CrashPoint::AfterSend));
+    assert!(s.l.app.outbox.run_once().await.is_err());
+    assert_eq!(s.peer.copies(&mid(&id)).len(), 1, "the server has it");
+
+    let profile = |password: &str| {
+        json!({"name": "RESEND", "provider": "smtp", "apply_to": "system", "functions": ["default"],
+               "smtp": {"host": "localhost", "port": s.peer.port("starttls"), "from": SMTP_USER, "username": SMTP_USER,
+                        "password": password, "on_ambiguous": "resend"}})
+    };
+    let r = s.l.app.admin_put("/api/v1/profiles/RESEND", &profile("wrong")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    s.l.app
+        .raw_text("UPDATE outbox SET lease_until_ms = 0 WHERE state = 'sending'")
+        .await;
+    assert_eq!(s.drain().await, 1);
+    assert_eq!(s.status(&id).await["state"], "failed");
+
+    let r = s.l.app.admin_put("/api/v1/profiles/RESEND", &profile(SMTP_PASSWORD)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s.l.app.client_post_json(&format!("/api/v1/mail/{id}/retry"), &json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(s.drain().await, 1);
+    let st = s.status(&id).await;
+    assert_eq!(st["state"], "sent", "{st}");
+    let last = st["attempts"].as_array().unwrap().last().unwrap().clone();
+    assert!(last["detail"].as_str().unwrap().contains("sent again"), "{st}");
+    assert_eq!(s.peer.copies(&mid(&id)).len(), 2);
+}
