@@ -150,8 +150,8 @@ pub struct MailSettings {
     /// Seconds an SMTP server has to accept the message's data and answer the final dot
     /// (RFC 5321 §4.5.3.2 suggests 10 minutes); a timeout here is the RFC 1047 window.
     pub smtp_data_timeout_secs: u64,
-    /// Open connections kept per SMTP profile (at most 3 for Microsoft 365 hosts, Exchange
-    /// Online's limit per mailbox).
+    /// SMTP connections open at once per server (for Microsoft 365 hosts at most 3 per
+    /// mailbox, Exchange Online's limit), kept open for the next message.
     pub smtp_connections: usize,
     /// Seconds an open SMTP connection is kept for the next message; 0: a connection per
     /// message.

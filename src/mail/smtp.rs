@@ -426,20 +426,24 @@ impl SmtpClient {
         b.build_rustls().map_err(|e| Fault::Tls(e.to_string()))
     }
 
-    async fn permit(&self, s: &SmtpSettings) -> OwnedSemaphorePermit {
+    /// The connections `s` may have open at once: per mailbox for Microsoft 365 (Exchange
+    /// counts them per mailbox, whichever profile opens them), per server else.
+    fn limiter(&self, s: &SmtpSettings) -> Arc<Semaphore> {
         let (key, n) = if is_microsoft_365(&s.host) {
             (format!("m365\u{1f}{}", s.from.as_str().to_ascii_lowercase()), M365_CONNECTIONS)
         } else {
-            (format!("{}\u{1f}{}", s.host, s.port), self.per_profile)
+            (format!("{}\u{1f}{}", s.host.to_ascii_lowercase(), s.port), self.per_profile)
         };
-        let sem = self
-            .limits
+        self.limits
             .lock()
             .expect("limits lock")
             .entry(key)
             .or_insert_with(|| Arc::new(Semaphore::new(n)))
-            .clone();
-        sem.acquire_owned().await.expect("the semaphore is never closed")
+            .clone()
+    }
+
+    async fn permit(&self, s: &SmtpSettings) -> OwnedSemaphorePermit {
+        self.limiter(s).acquire_owned().await.expect("the semaphore is never closed")
     }
 
     fn pool_key(s: &SmtpSettings, login: &Login) -> String {
@@ -1097,6 +1101,41 @@ mod tests {
             Ok(Failure::Permanent(r)) => assert!(r.detail.contains("Set-CASMailbox"), "{}", r.detail),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn settings(host: &str, from: &str) -> SmtpSettings {
+        SmtpSettings {
+            host: host.into(),
+            port: 587,
+            security: SmtpSecurity::Starttls,
+            allow_insecure: false,
+            from: crate::domain::EmailAddress::parse(from).unwrap(),
+            from_name: None,
+            auth: SmtpAuth::None,
+            on_ambiguous: OnAmbiguous::Hold,
+        }
+    }
+
+    #[test]
+    fn microsoft_365_gets_three_connections_per_mailbox_others_the_setting() {
+        let client = SmtpClient::new(&MailSettings {
+            smtp_connections: 8,
+            ..MailSettings::default()
+        })
+        .unwrap();
+        let a = client.limiter(&settings("smtp.office365.com", "ar@contoso.com"));
+        assert_eq!(a.available_permits(), 3);
+        // The same mailbox through another profile shares the three; another mailbox has its own.
+        let again = client.limiter(&settings("SMTP.office365.com", "AR@contoso.com"));
+        assert!(Arc::ptr_eq(&a, &again));
+        let other = client.limiter(&settings("smtp.office365.com", "ap@contoso.com"));
+        assert!(!Arc::ptr_eq(&a, &other));
+        assert_eq!(
+            client.limiter(&settings("relay.contoso.com", "ar@contoso.com")).available_permits(),
+            8
+        );
+        assert!(is_microsoft_365("contoso-com.mail.protection.outlook.com"));
+        assert!(!is_microsoft_365("smtp.gmail.com"));
     }
 
     #[test]
