@@ -21,10 +21,9 @@
 //! draft still in Drafts after it is sent again; neither is `failed` for a person to look at.
 
 use super::outbox::{CrashPoint, Failure, Outbox, RunError};
-use crate::domain::{OperatorCode, ProfileName, Recipient, StoredMessage, TenantCode};
+use crate::domain::{OperatorCode, ProfileName, Recipient, StoredMessage};
 use crate::graph::{GraphError, Principal, base_url, encode_segment};
 use crate::identity::oauth::ClientApp;
-use crate::store::StoreError;
 use crate::store::blobs::now_ms;
 use crate::store::models::SettingsView;
 use crate::store::outbox::{Attachment, Claimed, Finish, Outcome, Reason, Step};
@@ -42,15 +41,6 @@ const PREFER_IMMUTABLE: (&str, &str) = ("Prefer", "IdType=\"ImmutableId\"");
 
 pub fn property_id() -> String {
     format!("String {{{PROPERTY_SET}}} Name OfficebridgeOutboxId")
-}
-
-fn permanent(detail: String) -> Failure {
-    Failure::Permanent(Reason {
-        kind: "permanent".into(),
-        detail,
-        code: None,
-        status: None,
-    })
 }
 
 /// The Graph message resource for a stored message (resources/message.md). Graph keeps one
@@ -100,28 +90,17 @@ impl GraphDelivery {
 
     /// The delivery of profile `profile` (as `operator` for `graph_delegate`).
     pub async fn for_profile(ob: &Outbox, profile: &str, operator: Option<&str>) -> Result<Self, Failure> {
-        let store_failure = |e: StoreError| match e {
-            StoreError::NotFound { what, key } => permanent(format!("the {what} '{key}' this message is sent through was removed")),
-            other => Failure::Transient {
-                reason: Reason {
-                    kind: "transient".into(),
-                    detail: other.to_string(),
-                    code: None,
-                    status: None,
-                },
-                after: None,
-            },
-        };
-        let name = ProfileName::parse(profile).map_err(permanent)?;
-        let profile = ob.store.get_profile(&name).await.map_err(store_failure)?;
-        let tenant_of = |code: &TenantCode| code.clone();
+        let name = ProfileName::parse(profile).map_err(Failure::permanent)?;
+        let profile = ob.store.get_profile(&name).await.map_err(Failure::from_store)?;
         match &profile.settings {
             SettingsView::GraphDelegate(s) => {
                 let Some(op) = operator else {
-                    return Err(permanent("a graph_delegate message needs the operator it was queued for".into()));
+                    return Err(Failure::permanent(
+                        "a graph_delegate message needs the operator it was queued for".into(),
+                    ));
                 };
-                let op = OperatorCode::parse(op).map_err(permanent)?;
-                let tenant = ob.store.get_tenant(&tenant_of(&s.tenant)).await.map_err(store_failure)?;
+                let op = OperatorCode::parse(op).map_err(Failure::permanent)?;
+                let tenant = ob.store.get_tenant(&s.tenant).await.map_err(Failure::from_store)?;
                 Ok(Self {
                     base: format!("{}/me", base_url(&tenant)),
                     mailbox: format!("op:{op}"),
@@ -129,14 +108,14 @@ impl GraphDelivery {
                 })
             }
             SettingsView::GraphDirect { settings, .. } => {
-                let tenant = ob.store.get_tenant(&settings.tenant).await.map_err(store_failure)?;
+                let tenant = ob.store.get_tenant(&settings.tenant).await.map_err(Failure::from_store)?;
                 let from = settings.from.as_str().to_string();
                 // The profile's own app registration, when it names one, holds the permission.
                 let app = match &settings.client_id {
                     None => None,
                     Some(id) => Some(ClientApp {
                         client_id: id.as_str().to_string(),
-                        secret: ob.store.profile_secret(&name).await.map_err(store_failure)?,
+                        secret: ob.store.profile_secret(&name).await.map_err(Failure::from_store)?,
                     }),
                 };
                 Ok(Self {
@@ -149,7 +128,9 @@ impl GraphDelivery {
                     },
                 })
             }
-            SettingsView::Smtp { .. } => Err(permanent(format!("profile {name} no longer sends through Microsoft Graph"))),
+            SettingsView::Smtp { .. } => Err(Failure::permanent(format!(
+                "profile {name} no longer sends through Microsoft Graph"
+            ))),
         }
     }
 
@@ -249,7 +230,7 @@ impl GraphDelivery {
                 Err(f) => return Ok(Err(f)),
             };
             let Some(id) = created["id"].as_str().map(String::from) else {
-                return Ok(Err(permanent("Microsoft Graph created a draft without an id".into())));
+                return Ok(Err(Failure::permanent("Microsoft Graph created a draft without an id".into())));
             };
             imid = created["internetMessageId"].as_str().map(String::from);
             ob.store
@@ -266,7 +247,7 @@ impl GraphDelivery {
             }
         }
         let Some(draft) = draft else {
-            return Ok(Err(permanent("the draft's id was not recorded".into())));
+            return Ok(Err(Failure::permanent("the draft's id was not recorded".into())));
         };
         for a in attachments.iter().filter(|a| !a.delivered) {
             if let Err(wait) = ob.budget.take(
@@ -473,7 +454,11 @@ impl GraphDelivery {
     }
 
     async fn small_attachment(&self, ob: &Outbox, draft: &str, a: &Attachment) -> Result<(), Failure> {
-        let bytes = ob.store.blob_range(&a.blob_id, 0, a.size as u64).await.map_err(|e| transient(&e))?;
+        let bytes = ob
+            .store
+            .blob_range(&a.blob_id, 0, a.size as u64)
+            .await
+            .map_err(|e| Failure::unreadable_attachment(&e))?;
         let body = json!({
             "@odata.type": "#microsoft.graph.fileAttachment",
             "name": a.name,
@@ -505,7 +490,7 @@ impl GraphDelivery {
             Err(f) => return Ok(Err(f)),
         };
         let Some(upload) = session["uploadUrl"].as_str().map(crate::domain::Secret::new) else {
-            return Ok(Err(permanent("the attachment upload session has no uploadUrl".into())));
+            return Ok(Err(Failure::permanent("the attachment upload session has no uploadUrl".into())));
         };
         let mut next: u64 = 0;
         let mut resumes = 0;
@@ -514,7 +499,7 @@ impl GraphDelivery {
             let len = FRAGMENT.min(size - next);
             let bytes = match ob.store.blob_range(&a.blob_id, next, len).await {
                 Ok(b) => b,
-                Err(e) => return Ok(Err(transient(&e))),
+                Err(e) => return Ok(Err(Failure::unreadable_attachment(&e))),
             };
             let range = format!("bytes {next}-{}/{size}", next + len - 1);
             let body = bytes::Bytes::from(bytes);
@@ -556,17 +541,5 @@ impl GraphDelivery {
             }
         }
         Ok(Ok(()))
-    }
-}
-
-fn transient(e: &StoreError) -> Failure {
-    Failure::Transient {
-        reason: Reason {
-            kind: "transient".into(),
-            detail: format!("the attachment could not be read: {e}"),
-            code: None,
-            status: None,
-        },
-        after: None,
     }
 }

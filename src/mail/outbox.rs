@@ -10,9 +10,9 @@ use super::graph::GraphDelivery;
 use crate::config::MailSettings;
 use crate::graph::{Graph, GraphError};
 use crate::identity::tokens::TokenError;
-use crate::store::Store;
 use crate::store::blobs::now_ms;
 use crate::store::outbox::{Claimed, Finish, Outcome, Reason, StepError};
+use crate::store::{Store, StoreError};
 use rand::Rng;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -90,6 +90,43 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// A failure that will repeat, with no provider code.
+    pub fn permanent(detail: String) -> Self {
+        Self::Permanent(Reason {
+            kind: "permanent".into(),
+            detail,
+            code: None,
+            status: None,
+        })
+    }
+
+    /// A failure worth another try after the usual backoff, with no provider code.
+    pub fn transient(detail: String) -> Self {
+        Self::Transient {
+            reason: Reason {
+                kind: "transient".into(),
+                detail,
+                code: None,
+                status: None,
+            },
+            after: None,
+        }
+    }
+
+    /// A record the delivery reads (its profile, tenant or secret): gone is permanent, a
+    /// database that did not answer is worth another try.
+    pub fn from_store(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { what, key } => Self::permanent(format!("the {what} '{key}' this message is sent through was removed")),
+            other => Self::transient(other.to_string()),
+        }
+    }
+
+    /// An attachment that could not be read from the database.
+    pub fn unreadable_attachment(e: &StoreError) -> Self {
+        Self::transient(format!("the attachment could not be read: {e}"))
+    }
+
     /// Graph's answer classified (concepts/errors.md, throttling.md).
     pub fn from_graph(e: &GraphError) -> Self {
         match e {

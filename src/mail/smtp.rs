@@ -25,7 +25,6 @@ use super::outbox::{Failure, Outbox, RunError};
 use crate::config::MailSettings;
 use crate::domain::{Importance, OnAmbiguous, ProfileName, Recipient, Secret, SmtpAuth, SmtpSecurity, SmtpSettings, StoredMessage};
 use crate::identity::tokens::EXCHANGE_SCOPE;
-use crate::store::StoreError;
 use crate::store::models::SettingsView;
 use crate::store::outbox::{Claimed, Finish, Outcome, Reason, Step};
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
@@ -48,6 +47,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Exchange Online accepts at most 3 concurrent SMTP connections per mailbox.
 const M365_CONNECTIONS: usize = 3;
+/// What a held message waits for, said in its reason.
+const HELD: &str = "held for a person to release (send again) or cancel (on_ambiguous: hold)";
 /// How long a `554 5.2.0` (submission quota exceeded) waits before the next try: Exchange
 /// counts its recipient rate limit over 24 hours.
 const QUOTA_WAIT: Duration = Duration::from_secs(3600);
@@ -224,7 +225,7 @@ fn classify(phase: Phase, fault: &Fault, host: &str) -> Result<Failure, Reason> 
             reason: reason("transient", at(fault.describe()), None),
             after: None,
         }),
-        Fault::Tls(_) | Fault::Unsupported(_) => Ok(Failure::Permanent(reason("permanent", at(fault.describe()), None))),
+        Fault::Tls(_) | Fault::Unsupported(_) => Ok(Failure::permanent(at(fault.describe()))),
     }
 }
 
@@ -259,7 +260,7 @@ pub fn message_id(outbox_id: &str, from: &str) -> String {
 
 fn address(r: &str) -> Result<Address, Failure> {
     r.parse::<Address>()
-        .map_err(|e| Failure::Permanent(reason("permanent", format!("'{r}' cannot be sent by SMTP: {e}"), None)))
+        .map_err(|e| Failure::permanent(format!("'{r}' cannot be sent by SMTP: {e}")))
 }
 
 fn mailbox(r: &Recipient) -> Result<Mailbox, Failure> {
@@ -313,7 +314,7 @@ pub fn build(
         (Some(t), None) => Content::Single(SinglePart::plain(t)),
         (None, None) => Content::Single(SinglePart::plain(String::new())),
     };
-    let bad = |e: lettre::error::Error| Failure::Permanent(reason("permanent", format!("the message cannot be built: {e}"), None));
+    let bad = |e: lettre::error::Error| Failure::permanent(format!("the message cannot be built: {e}"));
     if files.is_empty() {
         return match content {
             Content::Multi(mp) => b.multipart(mp),
@@ -591,12 +592,7 @@ impl SmtpClient {
         let t = Instant::now();
         match self.timed(self.command_timeout, conn.auth(&mechanisms, &credentials)).await {
             Ok(r) => {
-                trace.push(
-                    "auth",
-                    true,
-                    format!("{what}: {} {}", r.code(), r.message().collect::<Vec<_>>().join(" ")),
-                    t,
-                );
+                trace.push("auth", true, format!("{what}: {}", reply_text(&r)), t);
                 Ok(conn)
             }
             Err(f) => {
@@ -760,17 +756,13 @@ pub struct Target {
 impl Target {
     /// The SMTP profile named `name`.
     pub async fn load(ob: &Outbox, name: &str) -> Result<Self, Failure> {
-        let name = ProfileName::parse(name).map_err(|e| Failure::Permanent(reason("permanent", e, None)))?;
-        let profile = ob.store.get_profile(&name).await.map_err(store_failure)?;
+        let name = ProfileName::parse(name).map_err(Failure::permanent)?;
+        let profile = ob.store.get_profile(&name).await.map_err(Failure::from_store)?;
         let SettingsView::Smtp { settings, .. } = profile.settings else {
-            return Err(Failure::Permanent(reason(
-                "permanent",
-                format!("profile {name} no longer sends by SMTP"),
-                None,
-            )));
+            return Err(Failure::permanent(format!("profile {name} no longer sends by SMTP")));
         };
         let password = match settings.auth {
-            SmtpAuth::Password { .. } => ob.store.profile_secret(&name).await.map_err(store_failure)?,
+            SmtpAuth::Password { .. } => ob.store.profile_secret(&name).await.map_err(Failure::from_store)?,
             _ => None,
         };
         Ok(Self {
@@ -788,10 +780,9 @@ impl Target {
                     username: username.clone(),
                     password: p.clone(),
                 }),
-                None => Err(Failure::Permanent(reason(
-                    "permanent",
-                    format!("profile {} has no SMTP password set (smtp.password)", self.profile),
-                    None,
+                None => Err(Failure::permanent(format!(
+                    "profile {} has no SMTP password set (smtp.password)",
+                    self.profile
                 ))),
             },
             SmtpAuth::Xoauth2 { tenant } => {
@@ -915,29 +906,12 @@ impl Target {
     pub async fn send_once(&self, ob: &Outbox, message: &Message, trace: &mut Trace) -> Result<String, Failure> {
         match self.send(ob, message, false, trace, async { Ok(()) }).await {
             Ok(r) => r,
-            Err(e) => Err(Failure::Transient {
-                reason: reason("transient", e.to_string(), None),
-                after: None,
-            }),
+            Err(e) => Err(Failure::transient(e.to_string())),
         }
     }
 
     fn failure(&self, phase: Phase, fault: &Fault) -> Failure {
         classify(phase, fault, &self.settings.host).unwrap_or_else(Failure::Ambiguous)
-    }
-}
-
-fn store_failure(e: StoreError) -> Failure {
-    match e {
-        StoreError::NotFound { what, key } => Failure::Permanent(reason(
-            "permanent",
-            format!("the {what} '{key}' this message is sent through was removed"),
-            None,
-        )),
-        other => Failure::Transient {
-            reason: reason("transient", other.to_string(), None),
-            after: None,
-        },
     }
 }
 
@@ -959,11 +933,7 @@ pub async fn deliver(ob: &Outbox, claim: &Claimed, owner: &str) -> Result<Result
         match on_ambiguous {
             OnAmbiguous::Hold => {
                 return Ok(Ok(Finish::Held {
-                    reason: reason(
-                        "ambiguous",
-                        format!("{why}; held for a person to release (send again) or cancel (on_ambiguous: hold)"),
-                        None,
-                    ),
+                    reason: reason("ambiguous", format!("{why}; {HELD}"), None),
                     outcome: Outcome::Ambiguous,
                 }));
             }
@@ -978,12 +948,7 @@ pub async fn deliver(ob: &Outbox, claim: &Claimed, owner: &str) -> Result<Result
                 content_type: a.content_type.clone(),
                 bytes,
             }),
-            Err(e) => {
-                return Ok(Err(Failure::Transient {
-                    reason: reason("transient", format!("the attachment could not be read: {e}"), None),
-                    after: None,
-                }));
-            }
+            Err(e) => return Ok(Err(Failure::unreadable_attachment(&e))),
         }
     }
     let mid = message_id(&claim.id, target.settings.from.as_str());
@@ -1021,10 +986,7 @@ pub async fn deliver(ob: &Outbox, claim: &Claimed, owner: &str) -> Result<Result
             match (f, on_ambiguous) {
                 (Failure::Ambiguous(r), OnAmbiguous::Hold) => Ok(Ok(Finish::Held {
                     reason: Reason {
-                        detail: format!(
-                            "{}; held for a person to release (send again) or cancel (on_ambiguous: hold)",
-                            r.detail
-                        ),
+                        detail: format!("{}; {HELD}", r.detail),
                         ..r
                     },
                     outcome: Outcome::Ambiguous,

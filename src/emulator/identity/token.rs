@@ -77,19 +77,12 @@ pub async fn token(
     match grant {
         "client_credentials" => {
             let scope = form.get("scope").map(String::as_str).unwrap_or("");
-            // Exchange Online's resource, for SMTP/IMAP/POP OAuth with SMTP.SendAsApp.
-            if scope == format!("{EXCHANGE}/.default") || scope == "00000002-0000-0ff1-ce00-000000000000/.default" {
-                let mut r = Json(json!({
-                    "token_type": "Bearer",
-                    "expires_in": ACCESS_TOKEN_SECONDS,
-                    "ext_expires_in": ACCESS_TOKEN_SECONDS,
-                    "access_token": exchange_token(&emu, &app_tenant, &app),
-                }))
-                .into_response();
-                no_store(r.headers_mut());
-                return r;
-            }
-            if scope != format!("{GRAPH}/.default") && scope != "00000003-0000-0000-c000-000000000000/.default" {
+            let access_token = if scope == format!("{GRAPH}/.default") || scope == "00000003-0000-0000-c000-000000000000/.default" {
+                graph_token(&emu, &app_tenant, &app, None, &[], false)
+            } else if scope == format!("{EXCHANGE}/.default") || scope == "00000002-0000-0ff1-ce00-000000000000/.default" {
+                // Exchange Online's resource, for SMTP/IMAP/POP OAuth with SMTP.SendAsApp.
+                exchange_token(&emu, &app_tenant, &app)
+            } else {
                 return aad_error(
                     &emu,
                     StatusCode::BAD_REQUEST,
@@ -98,12 +91,12 @@ pub async fn token(
                     &format!("The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid."),
                     None,
                 );
-            }
+            };
             let mut r = Json(json!({
                 "token_type": "Bearer",
                 "expires_in": ACCESS_TOKEN_SECONDS,
                 "ext_expires_in": ACCESS_TOKEN_SECONDS,
-                "access_token": graph_token(&emu, &app_tenant, &app, None, &[], false),
+                "access_token": access_token,
             }))
             .into_response();
             no_store(r.headers_mut());
