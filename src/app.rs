@@ -147,6 +147,12 @@ impl Application {
                 }
             }
         });
+        let contacts = Arc::new(crate::contacts::lookup::Lookup::new(
+            store.clone(),
+            graph.clone(),
+            &settings.contacts,
+            workers.spawner(),
+        ));
         let state = AppState {
             store,
             templates,
@@ -156,6 +162,7 @@ impl Application {
             exports,
             settings: Arc::new(settings),
             metrics: crate::telemetry::metrics_handle(),
+            contacts,
             workers: workers.spawner(),
             outbox,
         };

@@ -217,6 +217,30 @@ impl Default for ImportSettings {
     }
 }
 
+/// Contact lookup (SPEC §3.3): how long each source may take, how fresh the index of
+/// personal contacts is kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContactsSettings {
+    /// Milliseconds each source of a search may take; the whole answer comes within it.
+    pub source_budget_ms: u64,
+    /// Seconds before a mailbox's index of personal contacts is refreshed again (with
+    /// `contacts/delta`, in the background; the search answers from the index meanwhile).
+    pub refresh_secs: u64,
+    /// Milliseconds the first indexing of a mailbox may take before a browse answers.
+    pub first_index_ms: u64,
+}
+
+impl Default for ContactsSettings {
+    fn default() -> Self {
+        Self {
+            source_budget_ms: 400,
+            refresh_secs: 300,
+            first_index_ms: 10_000,
+        }
+    }
+}
+
 /// Where exports land in OneDrive and how they are uploaded (SPEC §3.2).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -286,6 +310,7 @@ struct Raw {
     export: ExportSettings,
     import: ImportSettings,
     mail: MailSettings,
+    contacts: ContactsSettings,
     onedrive: OneDriveSettings,
 }
 
@@ -317,6 +342,7 @@ impl Default for Raw {
             export: ExportSettings::default(),
             import: ImportSettings::default(),
             mail: MailSettings::default(),
+            contacts: ContactsSettings::default(),
             onedrive: OneDriveSettings::default(),
         }
     }
@@ -348,6 +374,7 @@ pub struct Settings {
     pub export: ExportSettings,
     pub import: ImportSettings,
     pub mail: MailSettings,
+    pub contacts: ContactsSettings,
     pub onedrive: OneDriveSettings,
 }
 
@@ -405,6 +432,9 @@ impl Settings {
         fig = fig.merge(Env::prefixed("OFFICEBRIDGE_").split("__"));
         let raw: Raw = fig.extract().context("invalid configuration")?;
         raw.onedrive.check()?;
+        if !(10..=30_000).contains(&raw.contacts.source_budget_ms) {
+            bail!("contacts.source_budget_ms must be 10 to 30000 milliseconds");
+        }
         let public_url_explicit = raw.public_url.is_some();
         let public_url =
             url::Url::parse(raw.public_url.as_deref().unwrap_or("http://localhost:8080")).context("public_url is not an absolute URL")?;
@@ -441,6 +471,7 @@ impl Settings {
             export: raw.export,
             import: raw.import,
             mail: raw.mail,
+            contacts: raw.contacts,
             onedrive: raw.onedrive,
         })
     }

@@ -7,6 +7,8 @@ pub mod app;
 pub mod cli;
 /// Settings: defaults, TOML file, `OFFICEBRIDGE_*` environment.
 pub mod config;
+/// Contact lookup: five sources, one ranked answer (SPEC §3.3).
+pub mod contacts;
 /// `serve --dev`: the emulator in-process, the demo tenant and operator, dev API keys.
 #[cfg(feature = "emulator")]
 pub mod dev;

@@ -124,6 +124,32 @@ pub fn subject(emu: &Emulator, claims: &Value, user: Option<&str>) -> Result<See
     }
 }
 
+/// The mailbox a `/me` or `/users/{id}` request to Exchange (mail, contacts, people) is about:
+/// [`subject`], and for an application token the app's application access policy
+/// (Exchange's `New-ApplicationAccessPolicy`; Graph answers a mailbox outside it with
+/// `403 ErrorAccessDenied` "Access to OData is disabled." — `auth-limit-mailbox-access.md`).
+pub fn mailbox_subject(emu: &Emulator, claims: &Value, user: Option<&str>) -> Result<SeedUser, GraphFailure> {
+    let found = subject(emu, claims, user)?;
+    if claims["idtyp"] == "app" {
+        let scope = emu
+            .app(claims["appid"].as_str().unwrap_or_default())
+            .and_then(|(_, app)| app.mailbox_scope);
+        if let Some(allowed) = scope {
+            let reaches = allowed.iter().any(|a| {
+                a.eq_ignore_ascii_case(&found.user_principal_name) || found.mail.as_deref().is_some_and(|m| a.eq_ignore_ascii_case(m))
+            });
+            if !reaches {
+                return Err(GraphFailure::new(
+                    StatusCode::FORBIDDEN,
+                    "ErrorAccessDenied",
+                    "Access to OData is disabled.",
+                ));
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Whether a delegated token carries one of `scopes`.
 pub fn has_scope(claims: &Value, scopes: &[&str]) -> bool {
     claims["scp"]

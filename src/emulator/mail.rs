@@ -16,7 +16,7 @@
 //! mailbox (`concepts/throttling-limits.md`, "Outlook service limits").
 
 use super::Emulator;
-use super::graph::{GraphFailure, authenticate, graph_error, permitted, subject};
+use super::graph::{GraphFailure, authenticate, graph_error, mailbox_subject, permitted};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -380,7 +380,7 @@ async fn mail_request(
     }
     // Sending as another user needs "Send As" rights this emulator does not model: `subject`
     // lets an application token name any mailbox and a user token only its own.
-    let user_id = match subject(&emu, &claims, user.as_deref()) {
+    let user_id = match mailbox_subject(&emu, &claims, user.as_deref()) {
         Ok(found) => found.id,
         Err(e) => return e.into_response(&headers),
     };

@@ -78,6 +78,7 @@ struct Inner {
     mail: Mutex<mail::MailState>,
     requests: Mutex<Vec<faults::Logged>>,
     throttle: Mutex<throttle::ThrottleState>,
+    delta: Mutex<directory::DeltaState>,
 }
 
 /// A running emulator's state; cheap to clone.
@@ -151,6 +152,27 @@ impl Emulator {
             .cloned()
     }
 
+    /// Changes a user of any tenant (by object id or principal name); false when there is none.
+    pub fn edit_user(&self, key: &str, change: impl FnOnce(&mut SeedUser)) -> bool {
+        let mut seed = self.inner.seed.write().expect("seed lock");
+        match seed
+            .tenants
+            .iter_mut()
+            .flat_map(|t| t.users.iter_mut())
+            .find(|u| u.id.eq_ignore_ascii_case(key) || u.user_principal_name.eq_ignore_ascii_case(key))
+        {
+            Some(u) => {
+                change(u);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn delta(&self) -> std::sync::MutexGuard<'_, directory::DeltaState> {
+        self.inner.delta.lock().expect("delta lock")
+    }
+
     pub fn mail(&self) -> std::sync::MutexGuard<'_, mail::MailState> {
         self.inner.mail.lock().expect("mail lock")
     }
@@ -216,6 +238,7 @@ impl Emulator {
         *self.mail() = mail::MailState::default();
         self.inner.requests.lock().expect("requests lock").clear();
         *self.throttle() = throttle::ThrottleState::default();
+        *self.delta() = directory::DeltaState::default();
     }
 
     pub fn router(&self) -> Router {
@@ -240,10 +263,12 @@ impl Emulator {
             .route("/v1.0/me/contacts", get(directory::me_contacts))
             .route("/v1.0/users/{user}/contacts", get(directory::user_contacts))
             .route("/v1.0/me/contactFolders", get(directory::contact_folders))
-            .route("/v1.0/me/contactFolders/{id}/contacts", get(directory::folder_contacts))
-            .route("/v1.0/me/contactFolders/{id}/childFolders", get(directory::child_folders))
+            .route("/v1.0/me/contactFolders/{id}/{*rest}", get(directory::me_folder))
+            .route("/v1.0/users/{user}/contactFolders", get(directory::user_contact_folders))
+            .route("/v1.0/users/{user}/contactFolders/{id}/{*rest}", get(directory::user_folder))
             .route("/v1.0/me/people", get(directory::people))
             .route("/v1.0/users", get(directory::users))
+            .route("/v1.0/users/{user}", get(directory::user_get))
             .route("/v1.0/contacts", get(directory::org_contacts))
             .route("/v1.0/me/sendMail", post(mail::me_mail))
             .route("/v1.0/me/messages", post(mail::me_mail))
@@ -264,6 +289,7 @@ impl Emulator {
             .route("/_emulator/reset", post(hooks::reset))
             .route("/_emulator/refresh-tokens/revoke", post(hooks::revoke_refresh_tokens))
             .route("/_emulator/users/{user}/mfa", post(hooks::require_mfa))
+            .route("/_emulator/users/{user}/contacts", axum::routing::put(directory::replace_contacts))
             .route("/_emulator/limits", post(throttle::set_limits))
             .layer(axum::middleware::from_fn_with_state(self.clone(), faults::middleware))
             // Outside the faults: a scripted delay holds a concurrency slot, as a slow answer would.
@@ -299,18 +325,10 @@ mod hooks {
         Json(body): Json<serde_json::Value>,
     ) -> StatusCode {
         let required = body["required"].as_bool().unwrap_or(true);
-        let mut seed = emu.inner.seed.write().expect("seed lock");
-        match seed
-            .tenants
-            .iter_mut()
-            .flat_map(|t| t.users.iter_mut())
-            .find(|u| u.user_principal_name.eq_ignore_ascii_case(&user) || u.id == user)
-        {
-            Some(u) => {
-                u.mfa = required;
-                StatusCode::NO_CONTENT
-            }
-            None => StatusCode::NOT_FOUND,
+        if emu.edit_user(&user, |u| u.mfa = required) {
+            StatusCode::NO_CONTENT
+        } else {
+            StatusCode::NOT_FOUND
         }
     }
 

@@ -41,6 +41,8 @@ pub struct SeedOrgContact {
 #[serde(deny_unknown_fields)]
 pub struct SeedContact {
     pub display_name: String,
+    /// Empty for a contact saved without an address (Graph answers `emailAddresses: []`).
+    #[serde(default)]
     pub email: String,
     #[serde(default)]
     pub company: Option<String>,
@@ -63,6 +65,13 @@ pub struct SeedUser {
     pub mfa: bool,
     #[serde(default)]
     pub contacts: Vec<SeedContact>,
+    /// `Guest` for a B2B guest (its principal name has `#EXT#`); a member when absent.
+    #[serde(default)]
+    pub user_type: Option<String>,
+    /// Colleagues this user works with, most relevant first (principal names): the
+    /// mailbox's own people (`/me/people`), ahead of their personal contacts and the directory.
+    #[serde(default)]
+    pub works_with: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +102,10 @@ pub struct SeedApp {
     /// Application ID URIs of the app's own API (`api://localhost/{client id}`).
     #[serde(default)]
     pub identifier_uris: Vec<String>,
+    /// An Exchange application access policy: the only mailboxes (addresses) the app's
+    /// application permissions reach; every mailbox when absent.
+    #[serde(default)]
+    pub mailbox_scope: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,6 +126,30 @@ pub const DEMO_USER: &str = "demo@demo.onmicrosoft.com";
 pub const DEMO_MAILER_CLIENT_ID: &str = "5d7f9b1c-3e4a-4c8e-a0b2-4f6a8c0e2d3b";
 pub const DEMO_MAILER_SECRET: &str = "demo-mailer-secret";
 
+fn contact(name: &str, email: &str, company: &str, folder: Option<&str>) -> SeedContact {
+    SeedContact {
+        display_name: name.into(),
+        email: email.into(),
+        company: Some(company.into()),
+        folder: folder.map(String::from),
+    }
+}
+
+/// A member of the demo tenant with a mailbox at `{alias}@demo.onmicrosoft.com`.
+fn colleague(id: &str, alias: &str, name: &str, mfa: bool) -> SeedUser {
+    let upn = format!("{alias}@{DEMO_DOMAIN}");
+    SeedUser {
+        id: id.into(),
+        user_principal_name: upn.clone(),
+        display_name: name.into(),
+        mail: Some(upn),
+        mfa,
+        contacts: vec![],
+        user_type: None,
+        works_with: vec![],
+    }
+}
+
 impl Seed {
     pub fn demo() -> Self {
         Self {
@@ -127,46 +164,58 @@ impl Seed {
                         mail: Some(DEMO_USER.into()),
                         mfa: false,
                         contacts: vec![
-                            SeedContact {
-                                display_name: "Ada Lovelace".into(),
-                                email: "ada@fabrikam.com".into(),
-                                company: Some("Fabrikam".into()),
-                                folder: None,
-                            },
-                            SeedContact {
-                                display_name: "Alan Turing".into(),
-                                email: "alan@fabrikam.com".into(),
-                                company: Some("Fabrikam".into()),
-                                folder: None,
-                            },
-                            SeedContact {
-                                display_name: "Grace Hopper".into(),
-                                email: "grace@northwind.example".into(),
-                                company: Some("Northwind".into()),
-                                folder: Some("Customers".into()),
-                            },
-                            SeedContact {
-                                display_name: "Katherine Johnson".into(),
-                                email: "katherine@northwind.example".into(),
-                                company: Some("Northwind".into()),
-                                folder: Some("Customers/Key accounts".into()),
-                            },
+                            contact("Ada Lovelace", "ada@fabrikam.com", "Fabrikam", None),
+                            contact("Alan Turing", "alan@fabrikam.com", "Fabrikam", None),
+                            // The same address as Jo Smith below, saved under another name.
+                            contact("Joanna Smith", "jo.smith@fabrikam.com", "Fabrikam", None),
+                            // Saved without an address: never a recipient.
+                            contact("Reception desk", "", "Fabrikam", None),
+                            contact("Grace Hopper", "grace@northwind.example", "Northwind", Some("Customers")),
+                            contact(
+                                "Katherine Johnson",
+                                "katherine@northwind.example",
+                                "Northwind",
+                                Some("Customers/Key accounts"),
+                            ),
+                            contact("Jo Smith", "jo.smith@fabrikam.com", "Fabrikam", Some("Suppliers")),
+                            contact("Jasper Quinn", "jasper@wingtip.example", "Wingtip", Some("Suppliers")),
                         ],
+                        user_type: None,
+                        works_with: vec![format!("jane.doe@{DEMO_DOMAIN}"), "mfa.user@demo.onmicrosoft.com".into()],
                     },
+                    colleague("c1d2e3f4-a5b6-4c7d-9e8f-0a1b2c3d4e5f", "mfa.user", "MFA User", true),
+                    colleague("d2e3f4a5-b6c7-4d8e-8f90-1b2c3d4e5f60", "jane.doe", "Jane Doe", false),
+                    colleague("e3f4a5b6-c7d8-4e9f-9012-2c3d4e5f6071", "james.brown", "James Brown", false),
+                    colleague("f4a5b6c7-d8e9-4f01-a123-3d4e5f607182", "janet.ito", "Janet Ito", false),
+                    // A user without a mailbox (a service account): never a recipient.
                     SeedUser {
-                        id: "c1d2e3f4-a5b6-4c7d-9e8f-0a1b2c3d4e5f".into(),
-                        user_principal_name: "mfa.user@demo.onmicrosoft.com".into(),
-                        display_name: "MFA User".into(),
-                        mail: Some("mfa.user@demo.onmicrosoft.com".into()),
-                        mfa: true,
+                        mail: None,
+                        ..colleague("a5b6c7d8-e9f0-4a12-b234-4e5f60718293", "jamie.scanner", "Jamie Scanner", false)
+                    },
+                    // A B2B guest: the principal name is not an address; `mail` is.
+                    SeedUser {
+                        id: "b6c7d8e9-f0a1-4b23-8345-5f6071829304".into(),
+                        user_principal_name: format!("jack_fabrikam.com#EXT#@{DEMO_DOMAIN}"),
+                        display_name: "Jack Guest".into(),
+                        mail: Some("jack@fabrikam.com".into()),
+                        mfa: false,
                         contacts: vec![],
+                        user_type: Some("Guest".into()),
+                        works_with: vec![],
                     },
                 ],
-                org_contacts: vec![SeedOrgContact {
-                    display_name: "Contoso Accounts Payable".into(),
-                    mail: "ap@contoso.example".into(),
-                    company: Some("Contoso".into()),
-                }],
+                org_contacts: vec![
+                    SeedOrgContact {
+                        display_name: "Contoso Accounts Payable".into(),
+                        mail: "ap@contoso.example".into(),
+                        company: Some("Contoso".into()),
+                    },
+                    SeedOrgContact {
+                        display_name: "Jade Supplier".into(),
+                        mail: "jade@wingtip.example".into(),
+                        company: Some("Wingtip".into()),
+                    },
+                ],
                 apps: vec![
                     SeedApp {
                         client_id: DEMO_CLIENT_ID.into(),
@@ -218,6 +267,7 @@ impl Seed {
                         exchange_roles: vec!["SMTP.SendAsApp".into()],
                         exposed_scopes: vec!["access_as_user".into()],
                         identifier_uris: vec![format!("api://localhost/{DEMO_CLIENT_ID}")],
+                        mailbox_scope: None,
                     },
                     SeedApp {
                         client_id: DEMO_MAILER_CLIENT_ID.into(),
@@ -229,6 +279,8 @@ impl Seed {
                         exchange_roles: vec!["SMTP.SendAsApp".into()],
                         exposed_scopes: vec![],
                         identifier_uris: vec![],
+                        // An application access policy: this app reaches the demo mailbox only.
+                        mailbox_scope: Some(vec![DEMO_USER.into()]),
                     },
                 ],
             }],

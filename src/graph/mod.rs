@@ -217,14 +217,7 @@ impl Graph {
         replayable: bool,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, GraphError> {
-        let limit = self
-            .mailboxes
-            .lock()
-            .expect("mailbox map lock")
-            .entry(who.key())
-            .or_insert_with(|| Arc::new(Semaphore::new(PER_MAILBOX)))
-            .clone();
-        let _permit = limit.acquire_owned().await.expect("never closed");
+        let _permit = self.mailbox_limit(who).acquire_owned().await.expect("never closed");
         let mut token = self.token(who).await?;
         let mut refreshed = false;
         let mut retry = Retrier::new(&self.policy);
@@ -261,6 +254,51 @@ impl Graph {
                 other => retry.after(other, replayable).await?,
             }
         }
+    }
+
+    /// `GET` as JSON, once: no retries and no waiting for `Retry-After`, for a caller that
+    /// has its own time budget and reports a 429 instead (the contact lookup). One new token
+    /// on a 401 still. `outlook` requests count against the mailbox's 4 concurrent requests;
+    /// directory requests (`/users`, `/contacts`) are not Outlook's and do not.
+    #[tracing::instrument(skip_all, err(level = "debug"))]
+    pub async fn get_once(
+        &self,
+        who: &Principal,
+        outlook: bool,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<Value, GraphError> {
+        let _permit = match outlook {
+            true => Some(self.mailbox_limit(who).acquire_owned().await.expect("never closed")),
+            false => None,
+        };
+        let mut token = self.token(who).await?;
+        for first in [true, false] {
+            let r = build(self.http())
+                .bearer_auth(token.expose_secret())
+                .timeout(GRAPH_CALL_TIMEOUT)
+                .send()
+                .await
+                .map_err(GraphError::transport)?;
+            if r.status().is_success() {
+                return r.json().await.map_err(GraphError::transport);
+            }
+            if r.status() == reqwest::StatusCode::UNAUTHORIZED && first {
+                self.token_rejected(who, &token).await;
+                token = self.token(who).await?;
+                continue;
+            }
+            return Err(api_error(r).await);
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+
+    fn mailbox_limit(&self, who: &Principal) -> Arc<Semaphore> {
+        self.mailboxes
+            .lock()
+            .expect("mailbox map lock")
+            .entry(who.key())
+            .or_insert_with(|| Arc::new(Semaphore::new(PER_MAILBOX)))
+            .clone()
     }
 
     /// `GET` as JSON.

@@ -367,6 +367,26 @@ pub async fn device(State(state): State<AppState>, _caller: Caller, Path(code): 
 }
 
 /// Who the add-in acts for (`GET /api/v1/me`).
+/// The add-in user's Graph principal: the add-in's token is for us; Graph needs its own,
+/// obtained on the user's behalf for `scope`.
+pub async fn on_behalf_of(state: &AppState, caller: &super::SsoCaller, scope: &str) -> Result<crate::graph::Principal, ApiError> {
+    let access = &caller.access;
+    let graph_token = oauth::on_behalf_of(state.tokens.http(), &access.endpoints, &access.app, &caller.token, scope)
+        .await
+        .map_err(|e| match e {
+            // The assertion itself was refused (expired, revoked): the add-in needs a new token.
+            OAuthError::Refused { ref error, .. } if error == "invalid_grant" && e.claims().is_none() => {
+                ApiError::Unauthorized(format!("the identity platform refused the add-in's token: {e}"))
+            }
+            other => other.into(),
+        })?;
+    Ok(crate::graph::Principal::OnBehalfOf {
+        tenant: access.tenant.code.clone(),
+        user: caller.oid.clone(),
+        token: graph_token.access_token,
+    })
+}
+
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Me {
     #[schema(value_type = String)]
@@ -382,27 +402,8 @@ pub struct Me {
     responses((status = 200, body = Me), (status = 401, body = crate::error::Problem, description = "Invalid token, or a claims challenge"), (status = 403, body = crate::error::Problem)))]
 #[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn me(State(state): State<AppState>, caller: super::SsoCaller) -> Result<Json<Me>, ApiError> {
-    let super::SsoCaller {
-        token,
-        operator,
-        access,
-        oid,
-    } = caller;
-    // The add-in's token is for us; Graph needs its own, obtained on the user's behalf.
-    let graph_token = oauth::on_behalf_of(state.tokens.http(), &access.endpoints, &access.app, &token, "User.Read")
-        .await
-        .map_err(|e| match e {
-            // The assertion itself was refused (expired, revoked): the add-in needs a new token.
-            OAuthError::Refused { ref error, .. } if error == "invalid_grant" && e.claims().is_none() => {
-                ApiError::Unauthorized(format!("the identity platform refused the add-in's token: {e}"))
-            }
-            other => other.into(),
-        })?;
-    let who = crate::graph::Principal::OnBehalfOf {
-        tenant: access.tenant.code.clone(),
-        user: oid,
-        token: graph_token.access_token,
-    };
+    let who = on_behalf_of(&state, &caller, "User.Read").await?;
+    let super::SsoCaller { operator, access, .. } = caller;
     let url = format!("{}/me", crate::graph::base_url(&access.tenant));
     let user = state.graph.get_json(&who, &url).await?;
     Ok(Json(Me {

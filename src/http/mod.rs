@@ -5,6 +5,7 @@ pub mod apikeys;
 pub mod audit;
 pub mod auth;
 pub mod companies;
+pub mod contacts;
 pub mod exports;
 pub mod health;
 pub mod imports;

@@ -104,6 +104,7 @@ impl Modify for Conventions {
         super::apikeys::list, super::apikeys::create, super::apikeys::revoke,
         super::audit::list,
         super::companies::list, super::companies::get, super::companies::put, super::companies::delete,
+        super::contacts::search, super::contacts::browse, super::contacts::list_erp, super::contacts::put_erp,
         super::profiles::list, super::profiles::create, super::profiles::get, super::profiles::replace, super::profiles::delete,
         super::profiles::resolution, super::profiles::test,
         super::templates::list, super::templates::preview,

@@ -1,7 +1,9 @@
 //! The composition root of the HTTP edge: the state every handler shares, and the one place
 //! where each resource's routes are merged and layered. A new resource adds one line here.
 
-use super::{apikeys, audit, auth, companies, exports, health, imports, mail, openapi, operators, profiles, reports, templates, tenants};
+use super::{
+    apikeys, audit, auth, companies, contacts, exports, health, imports, mail, openapi, operators, profiles, reports, templates, tenants,
+};
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::graph::Graph;
@@ -35,6 +37,8 @@ pub struct AppState {
     pub workers: crate::workers::Spawner,
     /// The outbox's delivery, told when a message is queued.
     pub outbox: Arc<crate::mail::outbox::Outbox>,
+    /// The contact lookup (its throttling memory and index refreshes are shared).
+    pub contacts: Arc<crate::contacts::lookup::Lookup>,
 }
 
 async fn not_found() -> ApiError {
@@ -56,12 +60,14 @@ pub fn router(state: AppState) -> Router {
         .merge(profiles::routes())
         .merge(templates::routes())
         .merge(mail::routes())
+        .merge(contacts::routes())
         .layer(DefaultBodyLimit::max(state.settings.http.json_body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout));
     // Exports stream large bodies and run for minutes: their own limits, no timeout.
     let bulk = Router::new()
         .merge(exports::routes())
         .merge(imports::routes())
+        .merge(contacts::erp_routes())
         .layer(DefaultBodyLimit::max(state.settings.export.max_json_bytes as usize));
     // Mail bodies carry inline attachments: their own limit, the request timeout.
     let mail_bodies = mail::send_routes()

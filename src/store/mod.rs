@@ -140,6 +140,7 @@ mod apikeys;
 mod audit;
 pub mod blobs;
 mod companies;
+pub mod contacts;
 mod operators;
 pub mod outbox;
 mod profiles;

@@ -422,6 +422,21 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+            // Who the operator mails is what the contact lookup ranks first (issue 15).
+            if let Some(op) = &mail.operator {
+                let m = &mail.message;
+                for r in m.to.iter().chain(&m.cc).chain(&m.bcc) {
+                    sqlx::query(
+                        "INSERT INTO operator_recipients (operator, address, sends, last_ms) VALUES ($1, $2, 1, $3) \
+                         ON CONFLICT (operator, address) DO UPDATE SET sends = operator_recipients.sends + 1, last_ms = excluded.last_ms",
+                    )
+                    .bind(op)
+                    .bind(crate::contacts::normalise(r.address.as_str()))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
             if let Some((key, status, response)) = idempotent {
                 sqlx::query("UPDATE idempotency SET status = $3, response = $4, message_id = $5 WHERE api_key = $1 AND key = $2")
                     .bind(&mail.api_key)
