@@ -327,6 +327,43 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// Puts a body with a content type, with the client key.
+    pub async fn client_put(&self, path: &str, content_type: &str, body: String) -> Answer {
+        let resp = self
+            .http
+            .put(self.url(path))
+            .bearer_auth(&self.client_key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request sent");
+        Answer::from(resp).await
+    }
+
+    /// `GET` with the client key, acting for `operator` (`X-Operator`) when given.
+    pub async fn client_get_as(&self, path: &str, operator: Option<&str>) -> Answer {
+        let mut req = self.http.get(self.url(path)).bearer_auth(&self.client_key);
+        if let Some(op) = operator {
+            req = req.header("X-Operator", op);
+        }
+        Answer::from(req.send().await.expect("request sent")).await
+    }
+
+    /// Runs one statement straight on the database, bypassing the app.
+    pub async fn raw_exec(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.database_url).await.unwrap();
+                sqlx::query(sql).execute(&mut c).await.unwrap();
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.database_url).await.unwrap();
+                sqlx::query(sql).execute(&mut c).await.unwrap();
+            }
+        }
+    }
+
     /// Reads one text column straight from the database, bypassing the app.
     pub async fn raw_text(&self, sql: &str) -> Vec<Option<String>> {
         match self.backend {

@@ -4,6 +4,7 @@ mod helpers;
 
 mod auth;
 mod binary;
+mod contacts;
 mod correctness;
 mod emulator;
 mod export_engine;
