@@ -112,11 +112,39 @@ pub async fn start_emulator(settings: &mut Settings) -> anyhow::Result<DevEmulat
     Ok(DevEmulator { base, _server: server })
 }
 
+/// Company ACME with two ERP contacts (one shares an address with a personal contact of the
+/// demo user), unless the company already has some.
+async fn seed_dev_company(store: &Store) -> anyhow::Result<()> {
+    use crate::store::contacts::ErpContact;
+    let code = crate::domain::CompanyCode::parse("ACME").map_err(anyhow::Error::msg)?;
+    store.put_company("dev", &code, "Acme Ltd").await?;
+    if store.list_erp_contacts(&code).await?.is_empty() {
+        let contact = |key: &str, name: &str, address: &str, account: &str, role: &str| ErpContact {
+            key: key.into(),
+            name: name.into(),
+            address: address.into(),
+            account: Some(account.into()),
+            role: Some(role.into()),
+        };
+        let contacts = [
+            contact("C4711-AP", "Jo Smith", "jo.smith@fabrikam.com", "4711", "accounts payable"),
+            contact("S0042-PO", "Jonas Berg", "jonas@supplier.example", "S0042", "purchasing"),
+        ];
+        store.replace_erp_contacts("dev", &code, &contacts).await?;
+    }
+    Ok(())
+}
+
 /// Seeds tenant and operator DEMO and the dev API keys, and says so.
 pub async fn provision(store: &Store, emulator: &DevEmulator, data_dir: &Path) -> anyhow::Result<()> {
     announce_emulator(&emulator.base);
     seed_dev_tenant(store, &emulator.base).await?;
     println!("dev mode: tenant {DEV_TENANT} is the emulator; operator {DEV_OPERATOR} is signed in as its demo user");
+    seed_dev_company(store).await?;
+    println!(
+        "dev mode: company ACME publishes ERP contacts; search them with the mailbox: \
+         GET /api/v1/contacts/search?q=jo&company=ACME with X-Operator: {DEV_OPERATOR}"
+    );
     match ensure_dev_keys(store, data_dir).await? {
         Some(keys) => {
             println!("dev mode: API keys created (also in {}):", data_dir.join("dev-keys.json").display());

@@ -41,6 +41,7 @@ const MAX_QUERY: usize = 256;
 const MAX_ERP_CONTACTS: usize = 100_000;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
     /// What the operator typed: 1–256 characters.
@@ -214,6 +215,7 @@ pub async fn search(State(state): State<AppState>, mut parts: Parts) -> Result<J
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct BrowseParams {
     /// Where the previous page ended (its `next_cursor`).
