@@ -9,7 +9,7 @@
 //! searches wait for the first one (within their budget) and never for a later one.
 
 use super::SourceStatus;
-use super::lookup::{Target, failure};
+use super::lookup::{Target, failure, store_failure as internal};
 use crate::graph::{Graph, GraphError};
 use crate::store::Store;
 use crate::store::contacts::{IndexedContact, IndexedFolder};
@@ -211,17 +211,5 @@ impl Index {
             .apply_contact_delta(&target.owner, &folder, full, &upserts, &removed)
             .await
             .map_err(|e| internal(&e))
-    }
-}
-
-fn internal(e: &dyn std::fmt::Display) -> SourceStatus {
-    tracing::error!(error = %e, "the contact index failed");
-    SourceStatus::Error {
-        error: super::SourceError {
-            kind: "internal",
-            status: None,
-            code: None,
-            message: "the local index of personal contacts could not be read or written".into(),
-        },
     }
 }

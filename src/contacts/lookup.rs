@@ -388,8 +388,9 @@ pub fn escape(text: &str) -> String {
     text.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
-fn store_failure(e: &dyn std::fmt::Display) -> SourceStatus {
-    tracing::error!(error = %e, "a contact source could not read the database");
+/// The database failed under a source (or the index): logged, reported without detail.
+pub fn store_failure(e: &dyn std::fmt::Display) -> SourceStatus {
+    tracing::error!(error = %e, "a contact source could not read or write the database");
     SourceStatus::Error {
         error: SourceError {
             kind: "internal",
