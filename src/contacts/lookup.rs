@@ -87,10 +87,6 @@ impl Lookup {
         }
     }
 
-    pub fn index(&self) -> &Arc<Index> {
-        &self.index
-    }
-
     /// Refuses an application lookup of a mailbox that is not a user of `tenant` (a
     /// directory read, remembered for a while). Other failures are left to the sources,
     /// which report them.
@@ -418,7 +414,7 @@ pub fn failure(source: Source, application: bool, e: GraphError) -> SourceStatus
                 500..=599 => "unavailable",
                 _ => "graph_error",
             };
-            let what = describe(source);
+            let what = source.describe();
             let message = if status == 403 && message.contains("Access to OData is disabled") {
                 format!("the {what} could not be searched: the mailbox is outside the app's application access policy: {message}")
             } else if status == 403 {
@@ -455,16 +451,6 @@ pub fn failure(source: Source, application: bool, e: GraphError) -> SourceStatus
                 message: other.to_string(),
             },
         },
-    }
-}
-
-fn describe(source: Source) -> &'static str {
-    match source {
-        Source::Personal => "personal contacts",
-        Source::People => "people list",
-        Source::Directory => "directory",
-        Source::OrgContacts => "organisational contacts",
-        Source::Erp => "ERP contacts",
     }
 }
 

@@ -71,13 +71,14 @@ impl Source {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    /// What the source searches, for its error messages.
+    pub fn describe(self) -> &'static str {
         match self {
-            Self::Personal => "personal",
-            Self::People => "people",
+            Self::Personal => "personal contacts",
+            Self::People => "people list",
             Self::Directory => "directory",
-            Self::OrgContacts => "org_contacts",
-            Self::Erp => "erp",
+            Self::OrgContacts => "organisational contacts",
+            Self::Erp => "ERP contacts",
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::store::contacts::{BrowsedContact, ErpContact};
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::{Deserialize, Serialize};
@@ -359,7 +359,7 @@ pub async fn put_erp(
     Path(code): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Replaced>), ApiError> {
+) -> Result<Json<Replaced>, ApiError> {
     let company = company_code(&code)?;
     let ndjson = headers
         .get(header::CONTENT_TYPE)
@@ -403,11 +403,8 @@ pub async fn put_erp(
         Err(StoreError::NotFound { .. }) => return Err(ApiError::NotFound(format!("company '{company}' does not exist"))),
         Err(e) => return Err(e.into()),
     }
-    Ok((
-        StatusCode::OK,
-        Json(Replaced {
-            company: company.to_string(),
-            contacts: contacts.len(),
-        }),
-    ))
+    Ok(Json(Replaced {
+        company: company.to_string(),
+        contacts: contacts.len(),
+    }))
 }
