@@ -271,3 +271,45 @@ async fn interaction_required_goes_back_as_a_claims_challenge() {
     })
     .await;
 }
+
+/// The Outlook pane searches contacts with its single sign-on token: the sources read the
+/// user's mailbox and directory with the on-behalf-of token, and a token never searches as
+/// another operator.
+#[tokio::test]
+async fn a_valid_token_searches_contacts_on_behalf_of_its_user() {
+    run(async |s: Sso| {
+        let token = s.sign(&s.claims());
+        let search = |q: &str, operator: Option<&str>| {
+            let mut req = s
+                .http
+                .get(s.app.url(&format!("/api/v1/contacts/search?q={q}")))
+                .bearer_auth(&token);
+            if let Some(op) = operator {
+                req = req.header("x-operator", op);
+            }
+            req.send()
+        };
+        let a = Answer::from(search("ada", None).await.unwrap()).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        assert_eq!(a.json["sources"]["personal"]["status"], "ok", "{}", a.text);
+        assert_eq!(a.json["sources"]["people"]["status"], "ok", "{}", a.text);
+        assert_eq!(a.json["sources"]["directory"]["status"], "ok", "{}", a.text);
+        let first = &a.json["results"][0];
+        assert_eq!(first["address"], "ada@fabrikam.com", "{}", a.text);
+        assert!(first["sources"].as_array().unwrap().contains(&json!("personal")), "{}", a.text);
+        // The mailbox read is the token's user's own (`/me/…`), with a delegated token.
+        let log = crate::helpers::emulator_requests(&s.http, &s.emu.base_url).await;
+        assert!(log.iter().any(|r| r["path"] == "/v1.0/me/people" && r["status"] == 200), "{log:?}");
+        assert!(log.iter().any(|r| r["path"] == "/v1.0/users" && r["status"] == 200), "{log:?}");
+        // Naming the token's own operator is fine; another tenant's operator is not.
+        let named = Answer::from(search("ada", Some("JDOE")).await.unwrap()).await;
+        assert_eq!(named.status, 200, "{}", named.text);
+        Answer::from(search("ada", Some("BOB")).await.unwrap())
+            .await
+            .assert_problem(403, None);
+        // Without a token or key: 401.
+        let bare = Answer::from(s.http.get(s.app.url("/api/v1/contacts/search?q=ada")).send().await.unwrap()).await;
+        bare.assert_problem(401, None);
+    })
+    .await;
+}
