@@ -241,6 +241,60 @@ impl Default for ContactsSettings {
     }
 }
 
+/// The Office add-in's manifests and panes (SPEC §3.6).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AddinSettings {
+    /// The add-in's id (a GUID), which must never change once the add-in is deployed; when
+    /// unset it is derived from `public_url` (stable while that stays the same).
+    pub id: Option<uuid::Uuid>,
+    /// The name Office shows (at most 30 characters: the unified manifest's short name).
+    pub name: String,
+    /// Who publishes the add-in, as Office shows it.
+    pub provider: String,
+    /// The page Office links as the add-in's support page; this server's `/` when unset.
+    pub support_url: Option<url::Url>,
+    /// The tenant whose app registration the manifests name, when several are configured.
+    pub tenant: Option<String>,
+    /// Where the panes load Office.js from: Microsoft's CDN (the only outside script).
+    pub office_js_url: String,
+}
+
+impl Default for AddinSettings {
+    fn default() -> Self {
+        Self {
+            id: None,
+            name: "officebridge".into(),
+            provider: "officebridge".into(),
+            support_url: None,
+            tenant: None,
+            office_js_url: "https://appsforoffice.microsoft.com/lib/1/hosted/office.js".into(),
+        }
+    }
+}
+
+impl AddinSettings {
+    fn check(&self) -> anyhow::Result<()> {
+        // The unified manifest's short name and developer name are at most 30 and 32
+        // characters; the XML display name 125.
+        if self.name.trim().is_empty() || self.name.chars().count() > 30 {
+            bail!("addin.name must be 1 to 30 characters");
+        }
+        if self.provider.trim().is_empty() || self.provider.chars().count() > 32 {
+            bail!("addin.provider must be 1 to 32 characters");
+        }
+        if self.name.chars().chain(self.provider.chars()).any(char::is_control) {
+            bail!("addin.name and addin.provider must not hold control characters");
+        }
+        if let Some(u) = &self.support_url
+            && u.scheme() != "https"
+        {
+            bail!("addin.support_url must be an https URL");
+        }
+        Ok(())
+    }
+}
+
 /// Where exports land in OneDrive and how they are uploaded (SPEC §3.2).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -312,6 +366,7 @@ struct Raw {
     mail: MailSettings,
     contacts: ContactsSettings,
     onedrive: OneDriveSettings,
+    addin: AddinSettings,
 }
 
 impl Default for Raw {
@@ -344,6 +399,7 @@ impl Default for Raw {
             mail: MailSettings::default(),
             contacts: ContactsSettings::default(),
             onedrive: OneDriveSettings::default(),
+            addin: AddinSettings::default(),
         }
     }
 }
@@ -376,6 +432,7 @@ pub struct Settings {
     pub mail: MailSettings,
     pub contacts: ContactsSettings,
     pub onedrive: OneDriveSettings,
+    pub addin: AddinSettings,
 }
 
 impl Settings {
@@ -432,6 +489,7 @@ impl Settings {
         fig = fig.merge(Env::prefixed("OFFICEBRIDGE_").split("__"));
         let raw: Raw = fig.extract().context("invalid configuration")?;
         raw.onedrive.check()?;
+        raw.addin.check()?;
         if !(10..=30_000).contains(&raw.contacts.source_budget_ms) {
             bail!("contacts.source_budget_ms must be 10 to 30000 milliseconds");
         }
@@ -473,6 +531,7 @@ impl Settings {
             mail: raw.mail,
             contacts: raw.contacts,
             onedrive: raw.onedrive,
+            addin: raw.addin,
         })
     }
 }

@@ -1,6 +1,8 @@
 //! officebridge: connects an ERP to Microsoft 365.
 #![forbid(unsafe_code)]
 
+/// The Office add-in: manifests and icons (SPEC §3.6).
+pub mod addin;
 /// Building and running the application: store, clients, workers, shutdown.
 pub mod app;
 /// The command line (clap).

@@ -86,6 +86,9 @@ pub enum Command {
         #[arg(long)]
         seed: Option<PathBuf>,
     },
+    /// The Office add-in: print a manifest for the Microsoft 365 admin center.
+    #[command(subcommand)]
+    Addin(AddinCommand),
     /// Write a grid (JSON grid document, NDJSON or CSV) as a typed XLSX workbook.
     Export(ExportArgs),
     /// Read an edited workbook back: typed rows, cell problems, and the change set.
@@ -285,6 +288,22 @@ pub enum OutboxCommand {
     Retry { id: String },
     /// Take a message that is not being sent out of the queue.
     Cancel { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AddinCommand {
+    /// Print a manifest as `GET /addin/…` serves it, for an administrator to upload to the
+    /// Microsoft 365 admin center (Integrated apps).
+    Manifest {
+        /// `excel` and `outlook`: the add-in-only XML manifests; `unified`: the unified
+        /// manifest for Microsoft 365 (both hosts).
+        #[arg(long, value_enum)]
+        host: crate::addin::Host,
+        /// The tenant whose app registration the manifest names (default: `addin.tenant`,
+        /// or the only tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -772,5 +791,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Profiles(cmd) => profiles(&settings, cmd).await,
         Command::Outbox(cmd) => outbox(&settings, cmd).await,
         Command::Templates(cmd) => templates(&settings, cmd).await,
+        Command::Addin(cmd) => addin(&settings, cmd).await,
+    }
+}
+
+async fn addin(settings: &Settings, cmd: AddinCommand) -> anyhow::Result<()> {
+    let store = open_store(settings).await?;
+    match cmd {
+        AddinCommand::Manifest { host, tenant } => {
+            let tenant = crate::http::addin::manifest_tenant(&store, tenant.as_deref(), settings.addin.tenant.as_deref())
+                .await
+                .map_err(|e| match e {
+                    crate::error::ApiError::Validation(errors) => field_errors(errors),
+                    other => anyhow::anyhow!("{other}"),
+                })?;
+            print!("{}", crate::addin::render(host, settings, tenant.client_id.as_str())?);
+            Ok(())
+        }
     }
 }

@@ -180,9 +180,41 @@ pub async fn clear(State(emu): State<Emulator>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-/// `GET /_emulator/requests`: every request since the start or the last reset.
+/// The request log: the last requests, and a count of all of them by status.
+#[derive(Default)]
+pub struct RequestLog {
+    pub recent: std::collections::VecDeque<Logged>,
+    pub counts: Counts,
+}
+
+/// Requests since the start or the last reset, by status.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    pub total: u64,
+    pub by_status: std::collections::BTreeMap<u16, u64>,
+}
+
+impl RequestLog {
+    /// Keeps the last 10,000 requests, enough for any test and bounded for a long-running dev
+    /// server; the counts cover every request, for a benchmark's thousands.
+    pub fn push(&mut self, entry: Logged) {
+        self.counts.total += 1;
+        *self.counts.by_status.entry(entry.status).or_default() += 1;
+        if self.recent.len() >= 10_000 {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(entry);
+    }
+}
+
+/// `GET /_emulator/requests`: the requests since the start or the last reset (the last 10,000).
 pub async fn requests(State(emu): State<Emulator>) -> impl IntoResponse {
     Json(emu.requests())
+}
+
+/// `GET /_emulator/requests/counts`: how many requests were answered with each status.
+pub async fn counts(State(emu): State<Emulator>) -> impl IntoResponse {
+    Json(emu.request_counts())
 }
 
 #[cfg(test)]

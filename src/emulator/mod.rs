@@ -76,7 +76,7 @@ struct Inner {
     faults: Mutex<Vec<faults::Fault>>,
     devices: Mutex<HashMap<String, identity::device::DeviceGrant>>,
     mail: Mutex<mail::MailState>,
-    requests: Mutex<Vec<faults::Logged>>,
+    requests: Mutex<faults::RequestLog>,
     throttle: Mutex<throttle::ThrottleState>,
     delta: Mutex<directory::DeltaState>,
 }
@@ -185,17 +185,18 @@ impl Emulator {
         self.inner.faults.lock().expect("faults lock")
     }
 
-    /// Keeps the last 10,000 requests: enough for any test, bounded for a long-running dev server.
     pub fn log_request(&self, entry: faults::Logged) {
-        let mut log = self.inner.requests.lock().expect("requests lock");
-        if log.len() >= 10_000 {
-            log.remove(0);
-        }
-        log.push(entry);
+        self.inner.requests.lock().expect("requests lock").push(entry);
     }
 
+    /// The last requests (at most 10,000).
     pub fn requests(&self) -> Vec<faults::Logged> {
-        self.inner.requests.lock().expect("requests lock").clone()
+        self.inner.requests.lock().expect("requests lock").recent.iter().cloned().collect()
+    }
+
+    /// How many requests were answered with each status, all of them.
+    pub fn request_counts(&self) -> faults::Counts {
+        self.inner.requests.lock().expect("requests lock").counts.clone()
     }
 
     pub fn throttle(&self) -> std::sync::MutexGuard<'_, throttle::ThrottleState> {
@@ -236,7 +237,7 @@ impl Emulator {
         self.faults().clear();
         self.devices().clear();
         *self.mail() = mail::MailState::default();
-        self.inner.requests.lock().expect("requests lock").clear();
+        *self.inner.requests.lock().expect("requests lock") = faults::RequestLog::default();
         *self.throttle() = throttle::ThrottleState::default();
         *self.delta() = directory::DeltaState::default();
     }
@@ -285,6 +286,7 @@ impl Emulator {
             .route("/_emulator/drive/{user}", get(drive::inspect))
             .route("/_emulator/faults", post(faults::add).delete(faults::clear))
             .route("/_emulator/requests", get(faults::requests))
+            .route("/_emulator/requests/counts", get(faults::counts))
             .route("/_emulator/keys/rotate", post(hooks::rotate_keys))
             .route("/_emulator/reset", post(hooks::reset))
             .route("/_emulator/refresh-tokens/revoke", post(hooks::revoke_refresh_tokens))

@@ -14,7 +14,7 @@ use crate::graph::{Principal, base_url, encode_segment};
 use crate::store::StoreError;
 use crate::store::contacts::{BrowsedContact, ErpContact};
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use base64::Engine;
@@ -191,9 +191,7 @@ async fn target(state: &AppState, parts: &mut Parts, tenant: Option<&str>, mailb
     responses((status = 200, body = SearchAnswer), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
 #[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn search(State(state): State<AppState>, mut parts: Parts) -> Result<Json<SearchAnswer>, ApiError> {
-    let Query(p) = Query::<SearchParams>::from_request_parts(&mut parts, &state)
-        .await
-        .map_err(|e| ApiError::validation("query", e.body_text()))?;
+    let super::Params(p) = super::Params::<SearchParams>::from_request_parts(&mut parts, &state).await?;
     let text = parse_query(p.q.as_deref())?;
     let limit = parse_limit(p.limit.as_deref(), 50, 10)?;
     let company = match p.company.as_deref() {
@@ -253,9 +251,7 @@ fn listing(owner: &str, folder: Option<&str>) -> String {
     responses((status = 200, body = ContactPage), (status = 401, body = Problem), (status = 422, body = Problem), (status = 502, body = Problem)))]
 #[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn browse(State(state): State<AppState>, mut parts: Parts) -> Result<Json<ContactPage>, ApiError> {
-    let Query(p) = Query::<BrowseParams>::from_request_parts(&mut parts, &state)
-        .await
-        .map_err(|e| ApiError::validation("query", e.body_text()))?;
+    let super::Params(p) = super::Params::<BrowseParams>::from_request_parts(&mut parts, &state).await?;
     let limit = parse_limit(p.limit.as_deref(), 500, 100)?;
     let target = target(&state, &mut parts, None, None).await?;
     let folder = p.folder.as_deref().filter(|f| !f.is_empty());

@@ -1,6 +1,7 @@
 //! The HTTP edge: one file per resource, plus the extractors they share. Nothing outside this
 //! module knows about axum.
 
+pub mod addin;
 pub mod apikeys;
 pub mod audit;
 pub mod auth;
@@ -148,6 +149,21 @@ impl FromRequestParts<AppState> for Admin {
             return Err(ApiError::Forbidden("this endpoint needs an admin API key".into()));
         }
         Ok(Admin(caller))
+    }
+}
+
+/// Query parameters, refused as a problem naming `query` (axum's own `Query` answers a
+/// plain-text 400).
+pub struct Params<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Params(q.0))
+            .map_err(|e| ApiError::validation("query", e.body_text()))
     }
 }
 

@@ -2,7 +2,8 @@
 //! where each resource's routes are merged and layered. A new resource adds one line here.
 
 use super::{
-    apikeys, audit, auth, companies, contacts, exports, health, imports, mail, openapi, operators, profiles, reports, templates, tenants,
+    addin, apikeys, audit, auth, companies, contacts, exports, health, imports, mail, openapi, operators, profiles, reports, templates,
+    tenants,
 };
 use crate::config::Settings;
 use crate::error::ApiError;
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(templates::routes())
         .merge(mail::routes())
         .merge(contacts::routes())
+        .merge(addin::routes())
         .layer(DefaultBodyLimit::max(state.settings.http.json_body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout));
     // Exports stream large bodies and run for minutes: their own limits, no timeout.

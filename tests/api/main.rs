@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod addin;
 mod auth;
 mod binary;
 mod contacts;

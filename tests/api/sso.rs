@@ -280,10 +280,7 @@ async fn a_valid_token_searches_contacts_on_behalf_of_its_user() {
     run(async |s: Sso| {
         let token = s.sign(&s.claims());
         let search = |q: &str, operator: Option<&str>| {
-            let mut req = s
-                .http
-                .get(s.app.url(&format!("/api/v1/contacts/search?q={q}")))
-                .bearer_auth(&token);
+            let mut req = s.http.get(s.app.url(&format!("/api/v1/contacts/search?q={q}"))).bearer_auth(&token);
             if let Some(op) = operator {
                 req = req.header("x-operator", op);
             }
