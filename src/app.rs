@@ -46,7 +46,7 @@ pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Idempotency records are kept 7 days (then a repeat is a new message); a blob nothing
+/// Expired shared grids go with the rest. Idempotency records are kept 7 days (then a repeat is a new message); a blob nothing
 /// refers to is removed once it is 6 hours old (an upload being written is younger).
 async fn sweep_mail(store: &Store) {
     const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -54,10 +54,11 @@ async fn sweep_mail(store: &Store) {
         store.sweep_uploads().await?;
         store.sweep_reports().await?;
         store.sweep_idempotency(7 * DAY_MS + DAY_MS / 24).await?;
-        store.sweep_blobs(DAY_MS / 4).await
+        store.sweep_blobs(DAY_MS / 4).await?;
+        store.sweep_grids(chrono::Utc::now()).await
     };
     if let Err(e) = swept.await {
-        tracing::warn!(error = %e, "sweeping expired uploads, reports and idempotency records failed; trying again later");
+        tracing::warn!(error = %e, "sweeping expired uploads, reports, idempotency records and grids failed; trying again later");
     }
 }
 

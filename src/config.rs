@@ -241,6 +241,28 @@ impl Default for ContactsSettings {
     }
 }
 
+/// Grids the ERP shares with operators for the Excel pane (SPEC §3.6).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GridSettings {
+    /// Hours a shared grid (and the change set published for it) is kept.
+    pub retention_hours: u64,
+    /// The most cells (rows × columns) one grid may hold.
+    pub max_cells: u64,
+    /// The most rows one `GET …/rows` answers (its `limit`).
+    pub max_block_rows: u64,
+}
+
+impl Default for GridSettings {
+    fn default() -> Self {
+        Self {
+            retention_hours: 24,
+            max_cells: 5_000_000,
+            max_block_rows: 50_000,
+        }
+    }
+}
+
 /// The Office add-in's manifests and panes (SPEC §3.6).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -367,6 +389,7 @@ struct Raw {
     contacts: ContactsSettings,
     onedrive: OneDriveSettings,
     addin: AddinSettings,
+    grids: GridSettings,
 }
 
 impl Default for Raw {
@@ -400,6 +423,7 @@ impl Default for Raw {
             contacts: ContactsSettings::default(),
             onedrive: OneDriveSettings::default(),
             addin: AddinSettings::default(),
+            grids: GridSettings::default(),
         }
     }
 }
@@ -433,6 +457,7 @@ pub struct Settings {
     pub contacts: ContactsSettings,
     pub onedrive: OneDriveSettings,
     pub addin: AddinSettings,
+    pub grids: GridSettings,
 }
 
 impl Settings {
@@ -490,6 +515,9 @@ impl Settings {
         let raw: Raw = fig.extract().context("invalid configuration")?;
         raw.onedrive.check()?;
         raw.addin.check()?;
+        if raw.grids.retention_hours == 0 || raw.grids.max_cells == 0 || raw.grids.max_block_rows == 0 {
+            bail!("grids.retention_hours, grids.max_cells and grids.max_block_rows must be at least 1");
+        }
         if !(10..=30_000).contains(&raw.contacts.source_budget_ms) {
             bail!("contacts.source_budget_ms must be 10 to 30000 milliseconds");
         }
@@ -532,6 +560,7 @@ impl Settings {
             contacts: raw.contacts,
             onedrive: raw.onedrive,
             addin: raw.addin,
+            grids: raw.grids,
         })
     }
 }

@@ -27,6 +27,8 @@ pub mod error;
 pub mod export;
 /// The Microsoft Graph client (retries, throttling, paging) and OneDrive uploads.
 pub mod graph;
+/// Grids shared with operators for the Excel pane (SPEC §3.6).
+pub mod grids;
 /// One file per HTTP resource, and the shared extractors.
 pub mod http;
 /// OAuth flows, the token store, and single sign-on token validation.

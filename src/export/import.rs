@@ -5,14 +5,14 @@ use super::model::{Cell, Column, ColumnType, GridError};
 use crate::config::ImportSettings;
 use calamine::{Data, DataRef, Reader, Xlsx};
 use chrono::{Duration, NaiveDate, NaiveTime};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek};
 use std::time::Instant;
 
 /// A cell that does not fit its column.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct CellProblem {
     pub sheet: String,
     /// The worksheet row as Excel numbers it (the header is row 1).
@@ -23,13 +23,13 @@ pub struct CellProblem {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct FieldChange {
     pub from: Value,
     pub to: Value,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ChangedRow {
     pub key: Value,
     pub fields: BTreeMap<String, FieldChange>,
@@ -40,7 +40,7 @@ pub struct ChangedRow {
 }
 
 /// What the edit did to the original grid, by key.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ChangeSet {
     #[schema(value_type = Vec<Object>)]
     pub added: Vec<Map<String, Value>>,
@@ -478,7 +478,10 @@ pub fn import<R: Read + Seek>(mut workbook: R, req: &ImportRequest) -> Result<Im
         });
     }
     let changes = match (key_index, req.original) {
-        (Some(k), Some(original)) => Some(change_set(req.columns, k, original, &rows, &row_info, &sheet, &mut problems)),
+        (Some(k), Some(original)) => {
+            let original: Vec<Vec<Value>> = original.iter().map(|r| canonical_row(r, req.columns)).collect();
+            Some(change_set(req.columns, k, &original, &rows, &row_info, &sheet, &mut problems))
+        }
         _ => None,
     };
     Ok(ImportResult {
@@ -581,17 +584,110 @@ struct RowInfo {
     problem_columns: Vec<usize>,
 }
 
+/// A row's typed JSON values, as [`canonical`] gives them.
+pub fn canonical_row(row: &[Cell], columns: &[Column]) -> Vec<Value> {
+    row.iter().zip(columns).map(|(c, col)| canonical(c, col)).collect()
+}
+
+/// The values of an Excel table as the add-in reads them (`Range.values`: numbers, text,
+/// booleans, dates as serial numbers, `""` for an empty cell), under `header`, compared with
+/// the grid's `original` rows (canonical values) by the `key` column: the change set and a
+/// problem for every cell that does not fit its column, exactly as an imported workbook's.
+/// Problems name the worksheet row as if the table's header were row 1.
+///
+/// # Errors
+///
+/// A [`GridError`] naming `header` or `rows[i]` when the table is not the grid's shape: a
+/// column missing or unknown, a row of another length, a value that is not a cell's.
+pub fn compare_table(
+    columns: &[Column],
+    key: usize,
+    original: &[Vec<Value>],
+    sheet: &str,
+    header: &[String],
+    rows: &[Vec<Value>],
+) -> Result<(ChangeSet, Vec<CellProblem>), GridError> {
+    let names: Vec<String> = header.iter().map(|h| h.trim().to_lowercase()).collect();
+    let mut positions = Vec::with_capacity(columns.len());
+    for c in columns {
+        let at = names
+            .iter()
+            .position(|h| *h == c.header.trim().to_lowercase() || *h == c.key.to_lowercase())
+            .ok_or_else(|| {
+                GridError::new(
+                    "header",
+                    format!("has no column '{}' (the grid's columns must all be there)", c.header),
+                )
+            })?;
+        positions.push(at);
+    }
+    if let Some(extra) = (0..names.len()).find(|i| !positions.contains(i)) {
+        return Err(GridError::new(
+            format!("header[{extra}]"),
+            format!("'{}' is not a column of the grid", header[extra]),
+        ));
+    }
+    let mut problems = Vec::new();
+    let mut objects = Vec::with_capacity(rows.len());
+    let mut info = Vec::with_capacity(rows.len());
+    for (r, values) in rows.iter().enumerate() {
+        if values.len() != header.len() {
+            return Err(GridError::new(
+                format!("rows[{r}]"),
+                format!("has {} values; the header has {}", values.len(), header.len()),
+            ));
+        }
+        let excel_row = r as u32 + 2;
+        let mut obj = Map::new();
+        let mut bad = Vec::new();
+        for (i, (c, p)) in columns.iter().zip(&positions).enumerate() {
+            let data = match &values[*p] {
+                Value::Null => Data::Empty,
+                Value::String(s) if s.is_empty() => Data::Empty,
+                Value::String(s) => Data::String(s.clone()),
+                Value::Number(n) => Data::Float(n.as_f64().unwrap_or_default()),
+                Value::Bool(b) => Data::Bool(*b),
+                _ => {
+                    return Err(GridError::new(
+                        format!("rows[{r}][{p}]"),
+                        "must be a number, text or a boolean (a cell's value)",
+                    ));
+                }
+            };
+            let cell = data_cell(&data, c).unwrap_or_else(|reason| {
+                problems.push(CellProblem {
+                    sheet: sheet.to_string(),
+                    row: excel_row,
+                    column: c.key.clone(),
+                    value: data_text(&data),
+                    reason,
+                });
+                bad.push(i);
+                Cell::Empty
+            });
+            obj.insert(c.key.clone(), canonical(&cell, c));
+        }
+        objects.push(obj);
+        info.push(RowInfo {
+            number: excel_row,
+            problem_columns: bad,
+        });
+    }
+    let changes = change_set(columns, key, original, &objects, &info, sheet, &mut problems);
+    Ok((changes, problems))
+}
+
 fn change_set(
     columns: &[Column],
     key: usize,
-    original: &[Vec<Cell>],
+    original: &[Vec<Value>],
     rows: &[Map<String, Value>],
     info: &[RowInfo],
     sheet: &str,
     problems: &mut Vec<CellProblem>,
 ) -> ChangeSet {
     let key_col = &columns[key];
-    let original_value = |r: &[Cell], c: usize| canonical(&r[c], &columns[c]);
+    let original_value = |r: &[Value], c: usize| r[c].clone();
     // The index holds row numbers, not copies: the original is already in memory once.
     let index: HashMap<String, usize> = original
         .iter()

@@ -190,6 +190,8 @@ pub struct GridMeta {
     pub title: Option<String>,
     pub author: Option<String>,
     pub company: Option<String>,
+    /// The key column a shared grid's edits are matched by (exports ignore it).
+    pub key: Option<String>,
     pub options: GridOptions,
 }
 

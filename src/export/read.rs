@@ -67,6 +67,8 @@ macro_rules! with_grid_options {
             truncate: bool,
             #[serde(default)]
             table: bool,
+            /// The key column, which matches edited rows to the grid's (a shared grid's).
+            key: Option<String>,
             $($field)*
         }
 
@@ -77,6 +79,7 @@ macro_rules! with_grid_options {
                     title: self.title.clone().or_else(|| title.cloned()),
                     author: self.author.clone(),
                     company: self.company.clone(),
+                    key: self.key.clone(),
                     options: GridOptions { overflow: self.overflow, truncate: self.truncate, table: self.table },
                 }
             }
@@ -303,6 +306,27 @@ pub struct ExportOptions {
     pub max_rows: Option<u32>,
     /// Longest NDJSON line, in bytes ([`DEFAULT_MAX_LINE_BYTES`] when unset).
     pub max_line_bytes: Option<usize>,
+    /// The key column for CSV input (a shared grid's; JSON and NDJSON name it themselves).
+    pub key: Option<String>,
+}
+
+/// Where the parsed sheets go: a workbook being written ([`XlsxExport`]) or a grid kept for
+/// the add-in ([`crate::grids`]). Both get the same checked sheets and typed rows, so a grid
+/// is refused or accepted exactly as its export would be.
+pub trait SheetSink {
+    /// Takes one sheet's rows; the first `Err` row stops it, and it returns that error.
+    fn write_sheet<I>(&mut self, sheet: &Sheet, rows: I, locate: &dyn Fn(u64) -> String) -> Result<(), ExportError>
+    where
+        I: IntoIterator<Item = Result<Vec<Cell>, GridError>>;
+}
+
+impl SheetSink for XlsxExport {
+    fn write_sheet<I>(&mut self, sheet: &Sheet, rows: I, locate: &dyn Fn(u64) -> String) -> Result<(), ExportError>
+    where
+        I: IntoIterator<Item = Result<Vec<Cell>, GridError>>,
+    {
+        XlsxExport::write_sheet(self, sheet, rows, locate)
+    }
 }
 
 /// The longest NDJSON line read when the caller sets no bound: far more than any row of
@@ -418,10 +442,26 @@ pub fn export<R: BufRead + Send, W: Write + Seek + Send>(
     opts: &ExportOptions,
     progress: Arc<AtomicU64>,
 ) -> Result<Report, ExportError> {
+    read_into(format, input, opts, |meta| new_export(meta, opts, progress))?.save(out)
+}
+
+/// Reads a grid in `format` from `input` into the sink `make` builds from the grid's
+/// properties, and hands the sink back once every sheet is in it.
+///
+/// # Errors
+///
+/// [`ExportError::Grid`] names the field, line or cell at fault; the sink's own errors pass
+/// through.
+pub fn read_into<R: BufRead + Send, S: SheetSink + Send>(
+    format: InputFormat,
+    input: R,
+    opts: &ExportOptions,
+    make: impl FnOnce(GridMeta) -> Result<S, ExportError>,
+) -> Result<S, ExportError> {
     match format {
-        InputFormat::Json => export_json(input, out, opts, progress),
-        InputFormat::Ndjson => export_ndjson(input, out, opts, progress),
-        InputFormat::Csv => export_csv(input, out, opts, progress),
+        InputFormat::Json => read_json(input, opts, make),
+        InputFormat::Ndjson => read_ndjson(input, opts, make),
+        InputFormat::Csv => read_csv(input, opts, make),
     }
 }
 
@@ -475,12 +515,11 @@ pub fn parse_grid_document<R: BufRead>(mut input: R) -> Result<GridDocument, Gri
     Ok(doc)
 }
 
-fn export_json<R: BufRead, W: Write + Seek + Send>(
+fn read_json<R: BufRead, S: SheetSink>(
     input: R,
-    out: W,
     opts: &ExportOptions,
-    progress: Arc<AtomicU64>,
-) -> Result<Report, ExportError> {
+    make: impl FnOnce(GridMeta) -> Result<S, ExportError>,
+) -> Result<S, ExportError> {
     let doc = parse_grid_document(input)?;
     let meta = doc.meta(opts.title.as_ref());
     // Every sheet is checked before anything is written, so a bad last sheet costs nothing.
@@ -490,7 +529,7 @@ fn export_json<R: BufRead, W: Write + Seek + Send>(
         .enumerate()
         .map(|(i, s)| s.spec().check(&format!("sheets[{i}]."), &format!("Sheet{}", i + 1)))
         .collect::<Result<_, _>>()?;
-    let mut export = new_export(meta, opts, progress)?;
+    let mut sink = make(meta)?;
     for (i, (sheet, sdoc)) in sheets.iter().zip(&doc.sheets).enumerate() {
         let locate = move |r: u64| format!("sheets[{i}].rows[{r}]");
         let keys = column_keys(&sheet.columns);
@@ -499,17 +538,16 @@ fn export_json<R: BufRead, W: Write + Seek + Send>(
             .iter()
             .enumerate()
             .map(|(r, row)| json_row(&sheet.columns, &keys, row.get(), &locate(r as u64)));
-        export.write_sheet(sheet, rows, &locate)?;
+        sink.write_sheet(sheet, rows, &locate)?;
     }
-    export.save(out)
+    Ok(sink)
 }
 
-fn export_ndjson<R: BufRead + Send, W: Write + Seek + Send>(
+fn read_ndjson<R: BufRead + Send, S: SheetSink + Send>(
     mut input: R,
-    out: W,
     opts: &ExportOptions,
-    progress: Arc<AtomicU64>,
-) -> Result<Report, ExportError> {
+    make: impl FnOnce(GridMeta) -> Result<S, ExportError>,
+) -> Result<S, ExportError> {
     skip_bom(&mut input).map_err(|e| GridError::new("line[1]", format!("could not be read: {e}")))?;
     let mut line = String::new();
     let mut number: u64 = 0;
@@ -538,10 +576,10 @@ fn export_ndjson<R: BufRead + Send, W: Write + Seek + Send>(
     let sheet = spec
         .check("", "Sheet1")
         .map_err(|e| GridError::new(format!("line[{number}].{}", e.field), e.message))?;
-    let export = new_export(meta, opts, progress)?;
+    let sink = make(meta)?;
     let keys = column_keys(&sheet.columns);
     let columns = &sheet.columns;
-    write_in_parallel(export, &sheet, out, move |rows| {
+    write_in_parallel(sink, &sheet, move |rows| {
         loop {
             number += 1;
             let parsed = match read_line_bounded(&mut input, &mut line, max_line) {
@@ -591,15 +629,10 @@ impl RowSender {
     }
 }
 
-/// Parses on a second thread while this one writes the sheet and saves the workbook, so
-/// that parsing and XML generation overlap on two cores instead of taking turns on one.
-/// When the writer stops early, the parser stops at its next hand-over.
-fn write_in_parallel<W: Write + Seek + Send>(
-    mut export: XlsxExport,
-    sheet: &Sheet,
-    out: W,
-    parse: impl FnOnce(&mut RowSender) + Send,
-) -> Result<Report, ExportError> {
+/// Parses on a second thread while this one writes the sheet, so that parsing and XML
+/// generation overlap on two cores instead of taking turns on one. When the writer stops
+/// early, the parser stops at its next hand-over.
+fn write_in_parallel<S: SheetSink + Send>(mut sink: S, sheet: &Sheet, parse: impl FnOnce(&mut RowSender) + Send) -> Result<S, ExportError> {
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Parsed>>(BATCHES_IN_FLIGHT);
         scope.spawn(move || {
@@ -615,8 +648,8 @@ fn write_in_parallel<W: Write + Seek + Send>(
             line_of.set(line);
             row
         });
-        export.write_sheet(sheet, rows, &|_| format!("line[{}]", line_of.get()))?;
-        export.save(out)
+        sink.write_sheet(sheet, rows, &|_| format!("line[{}]", line_of.get()))?;
+        Ok(sink)
     })
 }
 
@@ -828,12 +861,11 @@ impl<R: BufRead> std::io::Read for CrlfToLf<R> {
     }
 }
 
-fn export_csv<R: BufRead + Send, W: Write + Seek + Send>(
+fn read_csv<R: BufRead + Send, S: SheetSink + Send>(
     input: R,
-    out: W,
     opts: &ExportOptions,
-    progress: Arc<AtomicU64>,
-) -> Result<Report, ExportError> {
+    make: impl FnOnce(GridMeta) -> Result<S, ExportError>,
+) -> Result<S, ExportError> {
     let input = CrlfToLf {
         inner: input,
         pending_cr: false,
@@ -861,11 +893,12 @@ fn export_csv<R: BufRead + Send, W: Write + Seek + Send>(
     let sheet = spec.check("", "Sheet1")?;
     let meta = GridMeta {
         title: opts.title.clone(),
+        key: opts.key.clone(),
         ..Default::default()
     };
-    let export = new_export(meta, opts, progress)?;
+    let sink = make(meta)?;
     let columns = &sheet.columns;
-    write_in_parallel(export, &sheet, out, move |rows| {
+    write_in_parallel(sink, &sheet, move |rows| {
         let records = sample.into_iter().map(Ok).chain(records.map(|r| r.map_err(csv_error)));
         for record in records {
             let parsed = match record {

@@ -262,7 +262,12 @@ pub async fn create(
 /// a client that sends slowly, or stalls, then holds its own connection and nothing else.
 /// The body may go quiet for at most `export.body_idle_timeout_secs` at a time; its bytes
 /// count against the spool budget until the export is done with them.
-async fn spool_body(state: &AppState, owner: &str, body: Body, limit: u64) -> Result<(tempfile::TempPath, SpoolClaim), ApiError> {
+pub(super) async fn spool_body(
+    state: &AppState,
+    owner: &str,
+    body: Body,
+    limit: u64,
+) -> Result<(tempfile::TempPath, SpoolClaim), ApiError> {
     let idle = Duration::from_secs(state.settings.export.body_idle_timeout_secs);
     let mut claim = state.exports.spool_claim(owner);
     let path = tempfile::Builder::new()

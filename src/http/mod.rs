@@ -8,6 +8,7 @@ pub mod auth;
 pub mod companies;
 pub mod contacts;
 pub mod exports;
+pub mod grids;
 pub mod health;
 pub mod imports;
 pub mod mail;

@@ -113,6 +113,7 @@ impl Modify for Conventions {
         super::mail::send, super::mail::list, super::mail::show, super::mail::retry, super::mail::cancel, super::mail::upload,
         super::reports::create, super::reports::list, super::reports::file,
         super::auth::signin, super::auth::callback, super::auth::issue_link, super::auth::device, super::auth::me,
+        super::grids::create, super::grids::list, super::grids::rows, super::grids::publish, super::grids::changes,
         super::addin::excel, super::addin::outlook, super::addin::unified,
     ),
     components(schemas(crate::error::Problem, crate::domain::FieldError, crate::graph::drive::DriveFile))

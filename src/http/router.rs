@@ -2,8 +2,8 @@
 //! where each resource's routes are merged and layered. A new resource adds one line here.
 
 use super::{
-    addin, apikeys, audit, auth, companies, contacts, exports, health, imports, mail, openapi, operators, profiles, reports, templates,
-    tenants,
+    addin, apikeys, audit, auth, companies, contacts, exports, grids, health, imports, mail, openapi, operators, profiles, reports,
+    templates, tenants,
 };
 use crate::config::Settings;
 use crate::error::ApiError;
@@ -70,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .merge(exports::routes())
         .merge(imports::routes())
         .merge(contacts::erp_routes())
+        .merge(grids::routes())
         .layer(DefaultBodyLimit::max(state.settings.export.max_json_bytes as usize));
     // Mail bodies carry inline attachments: their own limit, the request timeout.
     let mail_bodies = mail::send_routes()

@@ -141,6 +141,7 @@ mod audit;
 pub mod blobs;
 mod companies;
 pub mod contacts;
+pub mod grids;
 mod operators;
 pub mod outbox;
 mod profiles;

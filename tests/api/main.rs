@@ -10,6 +10,7 @@ mod correctness;
 mod emulator;
 mod export_engine;
 mod exports;
+mod grids;
 mod hardening;
 mod mail;
 mod oauth_peer;

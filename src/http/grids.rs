@@ -1,0 +1,473 @@
+//! `/api/v1/grids`: grids the ERP shares with an operator for the Excel pane, read in blocks
+//! ready for `Range.values`, and the change sets published back (SPEC §3.6, §6 "Shared
+//! grids").
+//!
+//! The ERP shares with a client key and `X-Operator`; the pane reads and publishes as its
+//! user (the single sign-on token), or a client key naming that operator. A grid is its
+//! operator's: another operator, or a token of another tenant, gets a 403.
+
+use super::{ApiJson, AppState, Params, SsoCaller, bearer_token};
+use crate::domain::OperatorCode;
+use crate::error::{ApiError, Problem};
+use crate::export::import::{CellProblem, ChangeSet, canonical_row, compare_table};
+use crate::export::model::Column;
+use crate::export::read::{ExportOptions, InputFormat, read_into};
+use crate::grids::{Collector, columns_from_json, excel_value, value_cell};
+use crate::store::StoreError;
+use crate::store::grids::GridRecord;
+use crate::store::models::Operator;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Bulk bodies: merged with the exports' limits.
+pub fn routes() -> axum::Router<AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/api/v1/grids", post(create).get(list))
+        .route("/api/v1/grids/{id}/rows", get(rows))
+        .route("/api/v1/grids/{id}/changes", post(publish).get(changes))
+}
+
+/// Who calls: an operator (the pane's user, or a client key naming one), or the ERP itself
+/// (a client key alone).
+pub enum GridCaller {
+    Operator { operator: Operator, actor: String },
+    Erp { actor: String },
+}
+
+impl GridCaller {
+    fn operator(self) -> Result<(Operator, String), ApiError> {
+        match self {
+            Self::Operator { operator, actor } => Ok((operator, actor)),
+            Self::Erp { .. } => Err(ApiError::validation("X-Operator", "is required: name the operator the grid is for")),
+        }
+    }
+
+    /// Refuses a grid that is not this caller's.
+    fn may_use(&self, grid: &GridRecord) -> Result<(), ApiError> {
+        match self {
+            Self::Operator { operator, .. } if operator.code.as_str() != grid.operator => {
+                Err(ApiError::Forbidden(format!("grid {} is shared with another operator", grid.id)))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for GridCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_token)
+            .unwrap_or("");
+        // API keys have their own prefix; anything else is the add-in's token.
+        if !bearer.starts_with("obk_") && !bearer.is_empty() {
+            let caller = SsoCaller::from_request_parts(parts, state).await?;
+            let actor = format!("operator:{}", caller.operator.code);
+            return Ok(Self::Operator {
+                operator: caller.operator,
+                actor,
+            });
+        }
+        let caller = super::Client::from_request_parts(parts, state).await?;
+        let actor = caller.0.actor().to_string();
+        let Some(raw) = parts.headers.get("x-operator") else {
+            return Ok(Self::Erp { actor });
+        };
+        let raw = raw
+            .to_str()
+            .map_err(|_| ApiError::validation("X-Operator", "must be an operator code"))?;
+        let code = OperatorCode::parse(raw).map_err(|m| ApiError::validation("X-Operator", m))?;
+        let operator = match state.store.get_operator(&code).await {
+            Ok(op) => op,
+            Err(StoreError::NotFound { .. }) => {
+                return Err(ApiError::validation("X-Operator", format!("no operator has code '{code}'")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !operator.enabled {
+            return Err(ApiError::validation("X-Operator", format!("operator {code} is disabled")));
+        }
+        Ok(Self::Operator { operator, actor })
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ShareParams {
+    /// CSV: the key column (JSON and NDJSON name it in the body, `"key"`).
+    pub key: Option<String>,
+    /// CSV column types, `Name=type[:arg…],…`; the others are inferred.
+    pub columns: Option<String>,
+    /// CSV: the grid's name (the sheet's).
+    pub sheet: Option<String>,
+    pub title: Option<String>,
+}
+
+/// A column as the pane formats it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GridColumn {
+    pub key: String,
+    pub header: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The Excel number format (`null`: General).
+    pub format: Option<String>,
+}
+
+fn grid_columns(columns: &[Column]) -> Vec<GridColumn> {
+    columns
+        .iter()
+        .map(|c| GridColumn {
+            key: c.key.clone(),
+            header: c.header.clone(),
+            kind: c.kind.as_str().to_string(),
+            format: c.number_format(),
+        })
+        .collect()
+}
+
+/// A shared grid, as listed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GridInfo {
+    pub id: String,
+    pub name: String,
+    pub rows: u64,
+    pub columns: Vec<GridColumn>,
+    /// The key column edits are matched by.
+    pub key: String,
+    pub operator: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+fn info(g: &GridRecord) -> Result<GridInfo, ApiError> {
+    let columns = columns_from_json(&g.columns)?;
+    Ok(GridInfo {
+        id: g.id.clone(),
+        name: g.name.clone(),
+        rows: g.rows,
+        columns: grid_columns(&columns),
+        key: g.key.clone(),
+        operator: g.operator.clone(),
+        created_at: g.created_at,
+        expires_at: g.expires_at,
+    })
+}
+
+/// A grid that may be read: it exists, it is the caller's, it has not expired.
+async fn usable(state: &AppState, caller: &GridCaller, id: &str) -> Result<GridRecord, ApiError> {
+    let grid = state.store.get_grid(id).await?;
+    caller.may_use(&grid)?;
+    if grid.expires_at <= Utc::now() {
+        return Err(ApiError::validation(
+            "grid",
+            format!(
+                "grid {id} expired at {} (grids.retention_hours); share it again",
+                grid.expires_at.to_rfc3339()
+            ),
+        ));
+    }
+    Ok(grid)
+}
+
+#[utoipa::path(post, path = "/api/v1/grids", tag = "grids", security(("api_key" = [])),
+    params(ShareParams, ("X-Operator" = String, Header, description = "The operator the grid is shared with")),
+    request_body(content = String, description = "The grid: JSON grid document or NDJSON with \"key\", or CSV with ?key=", content_type = "application/json"),
+    responses((status = 201, body = GridInfo), (status = 400, body = Problem), (status = 401, body = Problem), (status = 413, body = Problem),
+              (status = 415, body = Problem), (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: GridCaller,
+    Params(q): Params<ShareParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<GridInfo>), ApiError> {
+    let (operator, actor) = caller.operator()?;
+    let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let format = InputFormat::from_media_type(media)
+        .ok_or_else(|| ApiError::UnsupportedMediaType("send the grid as application/json, application/x-ndjson or text/csv".into()))?;
+    if format != InputFormat::Csv && (q.key.is_some() || q.columns.is_some() || q.sheet.is_some()) {
+        return Err(ApiError::validation(
+            "key",
+            "key, columns and sheet are query parameters of CSV only; JSON and NDJSON grids carry them",
+        ));
+    }
+    let limit = match format {
+        InputFormat::Json => state.settings.export.max_json_bytes,
+        _ => state.settings.export.max_body_bytes,
+    };
+    let (spool, claim) = super::exports::spool_body(&state, &actor, body, limit).await?;
+    let opts = ExportOptions {
+        columns: q.columns,
+        sheet_name: q.sheet,
+        title: q.title,
+        key: q.key,
+        max_line_bytes: Some(state.settings.export.max_line_bytes),
+        ..Default::default()
+    };
+    let now = Utc::now();
+    let record = GridRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        operator: operator.code.to_string(),
+        name: String::new(),
+        key: String::new(),
+        columns: String::new(),
+        rows: 0,
+        created_at: now,
+        expires_at: now + chrono::Duration::hours(state.settings.grids.retention_hours as i64),
+    };
+    let mut collector = Collector::new(
+        state.store.clone(),
+        tokio::runtime::Handle::current(),
+        record,
+        state.settings.grids.max_cells,
+    );
+    // Parsing is synchronous: on a blocking thread, which waits for each batch's insert.
+    let (collector, read) = tokio::task::spawn_blocking(move || {
+        let read = std::fs::File::open(&spool)
+            .map_err(crate::export::writer::ExportError::from)
+            .and_then(|file| {
+                read_into(format, std::io::BufReader::new(file), &opts, |meta| {
+                    collector.key = meta.key;
+                    Ok(&mut collector)
+                })
+                .map(drop)
+            })
+            .and_then(|()| collector.finish());
+        drop((spool, claim));
+        (collector, read)
+    })
+    .await
+    .map_err(anyhow::Error::from)?;
+    let stored = match read {
+        Ok(()) if collector.begun => state
+            .store
+            .finish_grid(&actor, &collector.record.id, collector.record.rows)
+            .await
+            .map_err(ApiError::from),
+        Ok(()) => Err(ApiError::validation("sheets", "the grid has no sheet")),
+        Err(e) if collector.too_large => Err(ApiError::too_large("body", e.to_string())),
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = stored {
+        // Nothing half-written: the rows stored so far go with the record.
+        if collector.begun
+            && let Err(d) = state.store.delete_grid(&collector.record.id).await
+        {
+            tracing::warn!(error = %d, grid = %collector.record.id, "removing a grid that failed failed; the sweep takes it");
+        }
+        return Err(e);
+    }
+    Ok((StatusCode::CREATED, Json(info(&collector.record)?)))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GridList {
+    pub items: Vec<GridInfo>,
+}
+
+#[utoipa::path(get, path = "/api/v1/grids", tag = "grids", security(("api_key" = []), ("sso" = [])),
+    params(("X-Operator" = Option<String>, Header, description = "The operator (client key)")),
+    responses((status = 200, body = GridList), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
+pub async fn list(State(state): State<AppState>, caller: GridCaller) -> Result<Json<GridList>, ApiError> {
+    let (operator, _) = caller.operator()?;
+    let grids = state.store.list_grids(operator.code.as_str(), Utc::now()).await?;
+    Ok(Json(GridList {
+        items: grids.iter().map(info).collect::<Result<_, _>>()?,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RowsParams {
+    /// The first row, 0-based (0).
+    pub offset: Option<String>,
+    /// Rows at most, 1 to `grids.max_block_rows` (5,000).
+    pub limit: Option<String>,
+}
+
+/// A block of rows, ready for `Range.values`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RowBlock {
+    pub offset: u64,
+    /// One array per row, one value per column: numbers, text, booleans, dates as Excel
+    /// serial numbers, `""` for an empty cell; text Excel would read as a formula starts
+    /// with `'`.
+    #[schema(value_type = Vec<Vec<Object>>)]
+    pub rows: Vec<Vec<Value>>,
+    /// Each column's Excel number format (`null`: General), for `Range.numberFormat`.
+    pub formats: Vec<Option<String>>,
+    pub total: u64,
+    /// Where the next block starts; `null` after the last.
+    pub next_offset: Option<u64>,
+}
+
+fn whole(raw: Option<&str>, field: &str, range: std::ops::RangeInclusive<u64>, default: u64) -> Result<u64, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(s) => s
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| ApiError::validation(field, format!("must be a whole number from {} to {}", range.start(), range.end()))),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/grids/{id}/rows", tag = "grids", security(("api_key" = []), ("sso" = [])), params(RowsParams),
+    responses((status = 200, body = RowBlock), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
+pub async fn rows(
+    State(state): State<AppState>,
+    caller: GridCaller,
+    Path(id): Path<String>,
+    Params(q): Params<RowsParams>,
+) -> Result<Json<RowBlock>, ApiError> {
+    let grid = usable(&state, &caller, &id).await?;
+    let max = state.settings.grids.max_block_rows;
+    let offset = whole(q.offset.as_deref(), "offset", 0..=grid.rows, 0)?;
+    let limit = whole(q.limit.as_deref(), "limit", 1..=max, 5_000.min(max))?;
+    let columns = columns_from_json(&grid.columns)?;
+    let stored = state.store.grid_rows(&id, offset, limit).await?;
+    let rows = stored
+        .iter()
+        .map(|text| {
+            let cells: Vec<Value> = serde_json::from_str(text).map_err(anyhow::Error::from)?;
+            Ok(cells.iter().map(excel_value).collect())
+        })
+        .collect::<Result<Vec<Vec<Value>>, ApiError>>()?;
+    let end = offset + rows.len() as u64;
+    Ok(Json(RowBlock {
+        offset,
+        rows,
+        formats: columns.iter().map(Column::number_format).collect(),
+        total: grid.rows,
+        next_offset: (end < grid.rows).then_some(end),
+    }))
+}
+
+/// The table as the pane read it back.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishInput {
+    /// The table's header row.
+    pub header: Vec<String>,
+    /// The data rows, as `Range.values` gives them.
+    #[schema(value_type = Vec<Vec<Object>>)]
+    pub rows: Vec<Vec<Value>>,
+    /// Publish even though cells do not fit their columns (those cells are not changes).
+    #[serde(default)]
+    pub publish_with_problems: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PublishAnswer {
+    pub changes: ChangeSet,
+    pub problems: Vec<CellProblem>,
+    /// Whether this change set is now the one the ERP picks up.
+    pub published: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published_at: Option<DateTime<Utc>>,
+}
+
+#[utoipa::path(post, path = "/api/v1/grids/{id}/changes", tag = "grids", security(("api_key" = []), ("sso" = [])), request_body = PublishInput,
+    responses((status = 200, body = PublishAnswer), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
+pub async fn publish(
+    State(state): State<AppState>,
+    caller: GridCaller,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<PublishInput>,
+) -> Result<Json<PublishAnswer>, ApiError> {
+    let grid = usable(&state, &caller, &id).await?;
+    let (operator, _) = caller.operator()?;
+    let columns = columns_from_json(&grid.columns)?;
+    let cells = input.rows.len() as u64 * columns.len().max(1) as u64;
+    if cells > state.settings.grids.max_cells {
+        return Err(ApiError::too_large(
+            "rows",
+            format!("more than {} cells (grids.max_cells)", state.settings.grids.max_cells),
+        ));
+    }
+    let key = columns
+        .iter()
+        .position(|c| c.key == grid.key)
+        .ok_or_else(|| anyhow::anyhow!("grid {id}'s key names no column"))?;
+    // The original, a block at a time, as the canonical values the table's are compared with.
+    let mut original = Vec::with_capacity(grid.rows as usize);
+    let mut offset = 0;
+    while offset < grid.rows {
+        for text in state.store.grid_rows(&id, offset, 10_000).await? {
+            let stored: Vec<Value> = serde_json::from_str(&text).map_err(anyhow::Error::from)?;
+            let cells: Vec<_> = stored.iter().zip(&columns).map(|(v, c)| value_cell(v, c)).collect();
+            original.push(canonical_row(&cells, &columns));
+        }
+        offset += 10_000;
+    }
+    let (changes, problems) = compare_table(&columns, key, &original, &grid.name, &input.header, &input.rows)
+        .map_err(|e| ApiError::validation(e.field, e.message))?;
+    let publish = problems.is_empty() || input.publish_with_problems;
+    let published_at = if publish {
+        let body = serde_json::json!({"changes": changes, "problems": problems}).to_string();
+        Some(state.store.publish_grid_changes(&id, operator.code.as_str(), &body).await?)
+    } else {
+        None
+    };
+    Ok(Json(PublishAnswer {
+        changes,
+        problems,
+        published: publish,
+        published_at,
+    }))
+}
+
+/// The change set last published, as the ERP picks it up.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Published {
+    pub grid: String,
+    pub published_at: DateTime<Utc>,
+    pub operator: String,
+    pub changes: ChangeSet,
+    pub problems: Vec<CellProblem>,
+}
+
+#[utoipa::path(get, path = "/api/v1/grids/{id}/changes", tag = "grids", security(("api_key" = []), ("sso" = [])),
+    responses((status = 200, body = Published), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+#[tracing::instrument(skip_all, err(level = "debug"))]
+pub async fn changes(State(state): State<AppState>, caller: GridCaller, Path(id): Path<String>) -> Result<Json<Published>, ApiError> {
+    let grid = state.store.get_grid(&id).await?;
+    caller.may_use(&grid)?;
+    let p = state
+        .store
+        .grid_changes(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("nothing has been published for grid {id} yet")))?;
+    #[derive(Deserialize)]
+    struct Body {
+        changes: ChangeSet,
+        problems: Vec<CellProblem>,
+    }
+    let body: Body = serde_json::from_str(&p.body).map_err(anyhow::Error::from)?;
+    Ok(Json(Published {
+        grid: id,
+        published_at: p.published_at,
+        operator: p.operator,
+        changes: body.changes,
+        problems: body.problems,
+    }))
+}
