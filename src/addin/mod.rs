@@ -78,10 +78,17 @@ fn outlook_id(id: Uuid) -> Uuid {
 }
 
 /// The Application ID URI the add-in's single sign-on token is issued for: what the app
-/// registration's "Expose an API" must be set to, and what `/api/v1/me` accepts as audience.
+/// registration's "Expose an API" must be set to, and an audience the API accepts. Its host
+/// and port are the add-in's own: Office refuses a `Resource` on another domain with 13004
+/// ("all other parts of the domain name (including port, if any) should be the same as for
+/// the add-in", office-js-docs-pr `docs/develop/troubleshoot-sso-in-office-add-ins.md`).
 pub fn application_id_uri(settings: &Settings, client_id: &str) -> String {
-    let host = settings.public_url.host_str().unwrap_or("localhost");
-    format!("api://{host}/{client_id}")
+    let url = &settings.public_url;
+    let host = url.host_str().unwrap_or("localhost");
+    match url.port() {
+        Some(port) => format!("api://{host}:{port}/{client_id}"),
+        None => format!("api://{host}/{client_id}"),
+    }
 }
 
 /// Renders one manifest for the app registration `client_id`.

@@ -224,7 +224,13 @@ impl FromRequestParts<AppState> for SsoCaller {
         let expected = Expected {
             jwks_url: endpoints.jwks,
             issuer: endpoints.issuer,
-            audiences: vec![client_id.to_string(), format!("api://{host}/{client_id}")],
+            // The manifest's Application ID URI (with the port, when the public URL has one),
+            // and the same without the port, as an app registration made before may have it.
+            audiences: vec![
+                client_id.to_string(),
+                crate::addin::application_id_uri(&state.settings, client_id),
+                format!("api://{host}/{client_id}"),
+            ],
             scope: Some("access_as_user".into()),
         };
         let claims = state

@@ -78,8 +78,13 @@ fn elements(xml: &str) -> Vec<Element> {
     }
 }
 
+/// `host[:port]` of a URL, the port only when it is not the scheme's.
 fn host_of(url: &str) -> String {
-    url::Url::parse(url).unwrap().host_str().unwrap().to_string()
+    let u = url::Url::parse(url).unwrap();
+    match u.port() {
+        Some(p) => format!("{}:{p}", u.host_str().unwrap()),
+        None => u.host_str().unwrap().to_string(),
+    }
 }
 
 /// The rules Microsoft's XSDs do not enforce; every broken one is named.
@@ -153,8 +158,9 @@ fn semantic_problems(xml: &str, client_id: &str) -> Vec<String> {
             problems.push(format!("AppDomain {:?} must be an https origin without a path", d.text));
         }
     }
-    // WebApplicationInfo: the resource on the panes' host, ending with the client id, and
-    // the id the client id (webapplicationinfo.md, sso-in-office-add-ins.md).
+    // WebApplicationInfo: the resource on the panes' host and port, ending with the client
+    // id, and the id the client id (webapplicationinfo.md; troubleshoot-sso-in-office-add-ins.md,
+    // 13004: "including port, if any").
     let pane_hosts: BTreeSet<String> = els
         .iter()
         .filter(|e| e.name == "SourceLocation" || (e.name == "Url" && e.ancestors.iter().any(|a| a == "Urls")))

@@ -310,3 +310,61 @@ async fn a_valid_token_searches_contacts_on_behalf_of_its_user() {
     })
     .await;
 }
+
+/// The Excel pane reads and publishes grids with its single sign-on token: its user's
+/// grids only; a token for another audience is a 401, another tenant's operator's grid a 403.
+#[tokio::test]
+async fn a_valid_token_reaches_its_users_grids_only() {
+    run(async |s: Sso| {
+        let grid = json!({"key": "sku", "sheets": [{"name": "Stock",
+            "columns": [{"key": "sku", "type": "text"}, {"key": "qty", "type": "integer"}],
+            "rows": [["A-1", 3]]}]});
+        let share = |op: &'static str| {
+            s.http
+                .post(s.app.url("/api/v1/grids"))
+                .bearer_auth(&s.app.client_key)
+                .header("x-operator", op)
+                .json(&grid)
+                .send()
+        };
+        let mine = Answer::from(share("JDOE").await.unwrap()).await;
+        assert_eq!(mine.status, 201, "{}", mine.text);
+        let theirs = Answer::from(share("BOB").await.unwrap()).await;
+        assert_eq!(theirs.status, 201, "{}", theirs.text);
+        let token = s.sign(&s.claims());
+        let get = |path: String, token: String| s.http.get(s.app.url(&path)).bearer_auth(token).send();
+        let listed = Answer::from(get("/api/v1/grids".into(), token.clone()).await.unwrap()).await;
+        assert_eq!(listed.status, 200, "{}", listed.text);
+        let items = listed.json["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{}", listed.text);
+        assert_eq!(items[0]["id"], mine.json["id"]);
+        let rows = Answer::from(
+            get(format!("/api/v1/grids/{}/rows", mine.json["id"].as_str().unwrap()), token.clone())
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(rows.status, 200, "{}", rows.text);
+        assert_eq!(rows.json["rows"], json!([["A-1", 3.0]]));
+        let published = s
+            .http
+            .post(s.app.url(&format!("/api/v1/grids/{}/changes", mine.json["id"].as_str().unwrap())))
+            .bearer_auth(&token)
+            .json(&json!({"header": ["sku", "qty"], "rows": [["A-1", 4]]}))
+            .send()
+            .await
+            .unwrap();
+        let published = Answer::from(published).await;
+        assert_eq!(published.status, 200, "{}", published.text);
+        assert_eq!(published.json["changes"]["changed"][0]["fields"]["qty"]["to"], 4);
+        let foreign = format!("/api/v1/grids/{}/rows", theirs.json["id"].as_str().unwrap());
+        Answer::from(get(foreign, token.clone()).await.unwrap())
+            .await
+            .assert_problem(403, None);
+        let wrong_audience = s.with(|c| c["aud"] = json!("https://graph.microsoft.com"));
+        Answer::from(get("/api/v1/grids".into(), wrong_audience).await.unwrap())
+            .await
+            .assert_problem(401, None);
+    })
+    .await;
+}
