@@ -30,6 +30,50 @@ pub const ICONS: [(&str, &[u8]); 8] = [
     ("icon-outline.png", include_bytes!("../../addin/icons/icon-outline.png")),
 ];
 
+/// The panes' files, by the path they are served at: plain HTML, CSS and JavaScript modules,
+/// nothing to build. The pane pages themselves are templates ([`pane_html`]).
+pub const ASSETS: [(&str, &str, &str); 3] = [
+    (
+        "/addin/excel/pane.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../addin/excel/pane.js"),
+    ),
+    (
+        "/addin/common/session.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../addin/common/session.js"),
+    ),
+    (
+        "/addin/common/pane.css",
+        "text/css; charset=utf-8",
+        include_str!("../../addin/common/pane.css"),
+    ),
+];
+
+/// The Office stand-in and the page that hosts a pane beside it: served in `--dev` only.
+pub const DEV_ASSETS: [(&str, &str, &str); 2] = [
+    (
+        "/addin/dev/office.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../addin/dev/office.js"),
+    ),
+    (
+        "/addin/dev/excel",
+        "text/html; charset=utf-8",
+        include_str!("../../addin/dev/excel.html"),
+    ),
+];
+
+const EXCEL_PANE: &str = include_str!("../../addin/excel/index.html");
+
+/// Where the panes load Office.js from, on the stand-in's page of `--dev`.
+pub const STAND_IN_OFFICE_JS: &str = "/addin/dev/office.js";
+
+/// A pane's page with its Office.js URL: the same file in production and on the dev page.
+pub fn pane_html(office_js: &str) -> String {
+    fill(EXCEL_PANE, &[("office_js", office_js.to_string())], xml_escape)
+}
+
 /// Which manifest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Host {

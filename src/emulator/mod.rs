@@ -291,6 +291,7 @@ impl Emulator {
             .route("/_emulator/reset", post(hooks::reset))
             .route("/_emulator/refresh-tokens/revoke", post(hooks::revoke_refresh_tokens))
             .route("/_emulator/users/{user}/mfa", post(hooks::require_mfa))
+            .route("/_emulator/addin-token", post(hooks::addin_token))
             .route("/_emulator/users/{user}/contacts", axum::routing::put(directory::replace_contacts))
             .route("/_emulator/limits", post(throttle::set_limits))
             .layer(axum::middleware::from_fn_with_state(self.clone(), faults::middleware))
@@ -332,6 +333,49 @@ mod hooks {
         } else {
             StatusCode::NOT_FOUND
         }
+    }
+
+    /// Mints the token Office's `Office.auth.getAccessToken` hands an add-in: issued to Office
+    /// (`azp`) for the app registration's own API (`aud` its client id, `scp` its exposed
+    /// scope), for a user of the tenant that holds the app — the token a real Office would
+    /// get for the demo user (office-js-docs-pr `docs/develop/sso-in-office-add-ins.md`). For
+    /// the Office stand-in of `serve --dev` and the browser tests. Body: `{"user",
+    /// "client_id", "mfa"?}`.
+    pub async fn addin_token(
+        State(emu): State<Emulator>,
+        Json(body): Json<serde_json::Value>,
+    ) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
+        let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+        let client_id = body["client_id"].as_str().unwrap_or_default();
+        let user = body["user"].as_str().unwrap_or_default();
+        let (tenant, app) = emu.app(client_id).ok_or_else(|| bad(format!("no app registration {client_id}")))?;
+        let scope = app
+            .exposed_scopes
+            .first()
+            .cloned()
+            .ok_or_else(|| bad(format!("app {client_id} exposes no API scope")))?;
+        let u = tenant
+            .users
+            .iter()
+            .find(|u| u.user_principal_name.eq_ignore_ascii_case(user))
+            .ok_or_else(|| bad(format!("no user {user} in the app's tenant")))?;
+        let now = chrono::Utc::now().timestamp();
+        let amr = if body["mfa"].as_bool().unwrap_or(false) {
+            vec!["pwd", "mfa"]
+        } else {
+            vec!["pwd"]
+        };
+        let claims = serde_json::json!({
+            "aud": client_id,
+            "iss": format!("{}/{}/v2.0", emu.base_url, tenant.id),
+            "iat": now, "nbf": now, "exp": now + 3600,
+            // Office's own client id: Office asks for the token, not the add-in.
+            "azp": "ea5a67f6-b6f3-4338-b240-c655ddc3cc8e",
+            "oid": u.id, "sub": u.id, "tid": tenant.id,
+            "preferred_username": u.user_principal_name, "name": u.display_name,
+            "scp": scope, "ver": "2.0", "amr": amr,
+        });
+        Ok(Json(serde_json::json!({"access_token": emu.keys().sign(&claims, None)})))
     }
 
     /// Makes every refresh token fail as revoked (`invalid_grant`), as when an admin revokes

@@ -13,13 +13,92 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-pub fn routes() -> axum::Router<AppState> {
+pub fn routes(dev: bool) -> axum::Router<AppState> {
     use axum::routing::get;
-    axum::Router::new()
+    let mut router = axum::Router::new()
         .route("/addin/excel/manifest.xml", get(excel))
         .route("/addin/outlook/manifest.xml", get(outlook))
         .route("/addin/manifest.json", get(unified))
         .route("/addin/icons/{name}", get(icon))
+        .route("/addin/excel/", get(excel_pane))
+        .route("/addin/excel/index.html", get(excel_pane));
+    for (path, content_type, body) in crate::addin::ASSETS {
+        router = router.route(path, get(move || async move { ([(header::CONTENT_TYPE, content_type)], body) }));
+    }
+    #[cfg(feature = "emulator")]
+    if dev {
+        for (path, content_type, body) in crate::addin::DEV_ASSETS {
+            router = router.route(path, get(move || async move { ([(header::CONTENT_TYPE, content_type)], body) }));
+        }
+        router = router.route("/addin/dev/token", get(dev_token));
+    }
+    #[cfg(not(feature = "emulator"))]
+    let _ = dev;
+    router
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaneParams {
+    /// `stand-in`: the Office stand-in's Office.js (`--dev` only; its dev page asks for it).
+    pub office: Option<String>,
+}
+
+/// `GET /addin/excel/`: the Excel task pane.
+pub async fn excel_pane(State(state): State<AppState>, Params(p): Params<PaneParams>) -> Result<Response, ApiError> {
+    let office_js = match p.office.as_deref() {
+        None => state.settings.addin.office_js_url.as_str(),
+        Some("stand-in") if state.settings.dev => crate::addin::STAND_IN_OFFICE_JS,
+        Some(_) => {
+            return Err(ApiError::validation(
+                "office",
+                "only the dev server has an Office stand-in (serve --dev)",
+            ));
+        }
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        crate::addin::pane_html(office_js),
+    )
+        .into_response())
+}
+
+#[cfg(feature = "emulator")]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevTokenParams {
+    /// A token as after multi-factor authentication (for a claims challenge).
+    pub mfa: Option<bool>,
+    /// The user (default: the demo user).
+    pub user: Option<String>,
+}
+
+/// `GET /addin/dev/token` (`--dev` only): the token Office would hand the pane, minted by the
+/// emulator for the demo user of the add-in's app registration.
+#[cfg(feature = "emulator")]
+pub async fn dev_token(State(state): State<AppState>, Params(p): Params<DevTokenParams>) -> Result<Response, ApiError> {
+    let emulator = state
+        .settings
+        .emulator()
+        .ok_or_else(|| ApiError::Unavailable("no emulator is configured (serve --dev starts one)".into()))?;
+    let tenant = manifest_tenant(&state.store, None, state.settings.addin.tenant.as_deref()).await?;
+    let body = serde_json::json!({
+        "user": p.user.as_deref().unwrap_or(crate::emulator::seed::DEMO_USER),
+        "client_id": tenant.client_id.as_str(),
+        "mfa": p.mfa.unwrap_or(false),
+    });
+    let resp = reqwest::Client::new()
+        .post(format!("{emulator}/_emulator/addin-token"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the emulator did not answer: {e}")))?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(ApiError::Unavailable(format!("the emulator refused to mint a token: {text}")));
+    }
+    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -62,7 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(templates::routes())
         .merge(mail::routes())
         .merge(contacts::routes())
-        .merge(addin::routes())
+        .merge(addin::routes(state.settings.dev))
         .layer(DefaultBodyLimit::max(state.settings.http.json_body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout));
     // Exports stream large bodies and run for minutes: their own limits, no timeout.

@@ -425,3 +425,175 @@ async fn a_manifest_needs_an_https_public_url_and_one_tenant() {
         .await
         .assert_problem(422, Some("query"));
 }
+
+/// The Excel pane on the Office stand-in's page, driven in Debian's chromium by
+/// `tests/addin/excel.mjs` (playwright-core): it signs in through the stand-in's SSO, lists the
+/// operator's grids, inserts a 100,000-row grid in requests under Excel on the web's 5 MB
+/// (office-js-docs-pr `docs/concepts/resource-limits-and-performance-optimization.md`) with
+/// every value as shared and no formula made of text, publishes an edit (a cell problem first,
+/// shown at its cell), halves its blocks when Excel refuses one, answers SSO errors 13001,
+/// 13002 and 13003 as `docs/develop/troubleshoot-sso-in-office-add-ins.md` says, and passes a
+/// claims challenge back to `getAccessToken`. Screenshots: `target/addin-screenshots/excel/`.
+#[tokio::test]
+async fn the_excel_pane_inserts_a_grid_and_publishes_an_edit_in_a_browser() {
+    use officebridge::emulator::Emulator;
+    use officebridge::emulator::seed::{DEMO_CLIENT_ID, DEMO_TENANT_ID, DEMO_USER, Seed};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chromium = Path::new("/usr/bin/chromium").exists();
+    let playwright = root.join("tests/addin/node_modules/playwright-core").exists();
+    if !tool_available(chromium, "chromium (Debian package chromium)")
+        || !tool_available(playwright, "playwright-core (npm ci --prefix tests/addin)")
+    {
+        return;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let emu_url = format!("http://{}", listener.local_addr().unwrap());
+    let router = Emulator::new(Seed::demo(), &emu_url).router();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let emu = emu_url.clone();
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.dev = true;
+        s.allow_emulator = true;
+        s.emulator_url = Some(emu.clone());
+    })
+    .await
+    .unwrap();
+    let t = app
+        .admin_post(
+            "/api/v1/tenants",
+            &json!({"code": "DEMO", "tenant_id": DEMO_TENANT_ID, "client_id": DEMO_CLIENT_ID,
+                    "platform": "public_client", "redirect_url": "http://localhost",
+                    "client_secret": "demo-client-secret", "authority": emu_url, "graph_endpoint": emu_url}),
+        )
+        .await;
+    assert_eq!(t.status, 201, "{}", t.text);
+    let op = app
+        .admin_put(
+            "/api/v1/operators/JDOE",
+            &json!({"enabled": true, "tenant": "DEMO", "email": DEMO_USER}),
+        )
+        .await;
+    assert!(op.status < 300, "{}", op.text);
+    // The big grid: 100,000 rows, a formula-looking note every 1,000th.
+    let mut big = String::from(
+        r#"{"name":"Stock","key":"sku","columns":[{"key":"sku","header":"SKU","type":"text"},{"key":"qty","header":"Qty","type":"integer"},{"key":"price","header":"Price","type":"currency","currency":"EUR"},{"key":"due","header":"Due","type":"date"},{"key":"note","header":"Note","type":"text"}]}"#,
+    );
+    big.push('\n');
+    for i in 0..100_000u32 {
+        let due = chrono::NaiveDate::from_ymd_opt(1899, 12, 30).unwrap() + chrono::Duration::days(46_000 + i64::from(i % 365));
+        let note = if i % 1000 == 0 { "=1+1".to_string() } else { format!("n{i}") };
+        big.push_str(&json!([format!("S-{i}"), i, f64::from(i) * 0.25, due.to_string(), note]).to_string());
+        big.push('\n');
+    }
+    let share = |body: String, content_type: &'static str, query: &'static str| {
+        app.http
+            .post(app.url(&format!("/api/v1/grids{query}")))
+            .bearer_auth(&app.client_key)
+            .header("x-operator", "JDOE")
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let big = Answer::from(share(big, "application/x-ndjson", "").await.unwrap()).await;
+    assert_eq!(big.status, 201, "{}", big.text);
+    let mut small = String::from("Code,Text\n");
+    for i in 0..2000 {
+        small.push_str(&format!("T-{i},{}\n", "x".repeat(40)));
+    }
+    let small = Answer::from(share(small, "text/csv", "?key=Code&sheet=Codes").await.unwrap()).await;
+    assert_eq!(small.status, 201, "{}", small.text);
+    let shots = root.join("target/addin-screenshots/excel");
+    let cfg = json!({
+        "base": app.address, "emulator": emu_url, "screenshots": shots, "user": DEMO_USER,
+        "big": big.json["id"], "small": small.json["id"],
+    });
+    let run = tokio::process::Command::new("node")
+        .arg(root.join("tests/addin/excel.mjs"))
+        .arg(cfg.to_string())
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}"))
+        .unwrap_or_else(|_| panic!("the driver printed no report: {stdout}\n{}", String::from_utf8_lossy(&run.stderr)));
+    assert!(report["error"].is_null(), "the browser run failed: {report:#}");
+    assert!(report["steps"].as_array().unwrap().is_empty(), "page errors: {report:#}");
+
+    // Signed in, with the account shown, through getAccessToken with the sign-in prompt allowed.
+    let account = report["account"].as_str().unwrap();
+    assert!(
+        account.contains("Demo Operator") && account.contains("JDOE") && account.contains("DEMO"),
+        "{account}"
+    );
+    assert_eq!(report["firstTokenCall"]["allowSignInPrompt"], true);
+    assert_eq!(report["grids"], json!(["Codes", "Stock"]), "newest first");
+    // Inserted whole, every request under 5 MB, nothing refused, no formula made of text.
+    let check = &report["check"];
+    assert_eq!(check["mismatches"], json!([]), "{report:#}");
+    assert_eq!(check["formulas"], 0);
+    assert_eq!(report["stats"]["formulas"], 0);
+    assert_eq!(check["textCell"], "=1+1", "the formula-looking note is text");
+    assert_eq!(check["tableRows"], 100_001);
+    assert_eq!(check["header"], json!(["SKU", "Qty", "Price", "Due", "Note"]));
+    assert_eq!(check["formats"][0], "@");
+    assert_eq!(check["formats"][3], "yyyy-mm-dd");
+    assert_eq!(report["stats"]["refused"], 0);
+    let largest = report["stats"]["maxRequest"].as_u64().unwrap();
+    assert!(largest < 5 * 1024 * 1024, "a request of {largest} bytes");
+    let requests = report["insertReport"]["requests"].as_u64().unwrap();
+    assert!(
+        report["insertStatus"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{requests} Excel requests")),
+        "{report:#}"
+    );
+    assert!(requests >= 5, "100,000 rows in one request? {report:#}");
+    // The edit: refused while a cell does not fit (shown at its cell), then published.
+    let refused = &report["refusedPublish"];
+    assert!(refused["head"].as_str().unwrap().starts_with("Not published"), "{refused}");
+    assert!(refused["problems"][1].as_str().unwrap().contains("B6"), "the cell named: {refused}");
+    assert!(refused["problems"][1].as_str().unwrap().contains("many"), "{refused}");
+    assert_eq!(refused["fill"], "#FDE7E9");
+    assert!(
+        report["published"]["head"]
+            .as_str()
+            .unwrap()
+            .starts_with("Published: 1 changed, 0 added, 0 deleted"),
+        "{report:#}"
+    );
+    let picked = app
+        .client_get(&format!("/api/v1/grids/{}/changes", big.json["id"].as_str().unwrap()))
+        .await;
+    let picked = Answer::from(picked).await;
+    assert_eq!(picked.status, 200, "{}", picked.text);
+    assert_eq!(
+        picked.json["changes"],
+        json!({"added": [], "changed": [{"key": "S-1", "fields": {"qty": {"from": 1, "to": 999}}}], "deleted": []})
+    );
+    // Excel refusing large requests: halved and retried, every row there.
+    assert!(report["small"]["refused"].as_u64().unwrap() > 0, "{report:#}");
+    assert_eq!(report["small"]["rows"], 2000);
+    assert_eq!(report["small"]["wrong"], 0);
+    // SSO errors: the documented answers, then signed in on the button.
+    for (code, words, button) in [
+        ("13001", "not signed in to Office", "Sign in"),
+        ("13002", "cancelled", "Sign in"),
+        ("13003", "work or school account", "Switch account"),
+    ] {
+        let s = &report["sso"][code];
+        assert!(s["message"].as_str().unwrap().contains(words), "{code}: {s}");
+        assert_eq!(s["buttons"][0], button, "{code}: {s}");
+        assert!(s["after"].as_str().unwrap().contains("Demo Operator"), "{code}: {s}");
+    }
+    let switched = report["sso"]["13003"]["calls"].as_array().unwrap();
+    assert_eq!(switched.last().unwrap()["forceAddAccount"], true, "{switched:?}");
+    // The claims challenge went back to getAccessToken, decoded.
+    let challenges: Vec<&Value> = report["challenge"].as_array().unwrap().iter().filter(|c| !c.is_null()).collect();
+    assert_eq!(challenges.len(), 1, "{report:#}");
+    let claims: Value = serde_json::from_str(challenges[0].as_str().unwrap()).unwrap();
+    assert!(claims["access_token"]["capolids"].is_object(), "{claims}");
+    for shot in ["1-signed-in", "3-inserted", "4-cell-problem", "5-published", "6-sso-13003"] {
+        assert!(shots.join(format!("{shot}.png")).exists(), "screenshot {shot}");
+    }
+}
