@@ -51,6 +51,7 @@ async function signIn({ switchAccount = false } = {}) {
     renderAccount($("account"), me, null, onAccount);
     await loadGrids();
     await findPublishable();
+    await loadRecent();
   } catch (e) {
     renderAccount($("account"), null, e.advice ? e : { message: describe(e) }, onAccount);
     $("grids").replaceChildren();
@@ -91,6 +92,40 @@ async function loadGrids() {
     button.textContent = "Insert";
     button.addEventListener("click", () => insert(grid));
     li.append(name, detail, button);
+    list.append(li);
+  }
+}
+
+/** The workbooks exported to this operator's OneDrive, newest first, each opening in Excel for the web. */
+async function loadRecent() {
+  const list = $("recent");
+  try {
+    const { items, folder } = await session.api("/api/v1/exports/recent");
+    list.replaceChildren();
+    if (!items.length) {
+      const li = document.createElement("li");
+      li.className = "detail";
+      li.textContent = `Nothing exported to ${folder} yet.`;
+      list.append(li);
+    }
+    for (const item of items.slice(0, 10)) {
+      const li = document.createElement("li");
+      const a = document.createElement("a");
+      a.href = item.webUrl;
+      a.target = "_blank";
+      a.rel = "noopener";
+      a.textContent = item.name;
+      const detail = document.createElement("div");
+      detail.className = "detail";
+      detail.textContent = `${(item.size / 1024).toFixed(0)} KB · ${item.lastModifiedDateTime ? new Date(item.lastModifiedDateTime).toLocaleString() : ""}`;
+      li.append(a, detail);
+      list.append(li);
+    }
+  } catch (e) {
+    list.replaceChildren();
+    const li = document.createElement("li");
+    li.className = "problem";
+    li.textContent = `Recent exports could not be listed: ${describe(e)}`;
     list.append(li);
   }
 }

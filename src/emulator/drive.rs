@@ -142,6 +142,8 @@ enum Target {
     ItemContent(String),
     /// `items/{id}/createLink`.
     CreateLink(String),
+    /// `root:/{folder}:/children` (driveitem-list-children.md).
+    Children(String),
 }
 
 /// Splits `a/b/c.xlsx` into (`a/b`, `c.xlsx`).
@@ -159,6 +161,9 @@ fn parse_target(emu: &Emulator, user_id: &str, rest: &str) -> Option<Target> {
     };
     if let Some(inner) = rest.strip_prefix("root:/") {
         let (path, action) = colon_action(inner)?;
+        if action == "children" {
+            return Some(Target::Children(path.trim_matches('/').to_string()));
+        }
         let (folder, name) = split_path(&path)?;
         return match action.as_str() {
             "content" => Some(Target::Content { folder, name }),
@@ -386,6 +391,45 @@ async fn drive_request(
             Some(item) => Json(item_json(&emu, item)).into_response(),
             None => graph_error(&headers, StatusCode::NOT_FOUND, "itemNotFound", "The resource could not be found."),
         },
+        (Method::GET, Target::Children(folder)) => {
+            // Files only (folders are not items here); a folder nothing was ever put in, or
+            // below, does not exist: 404 itemNotFound. `$orderby=lastModifiedDateTime desc`
+            // and `$top` as driveitem-list-children.md allows them.
+            let drive = emu.drive();
+            let below = format!("{}/", folder.to_lowercase());
+            if !drive
+                .items
+                .values()
+                .any(|i| i.user_id == user_id && (i.folder.eq_ignore_ascii_case(&folder) || i.folder.to_lowercase().starts_with(&below)))
+            {
+                return graph_error(&headers, StatusCode::NOT_FOUND, "itemNotFound", "The resource could not be found.");
+            }
+            let mut items: Vec<&Item> = drive
+                .items
+                .values()
+                .filter(|i| i.user_id == user_id && i.folder.eq_ignore_ascii_case(&folder))
+                .collect();
+            match query.get("$orderby").map(|o| o.trim().to_ascii_lowercase()).as_deref() {
+                None | Some("name") | Some("name asc") => items.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase())),
+                Some("lastmodifieddatetime desc") => items.sort_by(|a, b| b.modified.cmp(&a.modified).then(a.name.cmp(&b.name))),
+                Some("lastmodifieddatetime") | Some("lastmodifieddatetime asc") => items.sort_by_key(|i| i.modified),
+                Some(other) => {
+                    return graph_error(
+                        &headers,
+                        StatusCode::BAD_REQUEST,
+                        "invalidRequest",
+                        &format!("Invalid request: $orderby '{other}' is not supported by this emulator."),
+                    );
+                }
+            }
+            let top = query
+                .get("$top")
+                .and_then(|t| t.parse::<usize>().ok())
+                .unwrap_or(200)
+                .clamp(1, 1000);
+            let value: Vec<Value> = items.iter().take(top).map(|i| item_json(&emu, i)).collect();
+            Json(json!({"value": value})).into_response()
+        }
         (Method::GET, Target::ItemContent(id)) => match emu.drive().items.get(&id).filter(|i| i.user_id == user_id) {
             Some(item) => ([(header::CONTENT_TYPE, mime_type(&item.name))], item.content.clone()).into_response(),
             None => graph_error(&headers, StatusCode::NOT_FOUND, "itemNotFound", "The resource could not be found."),
@@ -640,4 +684,70 @@ pub async fn inspect(State(emu): State<Emulator>, Path(user): Path<String>) -> R
         .collect();
     let sessions = drive.sessions.values().filter(|s| s.user_id == found.id).count();
     Json(json!({"files": files, "open_upload_sessions": sessions})).into_response()
+}
+
+/// `GET /personal/{owner}/_layouts/15/Doc.aspx?sourcedoc={id}`: where a driveItem's `webUrl`
+/// leads — the emulator's stand-in for Excel for the web, the workbook's sheets as HTML tables
+/// (the first 200 rows of each), so the links the panes and exports hand out go somewhere.
+pub async fn web_view(State(emu): State<Emulator>, Query(q): Query<HashMap<String, String>>) -> Response {
+    use calamine::Reader;
+    let id = q
+        .get("sourcedoc")
+        .map(|s| s.trim_matches(['{', '}']).to_string())
+        .unwrap_or_default();
+    let Some(item) = emu.drive().items.get(&id).cloned() else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::response::Html("<h1>This file no longer exists.</h1>".to_string()),
+        )
+            .into_response();
+    };
+    // A preview, not a spreadsheet: a workbook read whole costs memory in its size.
+    if item.content.len() > 20 << 20 {
+        return axum::response::Html(format!(
+            "<h1>{} is too large for the emulator's preview.</h1>",
+            item.name.replace('<', "&lt;")
+        ))
+        .into_response();
+    }
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let mut html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{0} — Excel (emulator)</title><style>body{{font:13px system-ui,sans-serif;margin:0}}header{{background:#217346;color:#fff;padding:8px 14px}}h2{{font-size:14px;margin:14px}}table{{border-collapse:collapse;margin:0 14px 14px}}td,th{{border:1px solid #e1dfdd;padding:1px 6px;white-space:nowrap}}th{{background:#f3f2f1}}</style></head><body><header>{0} <small>(the Microsoft 365 emulator's stand-in for Excel for the web)</small></header>",
+        esc(&item.name)
+    );
+    match calamine::open_workbook_from_rs::<calamine::Xlsx<_>, _>(std::io::Cursor::new(item.content.clone())) {
+        Err(e) => html.push_str(&format!(
+            "<p>This file is not a workbook the emulator can show: {}</p>",
+            esc(&e.to_string())
+        )),
+        Ok(mut book) => {
+            for name in book.sheet_names() {
+                html.push_str(&format!("<h2>{}</h2><table>", esc(&name)));
+                if let Ok(range) = book.worksheet_range(&name) {
+                    for row in range.rows().take(200) {
+                        html.push_str("<tr>");
+                        for cell in row {
+                            html.push_str(&format!("<td>{}</td>", esc(&cell.to_string())));
+                        }
+                        html.push_str("</tr>");
+                    }
+                    if range.height() > 200 {
+                        html.push_str(&format!(
+                            "<tr><th colspan=\"{}\">… {} more rows</th></tr>",
+                            range.width().max(1),
+                            range.height() - 200
+                        ));
+                    }
+                }
+                html.push_str("</table>");
+            }
+        }
+    }
+    html.push_str("</body></html>");
+    axum::response::Html(html).into_response()
 }

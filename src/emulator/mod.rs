@@ -284,6 +284,7 @@ impl Emulator {
             .route("/_attachments/{token}", any(mail::attachment_upload))
             .route("/_upload/{token}", any(drive::upload_url))
             .route("/_emulator/drive/{user}", get(drive::inspect))
+            .route("/personal/{owner}/_layouts/15/Doc.aspx", get(drive::web_view))
             .route("/_emulator/faults", post(faults::add).delete(faults::clear))
             .route("/_emulator/requests", get(faults::requests))
             .route("/_emulator/requests/counts", get(faults::counts))

@@ -34,17 +34,24 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/api/v1/grids/{id}/changes", post(publish).get(changes))
 }
 
-/// Who calls: an operator (the pane's user, or a client key naming one), or the ERP itself
-/// (a client key alone).
-pub enum GridCaller {
-    Operator { operator: Operator, actor: String },
-    Erp { actor: String },
+/// Who calls a pane endpoint: an operator (the pane's user by its single sign-on token, kept
+/// for the on-behalf-of exchange, or a client key naming one in `X-Operator`), or the ERP
+/// itself (a client key alone).
+pub enum PaneCaller {
+    Operator {
+        operator: Operator,
+        actor: String,
+        sso: Option<Box<SsoCaller>>,
+    },
+    Erp {
+        actor: String,
+    },
 }
 
-impl GridCaller {
-    fn operator(self) -> Result<(Operator, String), ApiError> {
+impl PaneCaller {
+    pub fn operator(self) -> Result<(Operator, String), ApiError> {
         match self {
-            Self::Operator { operator, actor } => Ok((operator, actor)),
+            Self::Operator { operator, actor, .. } => Ok((operator, actor)),
             Self::Erp { .. } => Err(ApiError::validation("X-Operator", "is required: name the operator the grid is for")),
         }
     }
@@ -60,7 +67,7 @@ impl GridCaller {
     }
 }
 
-impl FromRequestParts<AppState> for GridCaller {
+impl FromRequestParts<AppState> for PaneCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
@@ -75,8 +82,9 @@ impl FromRequestParts<AppState> for GridCaller {
             let caller = SsoCaller::from_request_parts(parts, state).await?;
             let actor = format!("operator:{}", caller.operator.code);
             return Ok(Self::Operator {
-                operator: caller.operator,
+                operator: caller.operator.clone(),
                 actor,
+                sso: Some(Box::new(caller)),
             });
         }
         let caller = super::Client::from_request_parts(parts, state).await?;
@@ -98,7 +106,25 @@ impl FromRequestParts<AppState> for GridCaller {
         if !operator.enabled {
             return Err(ApiError::validation("X-Operator", format!("operator {code} is disabled")));
         }
-        Ok(Self::Operator { operator, actor })
+        Ok(Self::Operator {
+            operator,
+            actor,
+            sso: None,
+        })
+    }
+}
+
+impl PaneCaller {
+    /// Who Graph is called as: the pane's user on-behalf-of, or the operator's own token.
+    pub async fn principal(&self, state: &AppState, scope: &str) -> Result<crate::graph::Principal, ApiError> {
+        match self {
+            Self::Operator { sso: Some(caller), .. } => super::auth::on_behalf_of(state, caller, scope).await,
+            Self::Operator { operator, .. } => {
+                state.tokens.operator_token(&operator.code).await?;
+                Ok(crate::graph::Principal::Operator(operator.code.clone()))
+            }
+            Self::Erp { .. } => Err(ApiError::validation("X-Operator", "is required: name the operator")),
+        }
     }
 }
 
@@ -167,7 +193,7 @@ fn info(g: &GridRecord) -> Result<GridInfo, ApiError> {
 }
 
 /// A grid that may be read: it exists, it is the caller's, it has not expired.
-async fn usable(state: &AppState, caller: &GridCaller, id: &str) -> Result<GridRecord, ApiError> {
+async fn usable(state: &AppState, caller: &PaneCaller, id: &str) -> Result<GridRecord, ApiError> {
     let grid = state.store.get_grid(id).await?;
     caller.may_use(&grid)?;
     if grid.expires_at <= Utc::now() {
@@ -190,7 +216,7 @@ async fn usable(state: &AppState, caller: &GridCaller, id: &str) -> Result<GridR
 #[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn create(
     State(state): State<AppState>,
-    caller: GridCaller,
+    caller: PaneCaller,
     Params(q): Params<ShareParams>,
     headers: HeaderMap,
     body: Body,
@@ -283,7 +309,7 @@ pub struct GridList {
     params(("X-Operator" = Option<String>, Header, description = "The operator (client key)")),
     responses((status = 200, body = GridList), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
 #[tracing::instrument(skip_all, err(level = "debug"))]
-pub async fn list(State(state): State<AppState>, caller: GridCaller) -> Result<Json<GridList>, ApiError> {
+pub async fn list(State(state): State<AppState>, caller: PaneCaller) -> Result<Json<GridList>, ApiError> {
     let (operator, _) = caller.operator()?;
     let grids = state.store.list_grids(operator.code.as_str(), Utc::now()).await?;
     Ok(Json(GridList {
@@ -334,7 +360,7 @@ fn whole(raw: Option<&str>, field: &str, range: std::ops::RangeInclusive<u64>, d
 #[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn rows(
     State(state): State<AppState>,
-    caller: GridCaller,
+    caller: PaneCaller,
     Path(id): Path<String>,
     Params(q): Params<RowsParams>,
 ) -> Result<Json<RowBlock>, ApiError> {
@@ -390,7 +416,7 @@ pub struct PublishAnswer {
 #[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn publish(
     State(state): State<AppState>,
-    caller: GridCaller,
+    caller: PaneCaller,
     Path(id): Path<String>,
     ApiJson(input): ApiJson<PublishInput>,
 ) -> Result<Json<PublishAnswer>, ApiError> {
@@ -449,7 +475,7 @@ pub struct Published {
 #[utoipa::path(get, path = "/api/v1/grids/{id}/changes", tag = "grids", security(("api_key" = []), ("sso" = [])),
     responses((status = 200, body = Published), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 #[tracing::instrument(skip_all, err(level = "debug"))]
-pub async fn changes(State(state): State<AppState>, caller: GridCaller, Path(id): Path<String>) -> Result<Json<Published>, ApiError> {
+pub async fn changes(State(state): State<AppState>, caller: PaneCaller, Path(id): Path<String>) -> Result<Json<Published>, ApiError> {
     let grid = state.store.get_grid(&id).await?;
     caller.may_use(&grid)?;
     let p = state

@@ -108,7 +108,7 @@ impl Modify for Conventions {
         super::profiles::list, super::profiles::create, super::profiles::get, super::profiles::replace, super::profiles::delete,
         super::profiles::resolution, super::profiles::test,
         super::templates::list, super::templates::preview,
-        super::exports::create, super::exports::status, super::exports::content, super::exports::events,
+        super::exports::create, super::exports::recent, super::exports::status, super::exports::content, super::exports::events,
         super::imports::create,
         super::mail::send, super::mail::list, super::mail::show, super::mail::retry, super::mail::cancel, super::mail::upload,
         super::reports::create, super::reports::list, super::reports::file,

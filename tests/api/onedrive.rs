@@ -300,7 +300,42 @@ on_both!(
     concurrent_callers_share_one_refresh(small),
     device_code_signin_links_the_operator(unlinked),
     graph_client_pages_and_keeps_to_four_per_mailbox(small),
+    recent_exports_are_listed_newest_first_and_open_in_the_emulators_excel(small),
 );
+
+/// The Excel pane's recent exports: the export folder's children newest first
+/// (driveitem-list-children.md, `$orderby=lastModifiedDateTime desc`), an empty list before
+/// the first export (the folder does not exist yet: Graph's 404), and each `webUrl` opens
+/// the emulator's stand-in for Excel for the web, which shows the sheets.
+async fn recent_exports_are_listed_newest_first_and_open_in_the_emulators_excel(l: Linked) {
+    let none = l.app.client_get_as("/api/v1/exports/recent", Some(OPERATOR)).await;
+    assert_eq!(none.status, 200, "{}", none.text);
+    assert_eq!(none.json["items"], serde_json::json!([]));
+    assert_eq!(none.json["folder"], "/officebridge/exports");
+    assert_eq!(l.export(&csv(5), "First", &[]).await.status, 201);
+    assert_eq!(l.export(&csv(5), "Second", &[]).await.status, 201);
+    let listed = l.app.client_get_as("/api/v1/exports/recent", Some(OPERATOR)).await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    let names: Vec<&str> = listed.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Second.xlsx", "First.xlsx"]);
+    let url = listed.json["items"][0]["webUrl"].as_str().unwrap();
+    let page = l.browser.get(url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Second.xlsx") && html.contains("<table>"), "{html}");
+    assert!(
+        html.contains("<h2>Sheet1</h2>") && html.contains("<td>Id</td><td>Text</td>"),
+        "the sheet is shown: {html}"
+    );
+    // Without an operator the ERP gets a 422 naming X-Operator.
+    let bare = l.app.client_get_as("/api/v1/exports/recent", None).await;
+    bare.assert_problem(422, Some("X-Operator"));
+}
 
 /// SPEC §6: `{id, name, size, webUrl}`; the bytes in OneDrive are the workbook.
 async fn signed_in_export_lands_in_onedrive(l: Linked) {
