@@ -141,6 +141,7 @@ pub async fn provision(store: &Store, emulator: &DevEmulator, data_dir: &Path) -
     seed_dev_tenant(store, &emulator.base).await?;
     println!("dev mode: tenant {DEV_TENANT} is the emulator; operator {DEV_OPERATOR} is signed in as its demo user");
     seed_dev_company(store).await?;
+    seed_dev_grid(store).await?;
     println!(
         "dev mode: company ACME publishes ERP contacts; search them with the mailbox: \
          GET /api/v1/contacts/search?q=jo&company=ACME with X-Operator: {DEV_OPERATOR}"
@@ -153,6 +154,52 @@ pub async fn provision(store: &Store, emulator: &DevEmulator, data_dir: &Path) -
         }
         None => println!("dev mode: API keys are in {}", data_dir.join("dev-keys.json").display()),
     }
+    Ok(())
+}
+
+/// Shares a price list with operator DEMO for the Excel pane (once: not again while one is
+/// there).
+async fn seed_dev_grid(store: &Store) -> anyhow::Result<()> {
+    let now = chrono::Utc::now();
+    if !store.list_grids(DEV_OPERATOR, now).await?.is_empty() {
+        return Ok(());
+    }
+    let mut ndjson = String::from(
+        r#"{"name":"Price list","key":"sku","columns":[{"key":"sku","header":"SKU","type":"text"},{"key":"item","header":"Item","type":"text"},{"key":"price","header":"Price","type":"currency","currency":"EUR"},{"key":"stock","header":"In stock","type":"integer"},{"key":"next","header":"Next delivery","type":"date"}]}"#,
+    );
+    for i in 1..=250u32 {
+        let next = now.date_naive() + chrono::Duration::days(i64::from(i % 30));
+        let row = serde_json::json!([
+            format!("SKU-{i:04}"),
+            format!("Item {i}"),
+            f64::from(i) * 1.5,
+            i * 7 % 120,
+            next.to_string()
+        ]);
+        ndjson.push('\n');
+        ndjson.push_str(&row.to_string());
+    }
+    let record = crate::store::grids::GridRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        operator: DEV_OPERATOR.into(),
+        name: String::new(),
+        key: String::new(),
+        columns: String::new(),
+        rows: 0,
+        created_at: now,
+        expires_at: now + chrono::Duration::days(30),
+    };
+    let input = move || Ok(std::io::Cursor::new(ndjson.into_bytes()));
+    crate::grids::share(
+        store,
+        "dev",
+        record,
+        crate::export::read::InputFormat::Ndjson,
+        input,
+        Default::default(),
+        1_000_000,
+    )
+    .await?;
     Ok(())
 }
 

@@ -410,7 +410,7 @@ async fn drive_request(
                 .filter(|i| i.user_id == user_id && i.folder.eq_ignore_ascii_case(&folder))
                 .collect();
             match query.get("$orderby").map(|o| o.trim().to_ascii_lowercase()).as_deref() {
-                None | Some("name") | Some("name asc") => items.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase())),
+                None | Some("name") | Some("name asc") => items.sort_by_key(|i| i.name.to_lowercase()),
                 Some("lastmodifieddatetime desc") => items.sort_by(|a, b| b.modified.cmp(&a.modified).then(a.name.cmp(&b.name))),
                 Some("lastmodifieddatetime") | Some("lastmodifieddatetime asc") => items.sort_by_key(|i| i.modified),
                 Some(other) => {

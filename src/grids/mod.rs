@@ -183,6 +183,69 @@ impl SheetSink for &mut Collector {
     }
 }
 
+/// Why a grid was not shared.
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    /// Over `grids.max_cells`.
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("the grid has no sheet")]
+    NoSheet,
+    /// The body is not a grid, or breaks a rule (as an export would refuse it).
+    #[error(transparent)]
+    Read(#[from] ExportError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Shares a grid: reads `input` (opened on the blocking thread) in `format` into the
+/// database as `record` (id, operator and times set), then makes it visible. A grid refused
+/// on the way leaves nothing behind.
+pub async fn share<R: std::io::BufRead + Send + 'static>(
+    store: &Store,
+    actor: &str,
+    record: GridRecord,
+    format: crate::export::read::InputFormat,
+    input: impl FnOnce() -> std::io::Result<R> + Send + 'static,
+    opts: crate::export::read::ExportOptions,
+    max_cells: u64,
+) -> Result<GridRecord, ShareError> {
+    let mut collector = Collector::new(store.clone(), tokio::runtime::Handle::current(), record, max_cells);
+    // Parsing is synchronous: on a blocking thread, which waits for each batch's insert.
+    let (collector, read) = tokio::task::spawn_blocking(move || {
+        let read = input().map_err(ExportError::from).and_then(|reader| {
+            crate::export::read::read_into(format, reader, &opts, |meta| {
+                collector.key = meta.key;
+                Ok(&mut collector)
+            })
+            .map(drop)
+        });
+        let read = read.and_then(|()| collector.finish());
+        (collector, read)
+    })
+    .await
+    .map_err(|e| ShareError::Read(ExportError::Io(std::io::Error::other(e.to_string()))))?;
+    let stored = match read {
+        Ok(()) if collector.begun => store
+            .finish_grid(actor, &collector.record.id, collector.record.rows)
+            .await
+            .map_err(ShareError::from),
+        Ok(()) => Err(ShareError::NoSheet),
+        Err(e) if collector.too_large => Err(ShareError::TooLarge(e.to_string())),
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = stored {
+        // Nothing half-written: the rows stored so far go with the record.
+        if collector.begun
+            && let Err(d) = store.delete_grid(&collector.record.id).await
+        {
+            tracing::warn!(error = %d, grid = %collector.record.id, "removing a grid that failed failed; the sweep takes it");
+        }
+        return Err(e);
+    }
+    Ok(collector.record)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,7 +30,7 @@ pub fn routes(dev: bool) -> axum::Router<AppState> {
         for (path, content_type, body) in crate::addin::DEV_ASSETS {
             router = router.route(path, get(move || async move { ([(header::CONTENT_TYPE, content_type)], body) }));
         }
-        router = router.route("/addin/dev/token", get(dev_token));
+        router = router.route("/addin/dev/token", get(dev_token)).route("/", get(dev_home));
     }
     #[cfg(not(feature = "emulator"))]
     let _ = dev;
@@ -172,4 +172,68 @@ pub async fn icon(Path(name): Path<String>) -> Result<Response, ApiError> {
         .find(|(n, _)| *n == name)
         .ok_or_else(|| ApiError::NotFound(format!("no icon {name}")))?;
     Ok(([(header::CONTENT_TYPE, "image/png")], *bytes).into_response())
+}
+
+/// `GET /` in `--dev`: where everything is, within a minute of starting.
+#[cfg(feature = "emulator")]
+pub async fn dev_home(State(state): State<AppState>) -> Response {
+    use crate::dev::DEV_OPERATOR;
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let signin = match crate::domain::OperatorCode::parse(DEV_OPERATOR) {
+        Ok(code) => match state.store.get_operator(&code).await {
+            Ok(op) => format!("{:?}", op.signin).to_lowercase(),
+            Err(e) => format!("unknown ({e})"),
+        },
+        Err(e) => e,
+    };
+    let emulator = state.settings.emulator().unwrap_or("(none)").to_string();
+    let mut exports = String::new();
+    if let Ok(code) = crate::domain::OperatorCode::parse(DEV_OPERATOR)
+        && let Ok(tenant) = manifest_tenant(&state.store, None, state.settings.addin.tenant.as_deref()).await
+    {
+        let folder = state.settings.onedrive.folder_for(tenant.code.as_str(), DEV_OPERATOR);
+        let path: Vec<String> = folder
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(crate::graph::encode_segment)
+            .collect();
+        let url = format!("{}/me/drive/root:/{}:/children", crate::graph::base_url(&tenant), path.join("/"));
+        let who = crate::graph::Principal::Operator(code);
+        if let Ok(page) = state
+            .graph
+            .get_once(&who, false, |h| h.get(&url).query(&[("$orderby", "lastModifiedDateTime desc")]))
+            .await
+        {
+            for item in page["value"].as_array().map(Vec::as_slice).unwrap_or_default().iter().take(10) {
+                exports.push_str(&format!(
+                    "<li><a href=\"{}\">{}</a></li>",
+                    esc(item["webUrl"].as_str().unwrap_or_default()),
+                    esc(item["name"].as_str().unwrap_or_default())
+                ));
+            }
+        }
+    }
+    if exports.is_empty() {
+        exports = "<li>Nothing yet: <code>POST /api/v1/exports?destination=onedrive</code> with <code>X-Operator: DEMO</code> puts one there.</li>".into();
+    }
+    let html = format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>officebridge (dev)</title>
+<link rel="stylesheet" href="/addin/common/pane.css"></head><body><header><h1>officebridge — serve --dev</h1>
+<p class="detail">Everything runs here: the Microsoft 365 emulator at {emulator}, tenant DEMO, operator DEMO (sign-in: {signin}).</p></header><main>
+<h2>The Office add-in</h2><ul class="list">
+<li><a href="/addin/dev/excel">The Excel pane</a> beside the Office stand-in's workbook: insert the shared price list, edit a cell, publish.</li>
+<li>Manifests: <a href="/addin/excel/manifest.xml">Excel (XML)</a> · <a href="/addin/outlook/manifest.xml">Outlook (XML)</a> · <a href="/addin/manifest.json">unified (JSON)</a></li></ul>
+<h2>The API</h2><ul class="list"><li><a href="/openapi.json">The OpenAPI document</a>; the dev API keys are in {keys}.</li></ul>
+<h2>The emulator's OneDrive (operator DEMO's exports)</h2><ul class="list">{exports}</ul>
+</main></body></html>"#,
+        emulator = esc(&emulator),
+        signin = esc(&signin),
+        keys = esc(&state.settings.data_dir.join("dev-keys.json").display().to_string()),
+    );
+    axum::response::Html(html).into_response()
 }

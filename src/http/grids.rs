@@ -11,8 +11,8 @@ use crate::domain::OperatorCode;
 use crate::error::{ApiError, Problem};
 use crate::export::import::{CellProblem, ChangeSet, canonical_row, compare_table};
 use crate::export::model::Column;
-use crate::export::read::{ExportOptions, InputFormat, read_into};
-use crate::grids::{Collector, columns_from_json, excel_value, value_cell};
+use crate::export::read::{ExportOptions, InputFormat};
+use crate::grids::{columns_from_json, excel_value, value_cell};
 use crate::store::StoreError;
 use crate::store::grids::GridRecord;
 use crate::store::models::Operator;
@@ -255,49 +255,44 @@ pub async fn create(
         created_at: now,
         expires_at: now + chrono::Duration::hours(state.settings.grids.retention_hours as i64),
     };
-    let mut collector = Collector::new(
-        state.store.clone(),
-        tokio::runtime::Handle::current(),
-        record,
-        state.settings.grids.max_cells,
-    );
-    // Parsing is synchronous: on a blocking thread, which waits for each batch's insert.
-    let (collector, read) = tokio::task::spawn_blocking(move || {
-        let read = std::fs::File::open(&spool)
-            .map_err(crate::export::writer::ExportError::from)
-            .and_then(|file| {
-                read_into(format, std::io::BufReader::new(file), &opts, |meta| {
-                    collector.key = meta.key;
-                    Ok(&mut collector)
-                })
-                .map(drop)
-            })
-            .and_then(|()| collector.finish());
-        drop((spool, claim));
-        (collector, read)
-    })
-    .await
-    .map_err(anyhow::Error::from)?;
-    let stored = match read {
-        Ok(()) if collector.begun => state
-            .store
-            .finish_grid(&actor, &collector.record.id, collector.record.rows)
-            .await
-            .map_err(ApiError::from),
-        Ok(()) => Err(ApiError::validation("sheets", "the grid has no sheet")),
-        Err(e) if collector.too_large => Err(ApiError::too_large("body", e.to_string())),
-        Err(e) => Err(e.into()),
+    let input = move || -> std::io::Result<_> {
+        let file = std::fs::File::open(&spool)?;
+        // The spool and its claim go when the reader is done with the file.
+        Ok(GuardedRead {
+            inner: std::io::BufReader::new(file),
+            _held: (spool, claim),
+        })
     };
-    if let Err(e) = stored {
-        // Nothing half-written: the rows stored so far go with the record.
-        if collector.begun
-            && let Err(d) = state.store.delete_grid(&collector.record.id).await
-        {
-            tracing::warn!(error = %d, grid = %collector.record.id, "removing a grid that failed failed; the sweep takes it");
-        }
-        return Err(e);
+    let record = crate::grids::share(&state.store, &actor, record, format, input, opts, state.settings.grids.max_cells)
+        .await
+        .map_err(|e| match e {
+            crate::grids::ShareError::TooLarge(m) => ApiError::too_large("body", m),
+            crate::grids::ShareError::NoSheet => ApiError::validation("sheets", "the grid has no sheet"),
+            crate::grids::ShareError::Read(e) => e.into(),
+            crate::grids::ShareError::Store(e) => e.into(),
+        })?;
+    Ok((StatusCode::CREATED, Json(info(&record)?)))
+}
+
+/// A reader that keeps something alive (the spooled body's file and claim) while it reads.
+struct GuardedRead<R, H> {
+    inner: R,
+    _held: H,
+}
+
+impl<R: std::io::Read, H> std::io::Read for GuardedRead<R, H> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf)
     }
-    Ok((StatusCode::CREATED, Json(info(&collector.record)?)))
+}
+
+impl<R: std::io::BufRead, H> std::io::BufRead for GuardedRead<R, H> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+    fn consume(&mut self, n: usize) {
+        self.inner.consume(n)
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
