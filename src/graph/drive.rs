@@ -34,6 +34,56 @@ pub struct DriveFile {
     pub web_url: String,
 }
 
+/// A file in a OneDrive folder, as the Excel pane lists the recent exports.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RecentFile {
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    /// Opens the file in Excel for the web.
+    #[serde(rename = "webUrl")]
+    pub web_url: String,
+    #[serde(rename = "lastModifiedDateTime")]
+    pub last_modified: Option<String>,
+}
+
+/// The files of `folder` in the user's OneDrive (`root:/{folder}:/children`,
+/// driveitem-list-children.md), newest first, at most `top`. A folder that does not exist
+/// (nothing exported yet: Graph's 404) has none.
+pub async fn recent_files(graph: &Graph, who: &Principal, base: &str, folder: &str, top: u32) -> Result<Vec<RecentFile>, GraphError> {
+    let path: Vec<String> = folder.split('/').filter(|s| !s.is_empty()).map(super::encode_segment).collect();
+    let url = format!("{base}/me/drive/root:/{}:/children", path.join("/"));
+    let top = top.to_string();
+    let page = graph
+        .get_once(who, false, |h| {
+            h.get(&url).query(&[
+                ("$orderby", "lastModifiedDateTime desc"),
+                ("$top", top.as_str()),
+                ("$select", "id,name,size,webUrl,lastModifiedDateTime,file,folder"),
+            ])
+        })
+        .await;
+    let page = match page {
+        Ok(v) => v,
+        Err(GraphError::Api { status: 404, .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(page["value"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|i| i["folder"].is_null())
+        .map(|i| RecentFile {
+            id: i["id"].as_str().unwrap_or_default().to_string(),
+            name: i["name"].as_str().unwrap_or_default().to_string(),
+            size: i["size"].as_u64().unwrap_or_default(),
+            web_url: i["webUrl"].as_str().unwrap_or_default().to_string(),
+            last_modified: i["lastModifiedDateTime"].as_str().map(String::from),
+        })
+        .collect())
+}
+
 /// Percent-encodes a path for Graph's `root:/{path}:` addressing, keeping the slashes.
 fn encode_path(folder: &str, name: &str) -> String {
     let mut segments: Vec<&str> = folder.split('/').filter(|s| !s.is_empty()).collect();

@@ -197,25 +197,13 @@ pub async fn dev_home(State(state): State<AppState>) -> Response {
         && let Ok(tenant) = manifest_tenant(&state.store, None, state.settings.addin.tenant.as_deref()).await
     {
         let folder = state.settings.onedrive.folder_for(tenant.code.as_str(), DEV_OPERATOR);
-        let path: Vec<String> = folder
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .map(crate::graph::encode_segment)
-            .collect();
-        let url = format!("{}/me/drive/root:/{}:/children", crate::graph::base_url(&tenant), path.join("/"));
         let who = crate::graph::Principal::Operator(code);
-        if let Ok(page) = state
-            .graph
-            .get_once(&who, false, |h| h.get(&url).query(&[("$orderby", "lastModifiedDateTime desc")]))
+        let base = crate::graph::base_url(&tenant);
+        for f in crate::graph::drive::recent_files(&state.graph, &who, &base, folder, 10)
             .await
+            .unwrap_or_default()
         {
-            for item in page["value"].as_array().map(Vec::as_slice).unwrap_or_default().iter().take(10) {
-                exports.push_str(&format!(
-                    "<li><a href=\"{}\">{}</a></li>",
-                    esc(item["webUrl"].as_str().unwrap_or_default()),
-                    esc(item["name"].as_str().unwrap_or_default())
-                ));
-            }
+            exports.push_str(&format!("<li><a href=\"{}\">{}</a></li>", esc(&f.web_url), esc(&f.name)));
         }
     }
     if exports.is_empty() {

@@ -8,7 +8,7 @@
 use super::{AppState, Client, SsoCaller, bearer_token};
 use crate::contacts::SearchAnswer;
 use crate::contacts::lookup::{Query as LookupQuery, Target};
-use crate::domain::{CompanyCode, EmailAddress, OperatorCode, TenantCode};
+use crate::domain::{CompanyCode, EmailAddress, TenantCode};
 use crate::error::{ApiError, Problem};
 use crate::graph::{Principal, base_url, encode_segment};
 use crate::store::StoreError;
@@ -56,18 +56,6 @@ pub struct SearchParams {
     pub mailbox: Option<String>,
 }
 
-fn parse_limit(raw: Option<&str>, max: usize, default: usize) -> Result<usize, ApiError> {
-    match raw {
-        None => Ok(default),
-        Some(s) => s
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| ApiError::validation("limit", format!("must be a whole number from 1 to {max}"))),
-    }
-}
-
 fn parse_query(raw: Option<&str>) -> Result<String, ApiError> {
     let q = raw.unwrap_or("").trim();
     if q.is_empty() {
@@ -108,20 +96,7 @@ async fn target(state: &AppState, parts: &mut Parts, tenant: Option<&str>, mailb
         });
     }
     Client::from_request_parts(parts, state).await?;
-    let operator = match parts.headers.get("x-operator").map(|v| v.to_str()) {
-        None => None,
-        Some(Err(_)) => return Err(ApiError::validation("X-Operator", "must be an operator code")),
-        Some(Ok(raw)) => {
-            let code = OperatorCode::parse(raw).map_err(|m| ApiError::validation("X-Operator", m))?;
-            match state.store.get_operator(&code).await {
-                Ok(op) => Some(op),
-                Err(StoreError::NotFound { .. }) => {
-                    return Err(ApiError::validation("X-Operator", format!("no operator has code '{code}'")));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    };
+    let operator = super::named_operator(state, &parts.headers).await?;
     match (tenant, mailbox) {
         (None, None) => {
             let op = operator.ok_or_else(|| {
@@ -130,9 +105,6 @@ async fn target(state: &AppState, parts: &mut Parts, tenant: Option<&str>, mailb
                     "is required: name the operator the search is for (or tenant and mailbox)",
                 )
             })?;
-            if !op.enabled {
-                return Err(ApiError::validation("X-Operator", format!("operator {} is disabled", op.code)));
-            }
             // Before any source runs: an operator who must sign in again gets the usual 401.
             state.tokens.operator_token(&op.code).await?;
             let tenant = state
@@ -193,7 +165,7 @@ async fn target(state: &AppState, parts: &mut Parts, tenant: Option<&str>, mailb
 pub async fn search(State(state): State<AppState>, mut parts: Parts) -> Result<Json<SearchAnswer>, ApiError> {
     let super::Params(p) = super::Params::<SearchParams>::from_request_parts(&mut parts, &state).await?;
     let text = parse_query(p.q.as_deref())?;
-    let limit = parse_limit(p.limit.as_deref(), 50, 10)?;
+    let limit = super::whole_number(p.limit.as_deref(), "limit", 1..=50, 10)? as usize;
     let company = match p.company.as_deref() {
         None => None,
         Some(raw) => {
@@ -252,7 +224,7 @@ fn listing(owner: &str, folder: Option<&str>) -> String {
 #[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn browse(State(state): State<AppState>, mut parts: Parts) -> Result<Json<ContactPage>, ApiError> {
     let super::Params(p) = super::Params::<BrowseParams>::from_request_parts(&mut parts, &state).await?;
-    let limit = parse_limit(p.limit.as_deref(), 500, 100)?;
+    let limit = super::whole_number(p.limit.as_deref(), "limit", 1..=500, 100)? as usize;
     let target = target(&state, &mut parts, None, None).await?;
     let folder = p.folder.as_deref().filter(|f| !f.is_empty());
     let key = listing(&target.owner, folder);

@@ -308,22 +308,11 @@ pub struct RecentExports {
     /// The OneDrive folder exports land in.
     pub folder: String,
     /// Newest first, at most 20; each opens in Excel for the web by its `webUrl`.
-    pub items: Vec<RecentExport>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct RecentExport {
-    pub id: String,
-    pub name: String,
-    pub size: u64,
-    #[serde(rename = "webUrl")]
-    pub web_url: String,
-    #[serde(rename = "lastModifiedDateTime")]
-    pub last_modified: Option<String>,
+    pub items: Vec<drive::RecentFile>,
 }
 
 /// `GET /api/v1/exports/recent`: the workbooks in the operator's OneDrive export folder, newest
-/// first (`root:/{folder}:/children`, driveitem-list-children.md), for the Excel pane.
+/// first, for the Excel pane.
 #[utoipa::path(get, path = "/api/v1/exports/recent", tag = "exports", security(("api_key" = []), ("sso" = [])),
     params(("X-Operator" = Option<String>, Header, description = "The operator (client key)")),
     responses((status = 200, body = RecentExports), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem), (status = 502, body = Problem)))]
@@ -336,46 +325,13 @@ pub async fn recent(State(state): State<AppState>, caller: super::grids::PaneCal
         .clone()
         .ok_or_else(|| ApiError::validation("X-Operator", format!("operator {} has no tenant", operator.code)))?;
     let tenant = state.store.get_tenant(&tenant).await?;
-    let folder = state.settings.onedrive.folder_for(tenant.code.as_str(), operator.code.as_str());
-    let path: Vec<String> = folder
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(crate::graph::encode_segment)
-        .collect();
-    let url = format!("{}/me/drive/root:/{}:/children", crate::graph::base_url(&tenant), path.join("/"));
-    let page = state
-        .graph
-        .get_once(&principal, false, |h| {
-            h.get(&url).query(&[
-                ("$orderby", "lastModifiedDateTime desc"),
-                ("$top", "20"),
-                ("$select", "id,name,size,webUrl,lastModifiedDateTime,file"),
-            ])
-        })
-        .await;
-    let items = match page {
-        Ok(v) => v["value"]
-            .as_array()
-            .map(|a| a.as_slice())
-            .unwrap_or_default()
-            .iter()
-            .filter(|i| i["folder"].is_null())
-            .map(|i| RecentExport {
-                id: i["id"].as_str().unwrap_or_default().to_string(),
-                name: i["name"].as_str().unwrap_or_default().to_string(),
-                size: i["size"].as_u64().unwrap_or_default(),
-                web_url: i["webUrl"].as_str().unwrap_or_default().to_string(),
-                last_modified: i["lastModifiedDateTime"].as_str().map(String::from),
-            })
-            .collect(),
-        // Nothing exported yet: the folder does not exist.
-        Err(crate::graph::GraphError::Api { status: 404, .. }) => Vec::new(),
-        Err(e) => return Err(e.into()),
-    };
-    Ok(Json(RecentExports {
-        folder: folder.to_string(),
-        items,
-    }))
+    let folder = state
+        .settings
+        .onedrive
+        .folder_for(tenant.code.as_str(), operator.code.as_str())
+        .to_string();
+    let items = drive::recent_files(&state.graph, &principal, &crate::graph::base_url(&tenant), &folder, 20).await?;
+    Ok(Json(RecentExports { folder, items }))
 }
 
 /// The operator a OneDrive export is for (`X-Operator`).

@@ -7,13 +7,11 @@
 //! operator's: another operator, or a token of another tenant, gets a 403.
 
 use super::{ApiJson, AppState, Params, SsoCaller, bearer_token};
-use crate::domain::OperatorCode;
 use crate::error::{ApiError, Problem};
 use crate::export::import::{CellProblem, ChangeSet, canonical_row, compare_table};
 use crate::export::model::Column;
 use crate::export::read::{ExportOptions, InputFormat};
 use crate::grids::{columns_from_json, excel_value, value_cell};
-use crate::store::StoreError;
 use crate::store::grids::GridRecord;
 use crate::store::models::Operator;
 use axum::Json;
@@ -89,23 +87,9 @@ impl FromRequestParts<AppState> for PaneCaller {
         }
         let caller = super::Client::from_request_parts(parts, state).await?;
         let actor = caller.0.actor().to_string();
-        let Some(raw) = parts.headers.get("x-operator") else {
+        let Some(operator) = super::named_operator(state, &parts.headers).await? else {
             return Ok(Self::Erp { actor });
         };
-        let raw = raw
-            .to_str()
-            .map_err(|_| ApiError::validation("X-Operator", "must be an operator code"))?;
-        let code = OperatorCode::parse(raw).map_err(|m| ApiError::validation("X-Operator", m))?;
-        let operator = match state.store.get_operator(&code).await {
-            Ok(op) => op,
-            Err(StoreError::NotFound { .. }) => {
-                return Err(ApiError::validation("X-Operator", format!("no operator has code '{code}'")));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if !operator.enabled {
-            return Err(ApiError::validation("X-Operator", format!("operator {code} is disabled")));
-        }
         Ok(Self::Operator {
             operator,
             actor,
@@ -338,18 +322,6 @@ pub struct RowBlock {
     pub next_offset: Option<u64>,
 }
 
-fn whole(raw: Option<&str>, field: &str, range: std::ops::RangeInclusive<u64>, default: u64) -> Result<u64, ApiError> {
-    match raw {
-        None => Ok(default),
-        Some(s) => s
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|n| range.contains(n))
-            .ok_or_else(|| ApiError::validation(field, format!("must be a whole number from {} to {}", range.start(), range.end()))),
-    }
-}
-
 #[utoipa::path(get, path = "/api/v1/grids/{id}/rows", tag = "grids", security(("api_key" = []), ("sso" = [])), params(RowsParams),
     responses((status = 200, body = RowBlock), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 #[tracing::instrument(skip_all, err(level = "debug"))]
@@ -361,8 +333,8 @@ pub async fn rows(
 ) -> Result<Json<RowBlock>, ApiError> {
     let grid = usable(&state, &caller, &id).await?;
     let max = state.settings.grids.max_block_rows;
-    let offset = whole(q.offset.as_deref(), "offset", 0..=grid.rows, 0)?;
-    let limit = whole(q.limit.as_deref(), "limit", 1..=max, 5_000.min(max))?;
+    let offset = super::whole_number(q.offset.as_deref(), "offset", 0..=grid.rows, 0)?;
+    let limit = super::whole_number(q.limit.as_deref(), "limit", 1..=max, 5_000.min(max))?;
     let columns = columns_from_json(&grid.columns)?;
     let stored = state.store.grid_rows(&id, offset, limit).await?;
     let rows = stored

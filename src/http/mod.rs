@@ -168,6 +168,42 @@ impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> 
     }
 }
 
+/// A whole-number query parameter within `range` (`default` when absent), else a 422 naming it.
+pub fn whole_number(raw: Option<&str>, field: &str, range: std::ops::RangeInclusive<u64>, default: u64) -> Result<u64, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(s) => s
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| ApiError::validation(field, format!("must be a whole number from {} to {}", range.start(), range.end()))),
+    }
+}
+
+/// The operator a client key names in `X-Operator`, if it names one: an existing, enabled
+/// operator, else a 422 naming the header.
+pub async fn named_operator(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Option<crate::store::models::Operator>, ApiError> {
+    let Some(raw) = headers.get("x-operator") else {
+        return Ok(None);
+    };
+    let raw = raw
+        .to_str()
+        .map_err(|_| ApiError::validation("X-Operator", "must be an operator code"))?;
+    let code = OperatorCode::parse(raw).map_err(|m| ApiError::validation("X-Operator", m))?;
+    let operator = match state.store.get_operator(&code).await {
+        Ok(op) => op,
+        Err(crate::store::StoreError::NotFound { .. }) => {
+            return Err(ApiError::validation("X-Operator", format!("no operator has code '{code}'")));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if !operator.enabled {
+        return Err(ApiError::validation("X-Operator", format!("operator {code} is disabled")));
+    }
+    Ok(Some(operator))
+}
+
 /// A caller holding a `client` key (the ERP acting for an operator).
 pub struct Client(pub Caller);
 
