@@ -115,6 +115,19 @@ try {
   }, refusedBefore);
   await standIn(() => (window.officebridgeStandIn.limitBytes = 0));
 
+  // 4b. Cancel: the big grid again, cancelled as soon as it starts; nothing of it stays.
+  const sheetsBefore = await standIn(() => window.officebridgeStandIn.workbook.sheets.length);
+  await pane().locator(`#grids li[data-grid="${cfg.big}"] button`).click();
+  await pane().locator("#progress").waitFor({ state: "visible", timeout: 20000 });
+  await pane().locator("#cancel").click();
+  await pane().locator("#status", { hasText: "Cancelled" }).waitFor({ timeout: 60000 });
+  out.cancel = {
+    status: await pane().locator("#status").innerText(),
+    sheetsBefore,
+    sheetsAfter: await standIn(() => window.officebridgeStandIn.workbook.sheets.length),
+    tables: await standIn(() => window.officebridgeStandIn.workbook.tables.length),
+  };
+
   // 5. SSO failures, each with Microsoft's documented answer.
   out.sso = {};
   for (const code of [13001, 13002, 13003]) {

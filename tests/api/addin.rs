@@ -575,6 +575,11 @@ async fn the_excel_pane_inserts_a_grid_and_publishes_an_edit_in_a_browser() {
     assert!(report["small"]["refused"].as_u64().unwrap() > 0, "{report:#}");
     assert_eq!(report["small"]["rows"], 2000);
     assert_eq!(report["small"]["wrong"], 0);
+    // Cancelled: nothing of the grid stays, the tables already there do.
+    let cancel = &report["cancel"];
+    assert!(cancel["status"].as_str().unwrap().starts_with("Cancelled"), "{cancel}");
+    assert_eq!(cancel["sheetsAfter"], cancel["sheetsBefore"], "{cancel}");
+    assert_eq!(cancel["tables"], 2, "{cancel}");
     // SSO errors: the documented answers, then signed in on the button.
     for (code, words, button) in [
         ("13001", "not signed in to Office", "Sign in"),
