@@ -202,25 +202,21 @@ async fn check_sender(
     operator: Option<&str>,
 ) -> Result<Option<OperatorCode>, ApiError> {
     use crate::store::models::SettingsView;
+    // A named operator must exist, whatever the profile: their mail counts in their contact
+    // lookup's ranking.
+    let named = match operator {
+        Some(raw) => Some(super::operator_named(state, raw).await?),
+        None => None,
+    };
     match &profile.settings {
         SettingsView::GraphDelegate(s) => {
-            let raw = operator.ok_or_else(|| {
+            let op = named.ok_or_else(|| {
                 ApiError::validation(
                     "X-Operator",
                     format!("is required: profile {} sends as the operator (graph_delegate)", profile.name),
                 )
             })?;
-            let code = OperatorCode::parse(raw).map_err(|m| ApiError::validation("X-Operator", m))?;
-            let op = match state.store.get_operator(&code).await {
-                Ok(op) => op,
-                Err(StoreError::NotFound { .. }) => {
-                    return Err(ApiError::validation("X-Operator", format!("no operator has code '{code}'")));
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if !op.enabled {
-                return Err(ApiError::validation("X-Operator", format!("operator {code} is disabled")));
-            }
+            let code = op.code.clone();
             if op.tenant.as_ref() != Some(&s.tenant) {
                 return Err(ApiError::validation(
                     "X-Operator",
@@ -238,7 +234,7 @@ async fn check_sender(
             }
             Ok(Some(code))
         }
-        SettingsView::GraphDirect { .. } | SettingsView::Smtp { .. } => Ok(operator.and_then(|o| OperatorCode::parse(o).ok())),
+        SettingsView::GraphDirect { .. } | SettingsView::Smtp { .. } => Ok(named.map(|o| o.code)),
     }
 }
 

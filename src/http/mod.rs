@@ -190,6 +190,11 @@ pub async fn named_operator(state: &AppState, headers: &axum::http::HeaderMap) -
     let raw = raw
         .to_str()
         .map_err(|_| ApiError::validation("X-Operator", "must be an operator code"))?;
+    operator_named(state, raw).await.map(Some)
+}
+
+/// The existing, enabled operator `raw` (from `X-Operator`) names, else a 422 naming the header.
+pub async fn operator_named(state: &AppState, raw: &str) -> Result<crate::store::models::Operator, ApiError> {
     let code = OperatorCode::parse(raw).map_err(|m| ApiError::validation("X-Operator", m))?;
     let operator = match state.store.get_operator(&code).await {
         Ok(op) => op,
@@ -201,7 +206,7 @@ pub async fn named_operator(state: &AppState, headers: &axum::http::HeaderMap) -
     if !operator.enabled {
         return Err(ApiError::validation("X-Operator", format!("operator {code} is disabled")));
     }
-    Ok(Some(operator))
+    Ok(operator)
 }
 
 /// A caller holding a `client` key (the ERP acting for an operator).

@@ -305,6 +305,8 @@ async fn bad_mail_is_refused_naming_the_field_and_queues_nothing(l: Linked) {
             422,
             "X-Operator",
         ),
+        // A direct profile needs no operator, but one that is named must exist.
+        (with(&|_| {}), &[("x-operator", "NOBODY")], 422, "X-Operator"),
         (with(&|m| m["importance"] = json!("urgent")), &[], 422, "importance"),
         (with(&|_| {}), &[("idempotency-key", "")], 422, "Idempotency-Key"),
     ];
