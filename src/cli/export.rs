@@ -73,10 +73,29 @@ pub fn export(args: ExportArgs) -> anyhow::Result<crate::export::writer::Report>
         (None, true) => bail!("writing from standard input needs -o OUT.xlsx"),
     };
     let stem = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned());
+    use crate::export::csv_input;
     let opts = ExportOptions {
         columns: args.columns.clone(),
         sheet_name: args.sheet.clone().or_else(|| if stdin { None } else { stem(&args.input) }),
         title: if stdin { None } else { stem(&args.input) },
+        encoding: args
+            .encoding
+            .as_deref()
+            .map(csv_input::encoding)
+            .transpose()
+            .map_err(|m| anyhow::anyhow!("--encoding: {m}"))?,
+        delimiter: args
+            .delimiter
+            .as_deref()
+            .map(csv_input::delimiter)
+            .transpose()
+            .map_err(|m| anyhow::anyhow!("--delimiter: {m}"))?,
+        decimal_comma: match args.decimal.as_deref() {
+            None => None,
+            Some(",") => Some(true),
+            Some(".") => Some(false),
+            Some(other) => anyhow::bail!("--decimal: '{other}' is not '.' or ','"),
+        },
         ..Default::default()
     };
     // Written beside the target and renamed into place only when complete, so a failed export

@@ -112,6 +112,15 @@ pub struct ExportArgs {
     /// The sheet name for CSV input (default: the file name).
     #[arg(long)]
     pub sheet: Option<String>,
+    /// CSV field delimiter: `,`, `;`, `tab` or `|` (default: the one the header line holds).
+    #[arg(long)]
+    pub delimiter: Option<String>,
+    /// CSV charset (`windows-1252`, `utf-16`, …; default UTF-8, a byte order mark wins).
+    #[arg(long)]
+    pub encoding: Option<String>,
+    /// CSV decimal separator, `.` or `,` (default: `,` when the delimiter is `;`).
+    #[arg(long)]
+    pub decimal: Option<String>,
     /// Upload the workbook to the operator's OneDrive (configured folder, conflicts renamed)
     /// and print `{id, name, size, webUrl}`; with -o a local copy is kept too.
     #[arg(long, requires = "operator")]

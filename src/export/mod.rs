@@ -2,6 +2,8 @@
 //! edited workbooks back. Knows nothing of HTTP or the database.
 
 /// Reading edited workbooks back, with problems and the change set.
+/// CSV as Excel writes it: charsets, delimiters, decimal commas.
+pub mod csv_input;
 pub mod import;
 /// Exports off the async runtime: bounded concurrency, background jobs, expiry.
 pub mod jobs;

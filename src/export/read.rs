@@ -308,6 +308,12 @@ pub struct ExportOptions {
     pub max_line_bytes: Option<usize>,
     /// The key column for CSV input (a shared grid's; JSON and NDJSON name it themselves).
     pub key: Option<String>,
+    /// CSV: the charset (UTF-8 when unset; a byte order mark wins).
+    pub encoding: Option<&'static encoding_rs::Encoding>,
+    /// CSV: the field delimiter (sniffed from the header line when unset).
+    pub delimiter: Option<u8>,
+    /// CSV: whether numbers have decimal commas (`12,50`); when unset, whether the delimiter is `;`.
+    pub decimal_comma: Option<bool>,
 }
 
 /// Where the parsed sheets go: a workbook being written ([`XlsxExport`]) or a grid kept for
@@ -758,7 +764,12 @@ fn infer_type(values: &[&str]) -> ColumnType {
 }
 
 /// The CSV sheet's columns: the header row's names, typed by the spec or inferred.
-fn csv_columns(headers: &csv::StringRecord, spec: Option<&str>, sample: &[csv::StringRecord]) -> Result<Vec<ColumnSpec>, GridError> {
+fn csv_columns(
+    headers: &csv::StringRecord,
+    spec: Option<&str>,
+    sample: &[csv::StringRecord],
+    decimal: bool,
+) -> Result<Vec<ColumnSpec>, GridError> {
     let given = spec.map(parse_column_spec).transpose()?.unwrap_or_default();
     for (i, (name, _)) in given.iter().enumerate() {
         if !headers.iter().any(|h| h == name) {
@@ -774,7 +785,12 @@ fn csv_columns(headers: &csv::StringRecord, spec: Option<&str>, sample: &[csv::S
         .map(|(c, h)| match given.iter().find(|(n, _)| n == h).and_then(|(_, s)| s.clone()) {
             Some(s) => s,
             None => {
-                let values: Vec<&str> = sample.iter().map(|r| r.get(c).unwrap_or("")).collect();
+                let values: Vec<std::borrow::Cow<str>> = sample
+                    .iter()
+                    .map(|r| r.get(c).unwrap_or(""))
+                    .map(|v| if decimal { super::csv_input::decimal_comma(v) } else { v.into() })
+                    .collect();
+                let values: Vec<&str> = values.iter().map(|v| v.as_ref()).collect();
                 ColumnSpec {
                     key: h.to_string(),
                     header: None,
@@ -788,7 +804,7 @@ fn csv_columns(headers: &csv::StringRecord, spec: Option<&str>, sample: &[csv::S
         .collect())
 }
 
-fn csv_row(columns: &[Column], record: &csv::StringRecord, line: u64) -> Result<Vec<Cell>, GridError> {
+fn csv_row(columns: &[Column], record: &csv::StringRecord, line: u64, decimal: bool) -> Result<Vec<Cell>, GridError> {
     if record.len() != columns.len() {
         return Err(GridError::new(
             format!("line[{line}]"),
@@ -798,7 +814,18 @@ fn csv_row(columns: &[Column], record: &csv::StringRecord, line: u64) -> Result<
     columns
         .iter()
         .zip(record.iter())
-        .map(|(c, v)| c.from_text(v).map_err(|m| GridError::new(format!("line[{line}].{}", c.key), m)))
+        .map(|(c, v)| {
+            let numeric = matches!(
+                c.kind,
+                ColumnType::Integer | ColumnType::Decimal | ColumnType::Currency | ColumnType::Percent
+            );
+            let v = if decimal && numeric {
+                super::csv_input::decimal_comma(v)
+            } else {
+                v.into()
+            };
+            c.from_text(&v).map_err(|m| GridError::new(format!("line[{line}].{}", c.key), m))
+        })
         .collect()
 }
 
@@ -866,13 +893,39 @@ fn read_csv<R: BufRead + Send, S: SheetSink + Send>(
     opts: &ExportOptions,
     make: impl FnOnce(GridMeta) -> Result<S, ExportError>,
 ) -> Result<S, ExportError> {
+    use super::csv_input::{Decoded, holds, sniff};
+    let mut input = Decoded::new(input, opts.encoding.unwrap_or(encoding_rs::UTF_8));
+    let head = input.fill_buf().map_err(|e| GridError::new("body", e.to_string()))?;
+    let found = sniff(head);
+    let delimiter = match opts.delimiter {
+        Some(d) if !holds(head, d) && holds(head, found) && found != d => {
+            return Err(GridError::new(
+                "delimiter",
+                format!(
+                    "the header line holds no '{}' but does hold '{}': the file is '{}'-separated",
+                    d as char, found as char, found as char
+                )
+                .replace('\t', "tab"),
+            )
+            .into());
+        }
+        Some(d) => d,
+        None => found,
+    };
+    let decimal = opts.decimal_comma.unwrap_or(delimiter == b';');
     let input = CrlfToLf {
         inner: input,
         pending_cr: false,
     };
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
+    let mut reader = csv::ReaderBuilder::new().flexible(true).delimiter(delimiter).from_reader(input);
     let csv_error = |e: csv::Error| {
         let line = e.position().map_or(0, |p| p.line());
+        // Bytes not of the charset: the decoder said which it expected.
+        if let csv::ErrorKind::Io(io) = e.kind()
+            && io.kind() == std::io::ErrorKind::InvalidData
+        {
+            return GridError::new(format!("line[{line}]"), io.to_string());
+        }
         GridError::new(format!("line[{line}]"), format!("is not valid CSV: {e}"))
     };
     let headers = reader.headers().map_err(csv_error)?.clone();
@@ -887,7 +940,7 @@ fn read_csv<R: BufRead + Send, S: SheetSink + Send>(
     }
     let spec = SheetSpec {
         name: opts.sheet_name.clone(),
-        columns: csv_columns(&headers, opts.columns.as_deref(), &sample)?,
+        columns: csv_columns(&headers, opts.columns.as_deref(), &sample, decimal)?,
         totals: BTreeMap::new(),
     };
     let sheet = spec.check("", "Sheet1")?;
@@ -904,7 +957,7 @@ fn read_csv<R: BufRead + Send, S: SheetSink + Send>(
             let parsed = match record {
                 Ok(record) => {
                     let line = record.position().map_or(0, |p| p.line());
-                    (line, csv_row(columns, &record, line))
+                    (line, csv_row(columns, &record, line, decimal))
                 }
                 Err(e) => (0, Err(e)),
             };

@@ -48,6 +48,50 @@ pub struct ExportQuery {
     pub sheet: Option<String>,
     /// Workbook title for CSV (the grid document and NDJSON header carry their own).
     pub title: Option<String>,
+    /// CSV field delimiter: `,`, `;`, `tab` or `|` (default: the one the header line holds).
+    pub delimiter: Option<String>,
+    /// CSV decimal separator: `.` or `,` (default: `,` when the delimiter is `;`).
+    pub decimal: Option<String>,
+}
+
+/// How to read a CSV body: its charset, delimiter and whether its numbers have decimal commas.
+pub(super) type CsvReading = (Option<&'static encoding_rs::Encoding>, Option<u8>, Option<bool>);
+
+/// What a CSV body's media type and parameters say of how to read it: its charset (415 for an
+/// unknown one; JSON and NDJSON are UTF-8), its delimiter and its decimal separator.
+pub(super) fn csv_reading(
+    format: InputFormat,
+    media: &str,
+    delimiter: Option<&str>,
+    decimal: Option<&str>,
+) -> Result<CsvReading, ApiError> {
+    use crate::export::csv_input;
+    let encoding = match csv_input::charset_of(media) {
+        None => None,
+        Some(label) => {
+            let enc = csv_input::encoding(label).map_err(ApiError::UnsupportedMediaType)?;
+            if format != InputFormat::Csv && enc != encoding_rs::UTF_8 {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "charset '{label}': JSON and NDJSON grids are UTF-8 (RFC 8259)"
+                )));
+            }
+            Some(enc)
+        }
+    };
+    if format != InputFormat::Csv && (delimiter.is_some() || decimal.is_some()) {
+        return Err(ApiError::validation("delimiter", "delimiter and decimal are for CSV bodies"));
+    }
+    let delimiter = delimiter
+        .map(csv_input::delimiter)
+        .transpose()
+        .map_err(|m| ApiError::validation("delimiter", m))?;
+    let decimal = match decimal {
+        None => None,
+        Some(",") => Some(true),
+        Some(".") => Some(false),
+        Some(other) => return Err(ApiError::validation("decimal", format!("'{other}' is not '.' or ','"))),
+    };
+    Ok((encoding, delimiter, decimal))
 }
 
 /// A background export as `GET /api/v1/exports/{id}` shows it.
@@ -204,11 +248,15 @@ pub async fn create(
     {
         return Err(too_large(limit));
     }
+    let (encoding, delimiter, decimal_comma) = csv_reading(format, media, q.delimiter.as_deref(), q.decimal.as_deref())?;
     let opts = ExportOptions {
         columns: q.columns,
         sheet_name: q.sheet,
         title: q.title,
         max_line_bytes: Some(state.settings.export.max_line_bytes),
+        encoding,
+        delimiter,
+        decimal_comma,
         ..Default::default()
     };
     let respond_async = headers

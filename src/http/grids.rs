@@ -123,6 +123,10 @@ pub struct ShareParams {
     /// CSV: the grid's name (the sheet's).
     pub sheet: Option<String>,
     pub title: Option<String>,
+    /// CSV field delimiter: `,`, `;`, `tab` or `|` (default: the one the header line holds).
+    pub delimiter: Option<String>,
+    /// CSV decimal separator: `.` or `,` (default: `,` when the delimiter is `;`).
+    pub decimal: Option<String>,
 }
 
 /// A column as the pane formats it.
@@ -220,11 +224,15 @@ pub async fn create(
         _ => state.settings.export.max_body_bytes,
     };
     let (spool, claim) = super::exports::spool_body(&state, &actor, body, limit).await?;
+    let (encoding, delimiter, decimal_comma) = super::exports::csv_reading(format, media, q.delimiter.as_deref(), q.decimal.as_deref())?;
     let opts = ExportOptions {
         columns: q.columns,
         sheet_name: q.sheet,
         title: q.title,
         key: q.key,
+        encoding,
+        delimiter,
+        decimal_comma,
         max_line_bytes: Some(state.settings.export.max_line_bytes),
         ..Default::default()
     };

@@ -272,7 +272,103 @@ async fn bad_grids_and_bad_publishes_are_refused(app: TestApp) {
     assert_eq!(get(&app, "/api/v1/grids", Some("JDOE")).await.json["items"], json!([]));
 }
 
+/// A client-key POST of raw bytes acting for `op`.
+async fn post_bytes(app: &TestApp, path: &str, op: &str, content_type: &str, body: Vec<u8>) -> Answer {
+    let req = app
+        .http
+        .post(app.url(path))
+        .bearer_auth(&app.client_key)
+        .header("content-type", content_type)
+        .header("x-operator", op)
+        .body(body);
+    Answer::from(req.send().await.unwrap()).await
+}
+
+/// CSVs as Excel writes them (issue 18, item 4): Windows-1252 with `;` and decimal commas
+/// (Excel's plain "CSV" where the decimal separator is a comma), UTF-16 "Unicode Text" with
+/// tabs, read by the export's own readers — shown here through a shared grid's typed rows.
+async fn csvs_as_excel_writes_them_are_read_right(app: TestApp) {
+    operator(&app, "JDOE").await;
+    let ansi = b"Artikel;Preis;Menge\r\nCaf\xe9;12,50;3\r\nTh\xe9;1.234,56;4\r\n".to_vec();
+    let a = post_bytes(
+        &app,
+        "/api/v1/grids?key=Artikel",
+        "JDOE",
+        "text/csv; charset=windows-1252",
+        ansi.clone(),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let types: Vec<&str> = a.json["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["text", "decimal", "integer"]);
+    let rows = get(
+        &app,
+        &format!("/api/v1/grids/{}/rows", a.json["id"].as_str().unwrap()),
+        Some("JDOE"),
+    )
+    .await;
+    assert_eq!(rows.json["rows"], json!([["Café", 12.5, 3.0], ["Thé", 1234.56, 4.0]]));
+    // UTF-16 with its byte order mark and tabs: found without being told.
+    let unicode: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain("Code\tName\r\nX-1\tZoë\r\n".encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    let b = post_bytes(&app, "/api/v1/grids?key=Code", "JDOE", "text/csv", unicode).await;
+    assert_eq!(b.status, 201, "{}", b.text);
+    let rows = get(
+        &app,
+        &format!("/api/v1/grids/{}/rows", b.json["id"].as_str().unwrap()),
+        Some("JDOE"),
+    )
+    .await;
+    assert_eq!(rows.json["rows"], json!([["X-1", "Zoë"]]));
+    // The same through an export: a workbook.
+    let x = app
+        .client_post("/api/v1/exports", "text/csv; charset=windows-1252", ansi.clone(), &[])
+        .await;
+    assert_eq!(x.status(), 200);
+    // Bad input: Windows-1252 sent as UTF-8; a charset nobody knows; a delimiter the file does
+    // not use; a delimiter or decimal that is neither.
+    let c = post_bytes(&app, "/api/v1/grids?key=Artikel", "JDOE", "text/csv", ansi.clone()).await;
+    c.assert_problem(422, None);
+    assert!(c.text.contains("CSV UTF-8"), "{}", c.text);
+    let d = post_bytes(&app, "/api/v1/grids?key=Artikel", "JDOE", "text/csv; charset=klingon", ansi.clone()).await;
+    d.assert_problem(415, None);
+    assert!(d.text.contains("klingon"), "{}", d.text);
+    let e = post_bytes(
+        &app,
+        "/api/v1/grids?key=Artikel&delimiter=,",
+        "JDOE",
+        "text/csv; charset=windows-1252",
+        ansi.clone(),
+    )
+    .await;
+    e.assert_problem(422, Some("delimiter"));
+    assert!(e.text.contains("';'-separated"), "{}", e.text);
+    post_bytes(&app, "/api/v1/grids?key=Artikel&delimiter=x", "JDOE", "text/csv", ansi.clone())
+        .await
+        .assert_problem(422, Some("delimiter"));
+    post_bytes(&app, "/api/v1/grids?key=Artikel&decimal=;", "JDOE", "text/csv", ansi)
+        .await
+        .assert_problem(422, Some("decimal"));
+    post_bytes(
+        &app,
+        "/api/v1/grids",
+        "JDOE",
+        "application/json; charset=utf-16",
+        stock().to_string().into_bytes(),
+    )
+    .await
+    .assert_problem(415, None);
+}
+
 crate::on_both_backends!(
+    csvs_as_excel_writes_them_are_read_right,
     a_grid_is_shared_read_in_blocks_and_its_edits_come_back,
     ndjson_and_csv_grids_name_their_key,
     a_grid_is_its_operators_only,
