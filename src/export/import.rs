@@ -767,6 +767,7 @@ mod tests {
             currency: None,
             decimals: 2,
             width: None,
+            date_format: None,
         };
         for (kind, text) in [
             (ColumnType::Date, "1900-01-01"),

@@ -102,6 +102,10 @@ pub struct ColumnSpec {
     /// Column width in characters; computed from the data when absent.
     #[serde(default)]
     pub width: Option<f64>,
+    /// How `date` and `datetime` values are written in the input when not ISO 8601:
+    /// `DD/MM/YYYY`, `MM/DD/YYYY`, `D.M.YYYY`, `DD/MM/YYYY hh:mm[:ss]`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 /// A checked column.
@@ -113,6 +117,96 @@ pub struct Column {
     pub currency: Option<String>,
     pub decimals: u8,
     pub width: Option<f64>,
+    /// A `date`/`datetime` column's input format: as declared, and as chrono parses it.
+    pub date_format: Option<DateFormat>,
+}
+
+/// A date format as declared (`DD/MM/YYYY`) and as chrono parses it (`%d/%m/%Y`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DateFormat {
+    pub declared: String,
+    chrono: String,
+}
+
+impl DateFormat {
+    /// Reads `DD`/`D` (day), `MM`/`M` (month), `YYYY`/`YY` (year), `hh`/`HH`, `mm`, `ss` and the
+    /// separators `/ . - : ,` space and `T`; `datetime` says whether a time may be in it.
+    ///
+    /// # Errors
+    ///
+    /// What is wrong with it, for a 422 naming the column's `format`.
+    pub fn parse(declared: &str, datetime: bool) -> Result<Self, String> {
+        let mut chrono = String::new();
+        let mut rest = declared.trim();
+        let (mut day, mut month, mut year, mut time) = (false, false, false, false);
+        while !rest.is_empty() {
+            let tokens: [(&str, &str); 11] = [
+                ("YYYY", "%Y"),
+                ("YY", "%y"),
+                ("DD", "%d"),
+                ("D", "%d"),
+                ("MM", "%m"),
+                ("M", "%m"),
+                ("hh", "%H"),
+                ("HH", "%H"),
+                ("mm", "%M"),
+                ("ss", "%S"),
+                ("T", "T"),
+            ];
+            if let Some((t, c)) = tokens.iter().find(|(t, _)| rest.starts_with(t)) {
+                match *t {
+                    "YYYY" | "YY" => year = true,
+                    "DD" | "D" => day = true,
+                    "MM" | "M" => month = true,
+                    "hh" | "HH" | "mm" | "ss" => time = true,
+                    _ => {}
+                }
+                chrono.push_str(c);
+                rest = &rest[t.len()..];
+                continue;
+            }
+            let ch = rest.chars().next().expect("not empty");
+            if !"/.-:, ".contains(ch) {
+                return Err(format!(
+                    "'{declared}' is not a date format: use DD, MM, YYYY (or D, M, YY), hh, mm, ss and the separators / . - : , space"
+                ));
+            }
+            chrono.push(ch);
+            rest = &rest[ch.len_utf8()..];
+        }
+        if !(day && month && year) {
+            return Err(format!("'{declared}' does not say the day, the month and the year (DD, MM, YYYY)"));
+        }
+        if time && !datetime {
+            return Err(format!(
+                "'{declared}' has a time, which a date column does not hold (declare it datetime)"
+            ));
+        }
+        Ok(Self {
+            declared: declared.trim().to_string(),
+            chrono,
+        })
+    }
+
+    fn date(&self, s: &str) -> Result<NaiveDate, String> {
+        NaiveDate::parse_from_str(s.trim(), &self.chrono)
+            .map_err(|_| format!("'{}' does not match the column's date format {}", clip(s), self.declared))
+    }
+
+    /// The format's date part, for a `datetime` value given without its time.
+    fn date_part(&self) -> &str {
+        match self.chrono.find("%H") {
+            Some(i) => self.chrono[..i].trim_end_matches([' ', 'T', ',', '-', ':']),
+            None => &self.chrono,
+        }
+    }
+
+    fn datetime(&self, s: &str) -> Result<NaiveDateTime, String> {
+        let s = s.trim();
+        NaiveDateTime::parse_from_str(s, &self.chrono)
+            .or_else(|_| NaiveDate::parse_from_str(s, self.date_part()).map(|d| d.and_hms_opt(0, 0, 0).expect("midnight")))
+            .map_err(|_| format!("'{}' does not match the column's date format {}", clip(s), self.declared))
+    }
 }
 
 /// An aggregate for a totals row.
@@ -305,6 +399,13 @@ impl SheetSpec {
                     format!("is longer than {} characters", limits::MAX_CELL_CHARS),
                 ));
             }
+            let date_format = match (kind, spec.format.as_deref()) {
+                (_, None) => None,
+                (ColumnType::Date | ColumnType::Datetime, Some(f)) => {
+                    Some(DateFormat::parse(f, kind == ColumnType::Datetime).map_err(|m| GridError::new(field("format"), m))?)
+                }
+                (_, Some(_)) => return Err(GridError::new(field("format"), "is only for date and datetime columns")),
+            };
             columns.push(Column {
                 key: spec.key.clone(),
                 header,
@@ -312,6 +413,7 @@ impl SheetSpec {
                 currency,
                 decimals,
                 width: spec.width,
+                date_format,
             });
         }
         let mut totals = Vec::new();
@@ -565,9 +667,15 @@ impl Column {
                 }
                 finite(x).map(Cell::Number)
             }
-            ColumnType::Date => serial_of(parse_date(s)?).map(Cell::Serial),
+            ColumnType::Date => match &self.date_format {
+                Some(f) => serial_of(f.date(s)?).map(Cell::Serial),
+                None => serial_of(parse_date(s)?).map(Cell::Serial),
+            },
             ColumnType::Datetime => {
-                let dt = parse_datetime(s)?;
+                let dt = match &self.date_format {
+                    Some(f) => f.datetime(s)?,
+                    None => parse_datetime(s)?,
+                };
                 Ok(Cell::Serial(serial_of(dt.date())? + time_fraction(dt.time())))
             }
             ColumnType::Time => Ok(Cell::Serial(time_fraction(parse_time(s)?))),
@@ -665,7 +773,30 @@ mod tests {
             currency: None,
             decimals: 2,
             width: None,
+            date_format: None,
         }
+    }
+
+    #[test]
+    fn declared_date_formats_read_dates_as_written() {
+        let mut date = col(ColumnType::Date);
+        date.date_format = Some(DateFormat::parse("DD/MM/YYYY", false).unwrap());
+        assert_eq!(date.from_text("31/12/2026").unwrap(), Cell::Serial(46_387.0));
+        assert_eq!(date.from_text("1/2/2026").unwrap(), date.from_text("01/02/2026").unwrap());
+        let e = date.from_text("2026-12-31").unwrap_err();
+        assert!(e.contains("DD/MM/YYYY"), "{e}");
+        let mut us = col(ColumnType::Datetime);
+        us.date_format = Some(DateFormat::parse("MM/DD/YYYY hh:mm", true).unwrap());
+        assert_eq!(us.from_text("12/31/2026 12:00").unwrap(), Cell::Serial(46_387.5));
+        assert_eq!(
+            us.from_text("12/31/2026").unwrap(),
+            Cell::Serial(46_387.0),
+            "a date alone is midnight"
+        );
+        for bad in ["DD/MM", "QQ/MM/YYYY", "", "MM-YYYY"] {
+            assert!(DateFormat::parse(bad, false).is_err(), "{bad}");
+        }
+        assert!(DateFormat::parse("DD/MM/YYYY hh:mm", false).is_err(), "a time in a date column");
     }
 
     #[test]

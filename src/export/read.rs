@@ -684,8 +684,14 @@ pub fn parse_column_spec(spec: &str) -> Result<Vec<(String, Option<ColumnSpec>)>
             s.parse::<u8>()
                 .map_err(|_| GridError::new(&field, format!("'{s}' is not a number of decimals")))
         };
+        // A date format is the rest of the type, colons and all (`date:DD/MM/YYYY hh:mm`).
+        let format = match kind {
+            ColumnType::Date | ColumnType::Datetime if !args.is_empty() => Some(args.join(":")),
+            _ => None,
+        };
         let (currency, decimals) = match (kind, args.as_slice()) {
             (_, []) => (None, None),
+            (ColumnType::Date | ColumnType::Datetime, _) => (None, None),
             (ColumnType::Currency, [code]) => (Some(code.to_string()), None),
             (ColumnType::Currency, [code, d]) => (Some(code.to_string()), Some(decimals(d)?)),
             (ColumnType::Decimal | ColumnType::Percent, [d]) => (None, Some(decimals(d)?)),
@@ -700,6 +706,7 @@ pub fn parse_column_spec(spec: &str) -> Result<Vec<(String, Option<ColumnSpec>)>
                 currency,
                 decimals,
                 width: None,
+                format,
             }),
         ));
     }
@@ -723,6 +730,7 @@ fn infer_type(values: &[&str]) -> ColumnType {
         currency: None,
         decimals: 2,
         width: None,
+        date_format: None,
     };
     let fits = |kind: ColumnType| {
         let c = Column { kind, ..probe.clone() };
@@ -798,6 +806,7 @@ fn csv_columns(
                     currency: None,
                     decimals: None,
                     width: None,
+                    format: None,
                 }
             }
         })

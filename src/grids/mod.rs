@@ -63,6 +63,7 @@ pub fn columns_json(columns: &[Column]) -> String {
             currency: c.currency.clone(),
             decimals: Some(c.decimals),
             width: c.width,
+            format: c.date_format.as_ref().map(|f| f.declared.clone()),
         })
         .collect();
     serde_json::to_string(&specs).expect("column specs serialise")
