@@ -71,7 +71,7 @@ pub const STAND_IN_OFFICE_JS: &str = "/addin/dev/office.js";
 
 /// A pane's page with its Office.js URL: the same file in production and on the dev page.
 pub fn pane_html(office_js: &str) -> String {
-    fill(EXCEL_PANE, &[("office_js", office_js.to_string())], xml_escape)
+    fill(EXCEL_PANE, &[("office_js", office_js.to_string())], crate::domain::escape_html)
 }
 
 /// Which manifest.
@@ -165,8 +165,8 @@ pub fn render(host: Host, settings: &Settings, client_id: &str) -> Result<String
         ("support_url", support),
     ];
     let (template, escape): (&str, fn(&str) -> String) = match host {
-        Host::Excel => (EXCEL_XML, xml_escape),
-        Host::Outlook => (OUTLOOK_XML, xml_escape),
+        Host::Excel => (EXCEL_XML, crate::domain::escape_html),
+        Host::Outlook => (OUTLOOK_XML, crate::domain::escape_html),
         Host::Unified => (UNIFIED_JSON, json_escape),
     };
     Ok(fill(template, &values, escape))
@@ -195,14 +195,6 @@ fn fill(template: &str, values: &[(&str, String)], escape: fn(&str) -> String) -
     }
     out.push_str(rest);
     out
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&apos;")
 }
 
 fn json_escape(s: &str) -> String {

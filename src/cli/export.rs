@@ -90,12 +90,12 @@ pub fn export(args: ExportArgs) -> anyhow::Result<crate::export::writer::Report>
             .map(csv_input::delimiter)
             .transpose()
             .map_err(|m| anyhow::anyhow!("--delimiter: {m}"))?,
-        decimal_comma: match args.decimal.as_deref() {
-            None => None,
-            Some(",") => Some(true),
-            Some(".") => Some(false),
-            Some(other) => anyhow::bail!("--decimal: '{other}' is not '.' or ','"),
-        },
+        decimal_comma: args
+            .decimal
+            .as_deref()
+            .map(csv_input::decimal)
+            .transpose()
+            .map_err(|m| anyhow::anyhow!("--decimal: {m}"))?,
         ..Default::default()
     };
     // Written beside the target and renamed into place only when complete, so a failed export

@@ -706,16 +706,11 @@ pub async fn web_view(State(emu): State<Emulator>, Query(q): Query<HashMap<Strin
     if item.content.len() > 20 << 20 {
         return axum::response::Html(format!(
             "<h1>{} is too large for the emulator's preview.</h1>",
-            item.name.replace('<', "&lt;")
+            super::escape(&item.name)
         ))
         .into_response();
     }
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    };
+    let esc = super::escape;
     let mut html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{0} — Excel (emulator)</title><style>body{{font:13px system-ui,sans-serif;margin:0}}header{{background:#217346;color:#fff;padding:8px 14px}}h2{{font-size:14px;margin:14px}}table{{border-collapse:collapse;margin:0 14px 14px}}td,th{{border:1px solid #e1dfdd;padding:1px 6px;white-space:nowrap}}th{{background:#f3f2f1}}</style></head><body><header>{0} <small>(the Microsoft 365 emulator's stand-in for Excel for the web)</small></header>",
         esc(&item.name)

@@ -43,6 +43,19 @@ pub fn delimiter(raw: &str) -> Result<u8, String> {
     }
 }
 
+/// A decimal separator as given: `,` (decimal commas) or `.`.
+///
+/// # Errors
+///
+/// What it accepts, when it is neither.
+pub fn decimal(raw: &str) -> Result<bool, String> {
+    match raw {
+        "," => Ok(true),
+        "." => Ok(false),
+        other => Err(format!("'{other}' is not '.' or ','")),
+    }
+}
+
 /// The delimiter of the header line `head` (the start of the input): the one of `,` `;` tab
 /// it holds most of outside quotes; `,` when it holds none.
 pub fn sniff(head: &[u8]) -> u8 {

@@ -178,12 +178,7 @@ pub async fn icon(Path(name): Path<String>) -> Result<Response, ApiError> {
 #[cfg(feature = "emulator")]
 pub async fn dev_home(State(state): State<AppState>) -> Response {
     use crate::dev::DEV_OPERATOR;
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    };
+    let esc = crate::domain::escape_html;
     let signin = match crate::domain::OperatorCode::parse(DEV_OPERATOR) {
         Ok(code) => match state.store.get_operator(&code).await {
             Ok(op) => format!("{:?}", op.signin).to_lowercase(),

@@ -5,7 +5,8 @@
 //! (its single sign-on token); with `tenant` and `mailbox` (client key) it is an application
 //! lookup of that mailbox, for server-side reporting with nobody signed in.
 
-use super::{AppState, Client, SsoCaller, bearer_token};
+use super::grids::PaneCaller;
+use super::{AppState, Client};
 use crate::contacts::SearchAnswer;
 use crate::contacts::lookup::{Query as LookupQuery, Target};
 use crate::domain::{CompanyCode, EmailAddress, TenantCode};
@@ -72,18 +73,14 @@ fn parse_query(raw: Option<&str>) -> Result<String, ApiError> {
 
 /// Who a call acts for: an operator (delegated) or a mailbox (application permissions).
 async fn target(state: &AppState, parts: &mut Parts, tenant: Option<&str>, mailbox: Option<&str>) -> Result<Target, ApiError> {
-    let bearer = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
-        .unwrap_or("");
-    // API keys have their own prefix; anything else is the add-in's token.
-    if !bearer.starts_with("obk_") && !bearer.is_empty() {
-        if tenant.is_some() || mailbox.is_some() {
-            return Err(ApiError::validation("tenant", "an application lookup needs a client API key"));
-        }
-        let caller = SsoCaller::from_request_parts(parts, state).await?;
+    if PaneCaller::bears_token(&parts.headers) && (tenant.is_some() || mailbox.is_some()) {
+        return Err(ApiError::validation("tenant", "an application lookup needs a client API key"));
+    }
+    let (operator, sso) = match PaneCaller::from_request_parts(parts, state).await? {
+        PaneCaller::Operator { operator, sso, .. } => (Some(operator), sso),
+        PaneCaller::Erp { .. } => (None, None),
+    };
+    if let Some(caller) = sso {
         let principal = super::auth::on_behalf_of(state, &caller, "Contacts.Read People.Read User.ReadBasic.All").await?;
         let base = base_url(&caller.access.tenant);
         return Ok(Target {
@@ -95,8 +92,6 @@ async fn target(state: &AppState, parts: &mut Parts, tenant: Option<&str>, mailb
             operator: Some(caller.operator.code.to_string()),
         });
     }
-    Client::from_request_parts(parts, state).await?;
-    let operator = super::named_operator(state, &parts.headers).await?;
     match (tenant, mailbox) {
         (None, None) => {
             let op = operator.ok_or_else(|| {

@@ -54,18 +54,39 @@ pub struct ExportQuery {
     pub decimal: Option<String>,
 }
 
-/// How to read a CSV body: its charset, delimiter and whether its numbers have decimal commas.
-pub(super) type CsvReading = (Option<&'static encoding_rs::Encoding>, Option<u8>, Option<bool>);
+/// A grid body's query parameters that only CSV has, as exports and shared grids take them.
+#[derive(Debug, Default)]
+pub(super) struct CsvQuery {
+    pub columns: Option<String>,
+    pub sheet: Option<String>,
+    pub title: Option<String>,
+    pub delimiter: Option<String>,
+    pub decimal: Option<String>,
+}
 
-/// What a CSV body's media type and parameters say of how to read it: its charset (415 for an
-/// unknown one; JSON and NDJSON are UTF-8), its delimiter and its decimal separator.
-pub(super) fn csv_reading(
-    format: InputFormat,
-    media: &str,
-    delimiter: Option<&str>,
-    decimal: Option<&str>,
-) -> Result<CsvReading, ApiError> {
+/// What a grid body is and how to read it, before a byte of it is read: its format (415 for
+/// another media type), the most bytes it may have (413 when its `Content-Length` already
+/// says more), and the readers' options — the CSV charset from the media type (415 for an
+/// unknown one; JSON and NDJSON are UTF-8), delimiter and decimal separator.
+pub(super) fn grid_body(state: &AppState, headers: &HeaderMap, q: CsvQuery) -> Result<(InputFormat, u64, ExportOptions), ApiError> {
     use crate::export::csv_input;
+    let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let Some(format) = InputFormat::from_media_type(media) else {
+        return Err(ApiError::UnsupportedMediaType(
+            "send the grid as application/json, application/x-ndjson or text/csv".into(),
+        ));
+    };
+    let limit = match format {
+        InputFormat::Json => state.settings.export.max_json_bytes,
+        _ => state.settings.export.max_body_bytes,
+    };
+    if headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > limit)
+    {
+        return Err(too_large(limit));
+    }
     let encoding = match csv_input::charset_of(media) {
         None => None,
         Some(label) => {
@@ -78,20 +99,32 @@ pub(super) fn csv_reading(
             Some(enc)
         }
     };
-    if format != InputFormat::Csv && (delimiter.is_some() || decimal.is_some()) {
+    if format != InputFormat::Csv && (q.delimiter.is_some() || q.decimal.is_some()) {
         return Err(ApiError::validation("delimiter", "delimiter and decimal are for CSV bodies"));
     }
-    let delimiter = delimiter
+    let delimiter = q
+        .delimiter
+        .as_deref()
         .map(csv_input::delimiter)
         .transpose()
         .map_err(|m| ApiError::validation("delimiter", m))?;
-    let decimal = match decimal {
-        None => None,
-        Some(",") => Some(true),
-        Some(".") => Some(false),
-        Some(other) => return Err(ApiError::validation("decimal", format!("'{other}' is not '.' or ','"))),
+    let decimal_comma = q
+        .decimal
+        .as_deref()
+        .map(csv_input::decimal)
+        .transpose()
+        .map_err(|m| ApiError::validation("decimal", m))?;
+    let opts = ExportOptions {
+        columns: q.columns,
+        sheet_name: q.sheet,
+        title: q.title,
+        max_line_bytes: Some(state.settings.export.max_line_bytes),
+        encoding,
+        delimiter,
+        decimal_comma,
+        ..Default::default()
     };
-    Ok((encoding, delimiter, decimal))
+    Ok((format, limit, opts))
 }
 
 /// A background export as `GET /api/v1/exports/{id}` shows it.
@@ -231,34 +264,14 @@ pub async fn create(
             ));
         }
     };
-    let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let Some(format) = InputFormat::from_media_type(media) else {
-        return Err(ApiError::UnsupportedMediaType(
-            "send the grid as application/json, application/x-ndjson or text/csv".into(),
-        ));
-    };
-    let limit = match format {
-        InputFormat::Json => state.settings.export.max_json_bytes,
-        _ => state.settings.export.max_body_bytes,
-    };
-    if headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .is_some_and(|n| n > limit)
-    {
-        return Err(too_large(limit));
-    }
-    let (encoding, delimiter, decimal_comma) = csv_reading(format, media, q.delimiter.as_deref(), q.decimal.as_deref())?;
-    let opts = ExportOptions {
+    let csv = CsvQuery {
         columns: q.columns,
-        sheet_name: q.sheet,
+        sheet: q.sheet,
         title: q.title,
-        max_line_bytes: Some(state.settings.export.max_line_bytes),
-        encoding,
-        delimiter,
-        decimal_comma,
-        ..Default::default()
+        delimiter: q.delimiter,
+        decimal: q.decimal,
     };
+    let (format, limit, opts) = grid_body(&state, &headers, csv)?;
     let respond_async = headers
         .get_all("prefer")
         .iter()

@@ -10,7 +10,7 @@ use super::{ApiJson, AppState, Params, SsoCaller, bearer_token};
 use crate::error::{ApiError, Problem};
 use crate::export::import::{CellProblem, ChangeSet, canonical_row, compare_table};
 use crate::export::model::Column;
-use crate::export::read::{ExportOptions, InputFormat};
+use crate::export::read::InputFormat;
 use crate::grids::{columns_from_json, excel_value, value_cell};
 use crate::store::grids::GridRecord;
 use crate::store::models::Operator;
@@ -69,14 +69,7 @@ impl FromRequestParts<AppState> for PaneCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let bearer = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer_token)
-            .unwrap_or("");
-        // API keys have their own prefix; anything else is the add-in's token.
-        if !bearer.starts_with("obk_") && !bearer.is_empty() {
+        if Self::bears_token(&parts.headers) {
             let caller = SsoCaller::from_request_parts(parts, state).await?;
             let actor = format!("operator:{}", caller.operator.code);
             return Ok(Self::Operator {
@@ -99,6 +92,17 @@ impl FromRequestParts<AppState> for PaneCaller {
 }
 
 impl PaneCaller {
+    /// Whether the request carries the add-in's single sign-on token rather than an API key:
+    /// API keys have their own prefix, anything else is the add-in's token.
+    pub fn bears_token(headers: &axum::http::HeaderMap) -> bool {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_token)
+            .unwrap_or("");
+        !bearer.starts_with("obk_") && !bearer.is_empty()
+    }
+
     /// Who Graph is called as: the pane's user on-behalf-of, or the operator's own token.
     pub async fn principal(&self, state: &AppState, scope: &str) -> Result<crate::graph::Principal, ApiError> {
         match self {
@@ -210,32 +214,24 @@ pub async fn create(
     body: Body,
 ) -> Result<(StatusCode, Json<GridInfo>), ApiError> {
     let (operator, actor) = caller.operator()?;
-    let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let format = InputFormat::from_media_type(media)
-        .ok_or_else(|| ApiError::UnsupportedMediaType("send the grid as application/json, application/x-ndjson or text/csv".into()))?;
-    if format != InputFormat::Csv && (q.key.is_some() || q.columns.is_some() || q.sheet.is_some()) {
+    let key = q.key;
+    let csv = super::exports::CsvQuery {
+        columns: q.columns,
+        sheet: q.sheet,
+        title: q.title,
+        delimiter: q.delimiter,
+        decimal: q.decimal,
+    };
+    let shaped_by_query = key.is_some() || csv.columns.is_some() || csv.sheet.is_some();
+    let (format, limit, mut opts) = super::exports::grid_body(&state, &headers, csv)?;
+    if format != InputFormat::Csv && shaped_by_query {
         return Err(ApiError::validation(
             "key",
             "key, columns and sheet are query parameters of CSV only; JSON and NDJSON grids carry them",
         ));
     }
-    let limit = match format {
-        InputFormat::Json => state.settings.export.max_json_bytes,
-        _ => state.settings.export.max_body_bytes,
-    };
+    opts.key = key;
     let (spool, claim) = super::exports::spool_body(&state, &actor, body, limit).await?;
-    let (encoding, delimiter, decimal_comma) = super::exports::csv_reading(format, media, q.delimiter.as_deref(), q.decimal.as_deref())?;
-    let opts = ExportOptions {
-        columns: q.columns,
-        sheet_name: q.sheet,
-        title: q.title,
-        key: q.key,
-        encoding,
-        delimiter,
-        decimal_comma,
-        max_line_bytes: Some(state.settings.export.max_line_bytes),
-        ..Default::default()
-    };
     let now = Utc::now();
     let record = GridRecord {
         id: uuid::Uuid::new_v4().to_string(),
